@@ -1,0 +1,92 @@
+"""Test harness: real MariaDB/MySQL databases created and dropped by the tests themselves.
+
+Each test that asks for ``mysql_url`` gets a brand-new database (``attrtest_<session>_<n>``) with
+Prosper202's schema, dropped afterwards; nothing the tests did not create is ever touched.
+The server comes from ``ATTRIBUTION_TEST_MYSQL_URL`` (default: root on 127.0.0.1:3306). If it
+cannot be reached the MySQL tests fail with instructions; they are never skipped.
+"""
+
+import itertools
+import os
+import secrets
+
+import pymysql
+import pytest
+from sqlalchemy.engine import make_url
+
+from attribution_pipeline import db, schema
+
+SERVER_URL = os.environ.get("ATTRIBUTION_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+SESSION_PREFIX = f"attrtest_{secrets.token_hex(3)}"
+_counter = itertools.count(1)
+
+HOW_TO_GET_MYSQL = (
+    "These tests need a real MariaDB/MySQL server. Start the local one with\n"
+    "    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd\n"
+    "(or `bash .ci/run`, which starts it), or point ATTRIBUTION_TEST_MYSQL_URL at a server where\n"
+    "the user may CREATE and DROP databases, e.g. mysql+pymysql://root@127.0.0.1:3306/test"
+)
+
+
+def _server_connect():
+    url = make_url(SERVER_URL)
+    return pymysql.connect(
+        host=url.host or "127.0.0.1",
+        port=url.port or 3306,
+        user=url.username or "root",
+        password=url.password or "",
+        autocommit=True,
+        connect_timeout=5,
+    )
+
+
+@pytest.fixture(scope="session")
+def mysql_server():
+    try:
+        conn = _server_connect()
+    except pymysql.MySQLError as exc:
+        pytest.fail(f"MariaDB/MySQL is not reachable at {db.safe_url(SERVER_URL)}: {exc}\n{HOW_TO_GET_MYSQL}")
+    yield conn
+    with conn.cursor() as cur:
+        cur.execute("SHOW DATABASES LIKE %s", (SESSION_PREFIX + "%",))
+        for (name,) in cur.fetchall():
+            cur.execute(f"DROP DATABASE `{name}`")  # name comes from SHOW DATABASES, not user input
+    conn.close()
+
+
+def _new_database(server) -> str:
+    name = f"{SESSION_PREFIX}_{next(_counter)}"
+    with server.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+    return make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def mysql_url(mysql_server):
+    """A fresh MariaDB database with Prosper202's tables; dropped after the test."""
+    url = _new_database(mysql_server)
+    engine = db.make_engine(url)
+    schema.create_missing(engine)
+    engine.dispose()
+    yield url
+    with mysql_server.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{make_url(url).database}`")
+
+
+@pytest.fixture
+def mysql_url_empty(mysql_server):
+    """A fresh, empty MariaDB database (no tables); dropped after the test."""
+    url = _new_database(mysql_server)
+    yield url
+    with mysql_server.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{make_url(url).database}`")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    """A fresh SQLite database file with Prosper202's tables."""
+    url = f"sqlite:///{tmp_path / 'prosper202.sqlite'}"
+    engine = db.make_engine(url)
+    schema.create_missing(engine)
+    engine.dispose()
+    return url
