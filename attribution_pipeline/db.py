@@ -78,10 +78,6 @@ def read_frame(conn: Connection, stmt: Select, schema: dict[str, pl.DataType]) -
     result = conn.execute(stmt)
     names = list(result.keys())
     rows = result.fetchall()
-    raw_schema = {}
-    for name in names:
-        dtype = schema.get(name, pl.Object)
-        raw_schema[name] = pl.String if dtype == pl.Float64 else dtype
     if not rows:
         return pl.DataFrame(schema={n: schema.get(n, pl.String) for n in names})
     columns = list(zip(*rows))
@@ -90,6 +86,8 @@ def read_frame(conn: Connection, stmt: Select, schema: dict[str, pl.DataType]) -
         dtype = schema.get(name)
         if dtype == pl.Float64:
             data[name] = pl.Series(name, [None if v is None else str(v) for v in values], pl.String).cast(pl.Float64)
+        elif dtype == pl.String:
+            data[name] = pl.Series(name, [None if v is None else str(v) for v in values], pl.String)
         elif dtype is not None:
             data[name] = pl.Series(name, values, dtype=dtype, strict=False)
         else:

@@ -130,3 +130,13 @@ def select_hours(start: int, end: int, now: int, first_partition_hour: int) -> H
             f"{hour_key(first_partition_hour)} (set ATTRIBUTION_PARTITIONS_START earlier)"
         )
     return HourSelection(hours=hours, incomplete=incomplete)
+
+
+#: Tags that make one Dagster run cover a range of partitions (what UI backfills with a
+#: single-run backfill policy set, and what `dagster asset materialize --partition-range` sets).
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def range_tags(first_hour: int, last_hour: int) -> dict[str, str]:
+    return {RANGE_START_TAG: hour_key(first_hour), RANGE_END_TAG: hour_key(last_hour)}

@@ -1,0 +1,115 @@
+"""Invariants evaluated before the write-back, per (user, model, hour) group.
+
+A group that breaks one is *held*: it is not written and its stored rows stay as they are, while
+every other group is written (D19 outcome 2). The checks, all vectorised:
+
+* ``credit_sum``: the unrounded credits of each conversion sum to 1 within 1e-9;
+* ``journey_positions``: each journey's positions are exactly 0..n-1;
+* ``converting_click``: the converting click appears exactly once in each journey;
+* ``journey_length``: a journey has at most ``touch_cap + 1`` touches;
+* ``snapshot_touchpoints``: a snapshot's clicks and conversions equal the count of its
+  touchpoint rows and of their distinct conversions;
+* ``snapshot_revenue``: a snapshot's revenue equals the hour's conversion revenue of that user
+  (credits sum to 1, so every model attributes all of it; relative tolerance 1e-9).
+
+Journey failures hold every model of the conversion's (user, hour).
+"""
+
+import polars as pl
+
+HELD = {"model_id": pl.Int64, "user_id": pl.Int64, "date_hour": pl.Int64, "reason": pl.String}
+GROUP = ["model_id", "user_id", "date_hour"]
+
+CREDIT_TOLERANCE = 1e-9
+REVENUE_TOLERANCE = 1e-9
+
+
+def _reasons(df: pl.DataFrame, reason: pl.Expr) -> pl.DataFrame:
+    return df.select(*GROUP, reason.alias("reason"))
+
+
+def journey_failures(journeys: pl.DataFrame, touch_cap: int) -> pl.DataFrame:
+    """(user_id, date_hour, conv_id, reason) of journeys that break a journey invariant."""
+    per_conv = journeys.group_by(["user_id", "date_hour", "conv_id"]).agg(
+        touches=pl.len(),
+        n=pl.col("n").first(),
+        positions_ok=(pl.col("position").sort() == pl.int_range(pl.len(), dtype=pl.Int32)).all()
+        & (pl.col("n") == pl.len()).all(),
+        converting=pl.col("is_converting").sum(),
+    )
+    return pl.concat(
+        [
+            per_conv.filter(~pl.col("positions_ok")).select(
+                "user_id", "date_hour", "conv_id", reason=pl.format("journey_positions: conversion {} positions are not 0..n-1", "conv_id")
+            ),
+            per_conv.filter(pl.col("converting") != 1).select(
+                "user_id", "date_hour", "conv_id",
+                reason=pl.format("converting_click: conversion {} has its click {} times", "conv_id", "converting"),
+            ),
+            per_conv.filter(pl.col("touches") > touch_cap + 1).select(
+                "user_id", "date_hour", "conv_id",
+                reason=pl.format("journey_length: conversion {} has {} touches (cap {} + 1)", "conv_id", "touches", pl.lit(touch_cap)),
+            ),
+        ]
+    )
+
+
+def held_groups(
+    *,
+    conversions: pl.DataFrame,
+    journeys: pl.DataFrame,
+    credits: pl.DataFrame,
+    snapshots: pl.DataFrame,
+    models: pl.DataFrame,
+    touch_cap: int,
+) -> pl.DataFrame:
+    """Every (model, user, hour) group to hold, with one row per reason (frame ``HELD``)."""
+    found: list[pl.DataFrame] = []
+
+    credit_sums = (
+        credits.sort(["model_id", "conv_id", "position"])
+        .group_by(["model_id", "user_id", "date_hour", "conv_id"])
+        .agg(total=pl.col("credit").sum())
+        .filter((pl.col("total") - 1.0).abs() > CREDIT_TOLERANCE)
+    )
+    found.append(_reasons(credit_sums, pl.format("credit_sum: conversion {} credits sum to {}", "conv_id", "total")))
+
+    bad_journeys = journey_failures(journeys, touch_cap)
+    if bad_journeys.height:
+        owners = models.select("model_id", "user_id").unique()
+        found.append(_reasons(bad_journeys.join(owners, on="user_id"), pl.col("reason")))
+
+    from_credits = credits.group_by(GROUP).agg(
+        touches=pl.len(), convs=pl.col("conv_id").n_unique()
+    )
+    mismatch = snapshots.join(from_credits, on=GROUP, how="full", coalesce=True).filter(
+        (pl.col("attributed_clicks").fill_null(-1) != pl.col("touches").fill_null(-1))
+        | (pl.col("attributed_conversions").fill_null(-1) != pl.col("convs").fill_null(-1))
+    )
+    found.append(
+        _reasons(
+            mismatch,
+            pl.format("snapshot_touchpoints: snapshot clicks/conversions {}/{} but touchpoints give {}/{}",
+                      "attributed_clicks", "attributed_conversions", "touches", "convs"),
+        )
+    )
+
+    hour_revenue = (
+        conversions.filter(pl.col("click_rows") > 0)
+        .group_by(["user_id", "date_hour"])
+        .agg(expected=pl.col("payout").sum(), expected_conversions=pl.len())
+    )
+    revenue_off = snapshots.join(hour_revenue, on=["user_id", "date_hour"], how="left").filter(
+        ((pl.col("revenue") - pl.col("expected").fill_null(0.0)).abs()
+         > REVENUE_TOLERANCE * pl.max_horizontal(pl.col("expected").abs().fill_null(0.0), pl.lit(1.0)))
+        | (pl.col("attributed_conversions") != pl.col("expected_conversions").fill_null(0))
+    )
+    found.append(
+        _reasons(
+            revenue_off,
+            pl.format("snapshot_revenue: snapshot revenue {} over {} conversions, the hour's conversions give {} over {}",
+                      "revenue", "attributed_conversions", "expected", "expected_conversions"),
+        )
+    )
+    held = pl.concat([f.cast(HELD) for f in found if f.height]) if any(f.height for f in found) else pl.DataFrame(schema=HELD)
+    return held.unique(maintain_order=True).sort(GROUP)
