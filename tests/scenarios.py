@@ -267,7 +267,8 @@ def section_4_6_expected(ids, journey_source="stored"):
         conv_hours = {conv_id: conv_time - conv_time % HOUR for conv_id, _, _, _, conv_time in SECTION_4_6_CONVERSIONS}
         for conv_id, rows in credits.items():
             for position, click_id, credit in rows:
-                touchpoints.append((model_id, user_id, conv_hours[conv_id], conv_id, position, click_id, credit, credit))
+                touchpoints.append((model_id, user_id, conv_hours[conv_id], conv_id, position, click_id,
+                                    credit, credit))
     return sorted(snapshots), sorted(touchpoints)
 
 

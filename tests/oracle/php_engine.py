@@ -404,6 +404,17 @@ def credited_touches(model_type: str, config: dict, conversion: Conversion, jour
     return touches
 
 
+def conversion_sums(payout: float, cpc: float, touches: list) -> tuple:
+    """A conversion's (revenue, cost): from 0.0, left to right in journey order (spec 3.0).
+    D5: cost uses the converting click's cpc for every touch."""
+    revenue = 0.0
+    cost = 0.0
+    for _position, _click_id, credit in touches:
+        revenue += payout * credit
+        cost += cpc * credit
+    return revenue, cost
+
+
 # ============================================================================================
 # Reading the source tables
 # ============================================================================================
@@ -483,10 +494,13 @@ class _Source:
                 if found and int(found[0]["aff_network_id"]) > 0:
                     advertiser_id = int(found[0]["aff_network_id"])
             enabled = True  # default: on
-            scopes = [("global", None), ("advertiser", advertiser_id), ("campaign", campaign_id if campaign_id > 0 else None)]
+            # Least to most specific; advertiser and campaign only when known and positive.
+            scopes = [("global", None)]
+            if advertiser_id is not None:
+                scopes.append(("advertiser", advertiser_id))
+            if campaign_id > 0:
+                scopes.append(("campaign", campaign_id))
             for scope_type, scope_id in scopes:
-                if scope_type != "global" and scope_id is None:
-                    continue
                 setting = self._setting(user_id, scope_type, scope_id)
                 if setting is not None:
                     enabled = bool(int(setting))  # a more specific existing row wins
@@ -613,11 +627,8 @@ def expected_rows(conn, hours: list, *, users: list | None = None, models: list 
             for conversion in conversions:
                 date_hour = conversion.conv_time - conversion.conv_time % HOUR
                 touches = credited_touches(model_type, config, conversion, journeys[conversion.conv_id])
-                revenue = 0.0
-                cost = 0.0
+                revenue, cost = conversion_sums(conversion.payout, conversion.cpc, touches)
                 for position, click_id, credit in touches:
-                    revenue += conversion.payout * credit
-                    cost += conversion.cpc * credit  # D5: the converting click's cpc
                     expected.touchpoints.append((
                         model_id, user_id, date_hour, conversion.conv_id, position, click_id,
                         stored_decimal(credit, CREDIT), stored_decimal(credit, CREDIT),  # weight = credit
