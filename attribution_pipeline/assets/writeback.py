@@ -176,7 +176,7 @@ def attribution_writeback(
                    now=now, touch_cron_log=True)
         for row in summary.iter_rows(named=True):
             log_event(context.log, "attribution_job", stage="writeback", model_id=row["model_id"],
-                      user_id=row["user_id"], batches=row["batches"], hours=row["hours_processed"],
+                      user_id=row["user_id"], batches=row["batches"], hours_processed=row["hours_processed"],
                       clicks=row["clicks"], conversions=row["conversions"], revenue=round(row["revenue"], 4),
                       cost=round(row["cost"], 4), window=f"{lookback_start}-{lookback_end}", **fields)
 

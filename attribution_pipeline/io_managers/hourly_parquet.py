@@ -51,7 +51,7 @@ def read_hours(root: Path, asset: str, hours: tuple[int, ...]) -> pl.DataFrame:
             f"{asset}: {len(missing)} hour(s) were never materialised, first {first:%Y-%m-%d %H:00} UTC "
             f"(looked in {root / asset}); materialise the upstream assets for these hours first"
         )
-    return pl.read_parquet(paths, rechunk=False)
+    return pl.read_parquet(paths)
 
 
 def asset_name(key: dg.AssetKey) -> str:
@@ -98,7 +98,7 @@ class HourlyParquetIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> HourlyFrame:
         hours = hours_of_time_window(context.asset_partitions_time_window)
         asset = asset_name(context.asset_key)
-        private = self._private(context.run_id)
+        private = self._private(context.step_context.run_id)
         root = private if (private / asset).exists() else self._shared()
         probe = hour_file(root, asset, hours[0])
         if not probe.exists():
