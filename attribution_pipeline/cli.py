@@ -16,6 +16,7 @@ import shutil
 import sys
 import time
 import uuid
+from contextlib import nullcontext
 from pathlib import Path
 
 from attribution_pipeline.db import attribution_home, make_engine, resolve_db_url, safe_url
@@ -85,12 +86,14 @@ def _instance(dry_run: bool):
     return dg.DagsterInstance.get()
 
 
-def run_job(first_hour: int, last_hour: int, *, users=(), models=(), dry_run=False, report_path=None, source="cli"):
+def run_job(first_hour: int, last_hour: int, *, users=(), models=(), dry_run=False, report_path=None,
+            source="cli", defs=None, instance=None):
     """Execute the attribution job in-process as one run over ``[first_hour, last_hour]``.
 
     Returns (dagster result, report dict or None).
     """
-    from attribution_pipeline.definitions import defs
+    if defs is None:
+        from attribution_pipeline.definitions import defs
 
     report_path = report_path or str(attribution_home() / "reports" / f"{source}-{uuid.uuid4().hex}.json")
     run_config = {
@@ -100,7 +103,7 @@ def run_job(first_hour: int, last_hour: int, *, users=(), models=(), dry_run=Fal
         }
     }
     job = defs.resolve_job_def("attribution_job")
-    with _instance(dry_run) as instance:
+    with (nullcontext(instance) if instance is not None else _instance(dry_run)) as instance:
         result = job.execute_in_process(
             run_config=run_config,
             instance=instance,

@@ -90,3 +90,13 @@ def sqlite_url(tmp_path):
     schema.create_missing(engine)
     engine.dispose()
     return url
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path, monkeypatch):
+    """Every test gets its own ATTRIBUTION_HOME; ATTRIBUTION_DB_URL never leaks between tests."""
+    home = tmp_path / "attribution_home"
+    monkeypatch.setenv("ATTRIBUTION_HOME", str(home))
+    monkeypatch.delenv("ATTRIBUTION_DB_URL", raising=False)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    return home
