@@ -1,0 +1,21 @@
+"""Last touch (PHP ``LastTouchStrategy``; also used for ``algorithmic`` models, decision D7).
+
+The journey is ignored: each conversion gives credit 1.0 to its own click (the journey row with
+``is_converting``), recorded at position 0 whatever that click's place in the journey, exactly as
+PHP writes it. One row per (model, conversion).
+"""
+
+import polars as pl
+
+from attribution_pipeline.frames import STRATEGY_OUTPUT
+
+
+def credit(journeys: pl.LazyFrame, models: pl.LazyFrame) -> pl.LazyFrame:
+    return (
+        journeys.filter(pl.col("is_converting"))
+        .select("user_id", "conv_id", "click_id")
+        .join(models.select("model_id", "user_id"), on="user_id")
+        .with_columns(position=pl.lit(0, pl.Int32), credit=pl.lit(1.0))
+        .select(*STRATEGY_OUTPUT)
+        .cast(STRATEGY_OUTPUT)
+    )
