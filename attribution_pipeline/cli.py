@@ -16,6 +16,7 @@ import shutil
 import sys
 import time
 import uuid
+from datetime import datetime, timezone
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def _instance(dry_run: bool):
 
 
 def run_job(first_hour: int, last_hour: int, *, users=(), models=(), dry_run=False, report_path=None,
-            source="cli", defs=None, instance=None):
+            source="cli", defs=None, instance=None, verbose=False):
     """Execute the attribution job in-process as one run over ``[first_hour, last_hour]``.
 
     Returns (dagster result, report dict or None).
@@ -97,6 +98,9 @@ def run_job(first_hour: int, last_hour: int, *, users=(), models=(), dry_run=Fal
 
     report_path = report_path or str(attribution_home() / "reports" / f"{source}-{uuid.uuid4().hex}.json")
     run_config = {
+        # Dagster's console logger prints every event at DEBUG; the CLI prints its own summary.
+        # Events (including our JSON log lines) are stored in the instance whatever this level.
+        "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "WARNING"}}},
         "resources": {
             "scope": {"config": {"users": list(users), "models": list(models), "dry_run": dry_run,
                                  "report_path": report_path}}
@@ -174,7 +178,8 @@ def cmd_rebuild(args) -> int:
         print(f"notice: {len(selection.incomplete)} hour(s) from {hour_key(selection.incomplete[0])} are not complete "
               "yet and were left out")
     print(f"database: {safe_url(url)}")
-    result, report = run_job(selection.first, selection.last, users=users, models=models, dry_run=args.dry_run)
+    result, report = run_job(selection.first, selection.last, users=users, models=models, dry_run=args.dry_run,
+                             verbose=args.verbose)
     if report is None or not result.success:
         failure = next((e for e in result.all_events if e.is_step_failure), None)
         detail = failure.step_failure_data.error.message.strip() if failure and failure.step_failure_data.error else ""
@@ -271,7 +276,10 @@ def cmd_demo(args) -> int:
     print("    (Assets > attribution: the hours are materialised, with their checks and metadata)")
     print(f"  - inspect the rows Prosper202's dashboard reads:  sqlite3 {home / 'attribution.sqlite'} "
           "'select model_id, date_hour, attributed_clicks, attributed_revenue from \"202_attribution_snapshots\" limit 10'")
-    print("  - rebuild some hours like the PHP cron:  .venv/bin/attribution rebuild --start 2024-06-01T00:00 --end 2024-06-02T00:00")
+    day_start = datetime.fromtimestamp(last - 23 * 3600, tz=timezone.utc).strftime("%Y-%m-%dT%H:00")
+    day_end = datetime.fromtimestamp(last + 3600, tz=timezone.utc).strftime("%Y-%m-%dT%H:00")
+    print(f"  - rebuild the last 24 hours like the PHP cron (outcome 2: the demo seeds invalid models on purpose):\n"
+          f"      ATTRIBUTION_HOME={home} .venv/bin/attribution rebuild --start {day_start} --end {day_end} --dry-run")
     return EXIT_OK if report["outcome"] in (0, 2) else EXIT_FATAL
 
 
@@ -293,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", type=int, action="extend", nargs="+", help="only these users (repeatable)")
     p.add_argument("--model", type=int, action="extend", nargs="+", help="only these models (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="compute and compare with the stored rows, write nothing")
+    p.add_argument("--verbose", action="store_true", help="print the run's structured log lines")
     p.set_defaults(func=cmd_rebuild)
 
     p = sub.add_parser("init-db", help="create the Prosper202 tables that are missing (never alters existing ones)")
@@ -318,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    import dagster as dg
+
+    # BackfillPolicy is a Dagster beta feature we use on purpose (README, "Warnings").
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     args = build_parser().parse_args(argv)
     return args.func(args)
 
