@@ -10,6 +10,8 @@ What is generated, and why
 * **Accounts** (``202_users``) with their advertisers (``202_aff_networks``), campaigns
   (``202_aff_campaigns``; several campaigns of an account share a network, the advertiser of
   spec 5.1), traffic sources (``202_ppc_accounts``) and landing pages (``202_landing_pages``).
+  Accounts keep Prosper202's default ``user_timezone`` (America/Los_Angeles): the engine must
+  ignore it and work in UTC (D17).
 * **Clicks** (``202_clicks``): a stream per (account, campaign) over
   ``[start - lookback_days, start + hours)``. Campaign intensities vary widely so journeys (D2:
   the newest 25 clicks of the account on the campaign within 30 days, plus the converting click)
@@ -84,7 +86,9 @@ _SPARSE, _LIGHT, _DENSE = 0, 1, 2
 _CANDIDATE_BACK = 3 * DAY  # converting clicks lie at most this long before `start`
 _HOURS_DELAY_MAX = 8 * HOUR
 _DAYS_DELAY_MAX = 3 * DAY - 1
+_DEEP_DELAY_MAX = 7 * DAY
 _UNITS = 100_000  # DECIMAL(_, 5) units
+_CPC_MIN, _CPC_MAX = 5_000, 250_000  # 0.05 .. 2.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,10 +228,10 @@ def table_schema(table: Table) -> dict[str, pl.DataType]:
 def _frame(table: Table, data) -> pl.DataFrame:
     """``data`` (a frame, or a list of row dicts) as exactly ``table``'s columns and dtypes."""
     dtypes = table_schema(table)
-    if isinstance(data, list):
-        data = pl.DataFrame(
-            {name: pl.Series(name, [row[name] for row in data], dtype=dtype, strict=True) for name, dtype in dtypes.items()},
-        ) if data else pl.DataFrame(schema=dtypes)
+    if isinstance(data, list) and not data:
+        data = pl.DataFrame(schema=dtypes)
+    elif isinstance(data, list):
+        data = pl.DataFrame([pl.Series(name, [row[name] for row in data], dtype=dtype) for name, dtype in dtypes.items()])
     missing = [c for c in dtypes if c not in data.columns]
     if missing:
         raise ValueError(f"{table.name}: generated frame lacks {missing}")
@@ -285,7 +289,7 @@ def _plan(cfg: GeneratorConfig) -> _Plan:
     for u in range(1, n_users + 1):
         plan.users.append({
             "user_id": u, "user_name": f"synthetic{u:04d}", "user_active": 1,
-            "user_deleted": int(u == plan.deleted_user), "user_timezone": "UTC",
+            "user_deleted": int(u == plan.deleted_user), "user_timezone": "America/Los_Angeles",
         })
         user_time = t0 + u * 3_600
         nets = []
@@ -378,7 +382,7 @@ def _allocate_clicks(cfg: GeneratorConfig, plan: _Plan, stream: int) -> None:
     for c, n in zip(dense, counts):
         c.clicks = n
     # every dense campaign keeps at least one click
-    for i, c in enumerate(dense):
+    for c in dense:
         if c.clicks == 0:
             donor = max(dense, key=lambda d: (d.clicks, -d.idx))
             donor.clicks -= 1
@@ -406,13 +410,17 @@ def _campaign_frame(cfg: GeneratorConfig, plan: _Plan) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={k: pl.Int64 for k in rows[0]})
 
 
-def _click_attributes(df: pl.DataFrame, cfg: GeneratorConfig) -> pl.DataFrame:
-    """Landing page, traffic source, cost, payout and flags of clicks keyed by ``r``."""
+def _click_attributes(clicks: pl.DataFrame, camps: pl.DataFrame, cfg: GeneratorConfig) -> pl.LazyFrame:
+    """Campaign, landing page, traffic source, cost, payout and flags of clicks keyed by ``r``
+    (a function of ``r`` and the campaign only, whatever the row order)."""
     s, r = cfg.seed, pl.col("r")
+    attrs = camps.select(pl.all().exclude("cidx", "kind", "n", "t_lo").gather(clicks.get_column("cidx")))
+    lf = pl.concat([clicks, attrs], how="horizontal").lazy()
+    # the campaign's bid +-30%, kept in 0.05-2.5 and rounded to the campaign's 2-5 decimals
     cpc = (pl.col("cpc_units").cast(pl.Float64) * (0.7 + 0.6 * _uniform(r, _key(s, "cpc")))).floor().cast(pl.Int64)
-    cpc = pl.max_horizontal(_round_units(cpc, pl.col("cpc_q")), pl.col("cpc_q"))
+    cpc = _round_units(cpc.clip(_CPC_MIN, _CPC_MAX), pl.col("cpc_q"))
     bot = _uniform(r, _key(s, "bot")) < 0.01
-    return df.with_columns(
+    return lf.with_columns(
         landing_page_id=pl.col("lp_first") + _below(r, _key(s, "lp"), pl.col("lp_n")),
         ppc_account_id=pl.when(_uniform(r, _key(s, "ppc-main")) < 0.8)
         .then(pl.col("ppc_main"))
@@ -424,17 +432,23 @@ def _click_attributes(df: pl.DataFrame, cfg: GeneratorConfig) -> pl.DataFrame:
 
 
 def _stream_clicks(cfg: GeneratorConfig, camps: pl.DataFrame) -> pl.DataFrame:
-    """The click stream of every campaign, row key ``r`` = 0..S-1."""
+    """The click stream of every campaign: ``r`` (row key 0..S-1), ``cidx``, ``kind``, ``click_time``."""
     s = cfg.seed
     counts = camps.filter(pl.col("n") > 0)
     idx = counts.select(pl.col("cidx").repeat_by("n")).explode("cidx").get_column("cidx")
-    df = camps.select(pl.all().gather(idx)).with_columns(r=pl.int_range(pl.len(), dtype=pl.Int64))
-    span = cfg.end - pl.col("t_lo")
-    t = pl.col("t_lo") + _below(pl.col("r"), _key(s, "click-time"), span)
+    base = camps.select(pl.col("cidx", "kind", "t_lo").gather(idx))
+    base = base.with_columns(r=pl.int_range(pl.len(), dtype=pl.Int64))
+    t = pl.col("t_lo") + _below(pl.col("r"), _key(s, "click-time"), cfg.end - pl.col("t_lo"))
     # a few bursts: clicks snapped to the minute, so equal click_times (ties) are common
     burst = _uniform(pl.col("r"), _key(s, "burst")) < 0.03
-    t = pl.when(burst).then(pl.max_horizontal(t - t % 60, pl.col("t_lo"))).otherwise(t)
-    return _click_attributes(df.with_columns(click_time=t), cfg)
+    t_burst = pl.max_horizontal(pl.col("click_time") - pl.col("click_time") % 60, pl.col("t_lo"))
+    return (
+        base.lazy()
+        .with_columns(click_time=t)
+        .with_columns(click_time=pl.when(burst).then(t_burst).otherwise(pl.col("click_time")))
+        .select("r", "cidx", "kind", "click_time")
+        .collect()
+    )
 
 
 def _block_sizes(m: int, fractions: list[tuple[str, float]]) -> dict[str, tuple[int, int]]:
@@ -484,6 +498,8 @@ def _conversions(cfg: GeneratorConfig, stream: pl.DataFrame, m: int) -> pl.DataF
         .select("r", "cidx", "kind", "click_time")
         .sort("click_time", "r")
     )
+    if cand.height == 0:
+        raise ValueError("no click falls near the conversion window: add clicks")
     sparse_pool = cand.filter(pl.col("kind") == _SPARSE).drop("kind")
     other_pool = cand.filter(pl.col("kind") != _SPARSE).drop("kind")
     if other_pool.height == 0:
@@ -491,7 +507,8 @@ def _conversions(cfg: GeneratorConfig, stream: pl.DataFrame, m: int) -> pl.DataF
     elif sparse_pool.height == 0:
         m_sparse = 0
     else:
-        m_sparse = round(m * 0.2)
+        # at most about two conversions per sparse click: their journeys stay short
+        m_sparse = min(round(m * 0.1), 2 * sparse_pool.height)
     j = pl.col("j")
     cat = _block_sizes(m, [("hour_start", 0.01), ("hour_end", 0.01), ("zero", 0.04), ("deep", 0.05), ("days", 0.15)])
     conv = pl.DataFrame({"j": pl.int_range(m, dtype=pl.Int64, eager=True)}).with_columns(
@@ -534,13 +551,15 @@ def _deepen(cfg: GeneratorConfig, stream: pl.DataFrame, conv: pl.DataFrame, bloc
         return conv
     last = keys.search_sorted(deep.select(pl.col("cidx") * shift + pl.col("conv_time")).to_series(), side="right")
     first = keys.search_sorted(deep.select(pl.col("cidx") * shift).to_series(), side="left")
-    deep = deep.select("j").with_columns(
+    deep = deep.select("j", "conv_time").with_columns(
         last=last.cast(pl.Int64) - 1, first=first.cast(pl.Int64),
         back=30 + _below(pl.col("j"), _key(s, "deep"), 31),
     ).with_columns(target=pl.col("last") - pl.col("back"))
     deep = deep.filter(pl.col("target") >= pl.col("first"))
-    moved = ordered.select(pl.col("r"), pl.col("click_time")).select(pl.all().gather(deep.get_column("target")))
-    moved = pl.concat([deep.select("j"), moved.rename({"r": "r_deep", "click_time": "t_deep"})], how="horizontal")
+    moved = ordered.select(r_deep="r", t_deep="click_time").select(pl.all().gather(deep.get_column("target")))
+    moved = pl.concat([deep.select("j", "conv_time"), moved], how="horizontal")
+    # keep delays to a few days: too sparse a campaign keeps its original click
+    moved = moved.filter(pl.col("conv_time") - pl.col("t_deep") <= _DEEP_DELAY_MAX).drop("conv_time")
     return (
         conv.join(moved, on="j", how="left", maintain_order="left")
         .with_columns(r=pl.coalesce("r_deep", "r"), click_time=pl.coalesce("t_deep", "click_time"))
@@ -568,7 +587,10 @@ def _clicks_and_conversions(cfg: GeneratorConfig, plan: _Plan) -> tuple[pl.DataF
     if m:
         conv = _conversions(cfg, stream, m)
         blocks = _anomaly_blocks(cfg, m, n_dup)
-        conv = conv.with_columns(anomaly=_permutation(m, _key(s, "anomaly")))
+        conv = conv.with_columns(
+            anomaly=_permutation(m, _key(s, "anomaly")),
+            zero_payout=_permutation(m, _key(s, "zero-payout")) < max(1, m // 100),
+        )
         conv = conv.with_columns(
             orphan=_in_block(pl.col("anomaly"), blocks["orphan"]),
             deleted=_in_block(pl.col("anomaly"), blocks["deleted"]).cast(pl.Int64),
@@ -590,53 +612,58 @@ def _clicks_and_conversions(cfg: GeneratorConfig, plan: _Plan) -> tuple[pl.DataF
         bnd = pl.concat([
             chosen.with_columns(click_time=pl.col("conv_time") - JOURNEY_LOOKBACK_SECONDS),
             chosen.with_columns(click_time=pl.col("conv_time") - JOURNEY_LOOKBACK_SECONDS - 1),
-        ]).drop("conv_time")
-        bnd = camps.drop("t_lo", "n").join(bnd, on="cidx", how="inner", maintain_order="right")
-        bnd = bnd.with_columns(r=n_stream + pl.int_range(pl.len(), dtype=pl.Int64))
-        parts.append(_click_attributes(bnd, cfg).select(parts[0].columns if parts else bnd.columns))
+        ])
+        parts.append(bnd.select(
+            r=n_stream + pl.int_range(pl.len(), dtype=pl.Int64),
+            cidx=pl.col("cidx"), kind=pl.lit(camps.get_column("kind")).gather(pl.col("cidx")),
+            click_time=pl.col("click_time"),
+        ))
     if not parts:
         return _frame(schema.clicks, []), _frame(schema.conversion_logs, [])
     clicks = pl.concat(parts, how="vertical").sort("click_time", "r")
+    row_of = clicks.select(pl.col("r").arg_sort()).to_series()  # r -> row (r is a permutation)
 
     # --- click ids: increasing with click_time, a few skipped (purged) ids
     gap = (_uniform(pl.col("r"), _key(s, "id-gap")) < 0.01) & (pl.int_range(pl.len()) > 0)
-    clicks = clicks.with_columns(
-        click_id=(pl.lit(CLICK_ID_BASE) + pl.int_range(pl.len(), dtype=pl.Int64) + gap.cast(pl.Int64).cum_sum())
-    ).with_columns(gap_id=pl.when(gap).then(pl.col("click_id") - 1).otherwise(None).forward_fill())
-    max_id = clicks.get_column("click_id").max() if clicks.height else CLICK_ID_BASE
+    clicks = clicks.lazy().with_columns(gap=gap).with_columns(
+        click_id=pl.lit(CLICK_ID_BASE) + pl.int_range(pl.len(), dtype=pl.Int64) + pl.col("gap").cast(pl.Int64).cum_sum()
+    ).with_columns(gap_id=pl.when(pl.col("gap")).then(pl.col("click_id") - 1).otherwise(None).forward_fill()).collect()
+    max_id = clicks.get_column("click_id").max()
 
+    lead = pl.Series("click_lead", [0], pl.Int64).new_from_index(0, clicks.height)
     if conv is not None:
-        conv = conv.join(clicks.select("r", "click_id", "gap_id"), on="r", how="left", maintain_order="left")
+        rows = row_of.gather(conv.get_column("r"))
         conv = conv.with_columns(
+            click_id=clicks.get_column("click_id").gather(rows), gap_id=clicks.get_column("gap_id").gather(rows)
+        ).with_columns(
             click_id=pl.when(pl.col("orphan"))
             .then(pl.coalesce("gap_id", max_id + 1 + pl.col("j")))
             .otherwise(pl.col("click_id"))
         )
-        converting = conv.filter(~pl.col("orphan")).get_column("r").unique()
-        conv_flag = pl.col("r").is_in(converting.implode())
-        clicks = clicks.with_columns(
-            click_lead=conv_flag.cast(pl.Int64),
-            click_filtered=pl.when(conv_flag).then(0).otherwise(pl.col("click_filtered")),
-        )
-    else:
-        clicks = clicks.with_columns(click_lead=pl.lit(0, pl.Int64))
+        lead = lead.scatter(row_of.gather(conv.filter(~pl.col("orphan")).get_column("r")), 1)
 
-    clicks = clicks.with_columns(
-        aff_campaign_id=pl.col("campaign_id"),
-        click_cpc=_decimal(pl.col("cpc_units"), 7),
-        click_payout=_decimal(pl.col("payout_units"), 11),
-        click_alp=pl.lit(0, pl.Int64), rotator_id=pl.lit(0, pl.Int64), rule_id=pl.lit(0, pl.Int64),
+    clicks = (
+        _click_attributes(clicks.drop("gap", "gap_id").with_columns(lead), camps, cfg)
+        .with_columns(
+            aff_campaign_id=pl.col("campaign_id"),
+            click_filtered=pl.when(pl.col("click_lead") == 1).then(0).otherwise(pl.col("click_filtered")),
+            click_cpc=_decimal(pl.col("cpc_units"), 7),
+            click_payout=_decimal(pl.col("payout_units"), 11),
+            click_alp=pl.lit(0, pl.Int64), rotator_id=pl.lit(0, pl.Int64), rule_id=pl.lit(0, pl.Int64),
+        )
+        .select(list(table_schema(schema.clicks)))
+        .collect()
     )
 
     # --- exact duplicates of a few click rows (D15), some of them converting clicks
     if n_dup:
-        dup_rows = conv.filter(pl.col("dup") & ~pl.col("orphan")).sort("j").get_column("r") if conv is not None else pl.Series("r", [], pl.Int64)
-        dup_rows = dup_rows.head(n_dup // 2)
-        extra = n_dup - dup_rows.len()
-        rand = pl.select(_below(pl.int_range(extra), _key(s, "dup-rows"), n_stream)).to_series()
-        pos = clicks.select(pl.col("r").arg_sort()).to_series()  # r -> row (r is a permutation)
-        rows = pl.concat([dup_rows, rand]).cast(pl.Int64)
-        clicks = pl.concat([clicks, clicks.select(pl.all().gather(pos.gather(rows)))])
+        if conv is not None:
+            dup_r = conv.filter(pl.col("dup") & ~pl.col("orphan")).sort("j").get_column("r").head(n_dup // 2)
+        else:
+            dup_r = pl.Series("r", [], pl.Int64)
+        rand = pl.select(_below(pl.int_range(n_dup - dup_r.len()), _key(s, "dup-rows"), n_stream)).to_series()
+        dup_rows = row_of.gather(pl.concat([dup_r, rand.alias("r")]).cast(pl.Int64))
+        clicks = pl.concat([clicks, clicks.select(pl.all().gather(dup_rows))])
 
     clicks_frame = _frame(schema.clicks, clicks)
     if conv is None:
@@ -646,39 +673,48 @@ def _clicks_and_conversions(cfg: GeneratorConfig, plan: _Plan) -> tuple[pl.DataF
 
 def _conversion_frame(cfg: GeneratorConfig, conv: pl.DataFrame, camps: pl.DataFrame) -> pl.DataFrame:
     s, j = cfg.seed, pl.col("j")
-    m = conv.height
-    conv = conv.join(camps.select("cidx", "campaign_id", "user_id"), on="cidx", how="left", maintain_order="left")
+    conv = conv.with_columns(
+        campaign_id=pl.lit(camps.get_column("campaign_id")).gather(pl.col("cidx")),
+        user_id=pl.lit(camps.get_column("user_id")).gather(pl.col("cidx")),
+    )
     u_px = _uniform(j, _key(s, "pixel"))
     pixel = pl.when(u_px < 0.40).then(1).when(u_px < 0.65).then(2).when(u_px < 0.85).then(3).otherwise(0)
-    conv = conv.with_columns(pixel_type=pixel.cast(pl.Int64))
-    # insertion order: API / subid uploads (pixel 0) arrive up to 6 hours late
+    # insertion order (conv_id): API / subid uploads (pixel 0) arrive up to 6 hours late
     lag = pl.when(pl.col("pixel_type") == 0).then(_below(j, _key(s, "upload-lag"), 6 * HOUR)).otherwise(0)
-    conv = conv.with_columns(insert_at=pl.col("conv_time") + lag).sort("insert_at", "j")
-    conv = conv.with_columns(conv_id=pl.int_range(1, pl.len() + 1, dtype=pl.Int64))
 
     # revenue: 1.00000-150.00000 with 0, 2, 3 or 5 decimals; a few 0 (DECIMAL(11,5))
     decimals = pl.Series([0, 2, 2, 2, 3, 5], dtype=pl.Int64)
-    q = pl.lit(10, pl.Int64).pow(5 - decimals.gather(_below(j, _key(s, "payout-decimals"), 6)))
+    q = pl.lit(10, pl.Int64).pow(5 - pl.lit(decimals).gather(_below(j, _key(s, "payout-decimals"), 6)))
     payout = _UNITS + (_uniform(j, _key(s, "payout")).pow(2) * 14_900_000).floor().cast(pl.Int64)
-    payout = pl.min_horizontal(_round_units(payout, q), 150 * _UNITS)
-    zero = _in_block(pl.lit(_permutation(m, _key(s, "zero-payout"))).gather(j), (0, max(1, m // 100)))
+    payout = pl.when(pl.col("zero_payout")).then(0).otherwise(pl.min_horizontal(_round_units(payout, q), 150 * _UNITS))
 
     delta = pl.col("conv_time") - pl.col("click_time")
     human = pl.format(
         "{} days, {} hours, {} minutes, {} seconds",
         delta // DAY, delta % DAY // HOUR, delta % HOUR // 60, delta % 60,
     )
+    # personal data in a real install: documentation address ranges and a marked user agent
     hexes = pl.Series([f"{i:x}" for i in range(1, 4097)])
-    ipv6 = _uniform(j, _key(s, "ipv6")) < 0.15
-    ip = pl.when(ipv6).then(pl.lit("2001:db8::") + pl.lit(hexes).gather(_below(j, _key(s, "ip6"), 4096)))\
+    ip = (
+        pl.when(_uniform(j, _key(s, "ipv6")) < 0.15)
+        .then(pl.lit("2001:db8::") + pl.lit(hexes).gather(_below(j, _key(s, "ip6"), 4096)))
         .otherwise(pl.lit("203.0.113.") + (1 + _below(j, _key(s, "ip4"), 254)).cast(pl.String))
+    )
     txn = _uniform(j, _key(s, "txn")) < 0.3
-    frame = conv.with_columns(
-        transaction_id=pl.when(txn).then(pl.format("SYN-{}-{}", pl.lit(s), pl.col("conv_id"))).otherwise(None),
-        click_payout=_decimal(pl.when(zero).then(0).otherwise(payout), 11),
-        time_difference=pl.when(pl.col("pixel_type") == 0).then(delta.cast(pl.String)).otherwise(human),
-        ip=ip,
-        user_agent=pl.format("Mozilla/5.0 (SyntheticAgent {})", 1 + _below(j, _key(s, "ua"), 500)),
+    frame = (
+        conv.lazy()
+        .with_columns(pixel_type=pixel.cast(pl.Int64))
+        .with_columns(insert_at=pl.col("conv_time") + lag)
+        .sort("insert_at", "j")
+        .with_columns(conv_id=pl.int_range(1, pl.len() + 1, dtype=pl.Int64))
+        .with_columns(
+            transaction_id=pl.when(txn).then(pl.format("SYN-{}-{}", pl.lit(s), pl.col("conv_id"))).otherwise(None),
+            click_payout=_decimal(payout, 11),
+            time_difference=pl.when(pl.col("pixel_type") == 0).then(delta.cast(pl.String)).otherwise(human),
+            ip=ip,
+            user_agent=pl.format("Mozilla/5.0 (SyntheticAgent {})", 1 + _below(j, _key(s, "ua"), 500)),
+        )
+        .collect()
     )
     return _frame(schema.conversion_logs, frame)
 
