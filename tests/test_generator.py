@@ -286,11 +286,26 @@ def _expected(frames) -> dict[str, list[tuple]]:
     return out
 
 
-def test_load_gives_the_same_rows_and_decimals_on_mariadb_and_sqlite(frames, mysql_url, sqlite_url):
+def _count_inserts(monkeypatch) -> list[str]:
+    calls = []
+    real = db.bulk_insert
+
+    def spy(conn, table, df, *args, **kw):
+        calls.append(table.name)
+        return real(conn, table, df, *args, **kw)
+
+    monkeypatch.setattr(db, "bulk_insert", spy)
+    return calls
+
+
+def test_load_gives_the_same_rows_and_decimals_on_mariadb_and_sqlite(frames, mysql_url, sqlite_url, monkeypatch):
     maria, lite = db.make_engine(mysql_url), db.make_engine(sqlite_url)
+    inserts = _count_inserts(monkeypatch)
     try:
         counts = load(maria, frames)
+        assert inserts == []  # MariaDB: LOAD DATA LOCAL INFILE for every table
         assert counts == load(lite, frames)
+        assert "202_clicks" in inserts  # SQLite: batched INSERTs
         assert counts == {name: df.height for name, df in frames.items()}
         expected = _expected(frames)
         assert _stored(maria) == expected
@@ -344,9 +359,10 @@ def test_bulk_load_round_trips_awkward_strings_and_nulls(mysql_url):
     engine.dispose()
 
 
-def test_bulk_load_falls_back_to_inserts_when_load_data_is_refused(mysql_url):
+def test_bulk_load_falls_back_to_inserts_when_load_data_is_refused(mysql_url, monkeypatch):
     # a client without the LOCAL INFILE capability: the server refuses LOAD DATA LOCAL
     engine = create_engine(mysql_url, connect_args={"local_infile": False})
+    inserts = _count_inserts(monkeypatch)
     df = pl.DataFrame({
         "click_id": pl.Series([2**40, 2**40 + 1], dtype=pl.UInt64), "user_id": [1, 1], "aff_campaign_id": [2, 2],
         "landing_page_id": [3, 3], "ppc_account_id": [4, 4],
@@ -357,6 +373,7 @@ def test_bulk_load_falls_back_to_inserts_when_load_data_is_refused(mysql_url):
     })
     with engine.begin() as conn:
         assert db.bulk_load(conn, schema.clicks, df) == 2
+    assert inserts == ["202_clicks"]
     with engine.connect() as conn:
         rows = conn.execute(select(schema.clicks.c.click_id, schema.clicks.c.click_cpc)
                             .order_by(schema.clicks.c.click_id)).fetchall()
