@@ -30,7 +30,16 @@ from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from attribution_pipeline import schema
-from attribution_pipeline.db import bulk_insert, chunked, is_sqlite, read_frame
+from attribution_pipeline.db import (
+    bulk_insert,
+    bulk_load,
+    chunked,
+    is_sqlite,
+    read_frame,
+    read_frame_in_transaction,
+    read_frame_uncommitted,
+)
+from attribution_pipeline.precision import CREDIT_DTYPE, MONEY_DTYPE
 from attribution_pipeline.errors import LockTimeout, WriteBackMismatch
 
 SNAP = schema.attribution_snapshots
@@ -121,8 +130,8 @@ STORED_SNAPSHOTS = {
     "lookback_end": pl.Int64,
     "attributed_clicks": pl.Int64,
     "attributed_conversions": pl.Int64,
-    "attributed_revenue": pl.String,
-    "attributed_cost": pl.String,
+    "attributed_revenue": MONEY_DTYPE,
+    "attributed_cost": MONEY_DTYPE,
     "created_at": pl.Int64,
 }
 STORED_TOUCHPOINTS = {
@@ -130,12 +139,12 @@ STORED_TOUCHPOINTS = {
     "conv_id": pl.Int64,
     "click_id": pl.UInt64,
     "position": pl.Int32,
-    "credit": pl.String,
-    "weight": pl.String,
+    "credit": CREDIT_DTYPE,
+    "weight": CREDIT_DTYPE,
 }
 
 
-def stored_snapshots(conn: Connection, owned: pl.DataFrame, hours: Sequence[int]) -> pl.DataFrame:
+def stored_snapshots(conn: Connection, owned: pl.DataFrame, hours: Sequence[int], reader=read_frame_in_transaction) -> pl.DataFrame:
     """Stored global rows of the owned (model, user) pairs in ``hours`` (all of them, duplicates too)."""
     if owned.height == 0 or not hours:
         return pl.DataFrame(schema=STORED_SNAPSHOTS)
@@ -148,19 +157,19 @@ def stored_snapshots(conn: Connection, owned: pl.DataFrame, hours: Sequence[int]
             SNAP.c.date_hour.between(min(hours), max(hours)),
             SNAP.c.model_id.in_(list(ids)),
         )
-        parts.append(read_frame(conn, stmt, STORED_SNAPSHOTS))
+        parts.append(reader(conn, stmt, STORED_SNAPSHOTS))
     found = pl.concat(parts)
     return found.join(owned.select("model_id", "user_id"), on=["model_id", "user_id"], how="semi").filter(
         pl.col("date_hour").is_in(list(hours))
     )
 
 
-def stored_touchpoints(conn: Connection, snapshot_ids: Sequence[int]) -> pl.DataFrame:
+def stored_touchpoints(conn: Connection, snapshot_ids: Sequence[int], reader=read_frame) -> pl.DataFrame:
     parts = [pl.DataFrame(schema=STORED_TOUCHPOINTS)]
     for ids in chunked(sorted(snapshot_ids), _IDS_PER_STATEMENT):
         stmt = select(*[TOUCH.c[name] for name in STORED_TOUCHPOINTS]).where(TOUCH.c.snapshot_id.in_(list(ids)))
-        parts.append(read_frame(conn, stmt, STORED_TOUCHPOINTS))
-    return pl.concat(parts)
+        parts.append(reader(conn, stmt, STORED_TOUCHPOINTS))
+    return pl.concat(parts).cast(STORED_TOUCHPOINTS)
 
 
 # ------------------------------------------------------------------------------------------
@@ -206,7 +215,7 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
     )
     reused = rows.filter(pl.col("snapshot_id").is_not_null())
     fresh = rows.filter(pl.col("snapshot_id").is_null()).drop("snapshot_id")
-    outcome.snapshots_written = bulk_insert(conn, SNAP, reused, batch_rows) + bulk_insert(conn, SNAP, fresh, batch_rows)
+    outcome.snapshots_written = bulk_load(conn, SNAP, reused, batch_rows=batch_rows) + bulk_load(conn, SNAP, fresh, batch_rows=batch_rows)
 
     written = stored_snapshots(conn, plan.owned, plan.hours).join(plan.snapshots.select(GROUP), on=GROUP, how="semi")
     _check_snapshots(rows, written)
@@ -215,8 +224,10 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
         .select("snapshot_id", "conv_id", "click_id", "position",
                 credit="credit_stored", weight="credit_stored", created_at=pl.lit(now))
     )
-    outcome.touchpoints_written = bulk_insert(conn, TOUCH, touch_rows, batch_rows)
-    _check_touchpoints(touch_rows, stored_touchpoints(conn, written.get_column("snapshot_id").to_list()))
+    outcome.touchpoints_written = bulk_load(conn, TOUCH, touch_rows, batch_rows=batch_rows)
+    _check_touchpoints(
+        touch_rows, stored_touchpoints(conn, written.get_column("snapshot_id").to_list(), reader=read_frame_uncommitted)
+    )
 
     per_model = (
         plan.snapshots.group_by("model_id").agg(snapshots=pl.len())
@@ -236,8 +247,8 @@ def _as_text(df: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
 def _check_snapshots(expected: pl.DataFrame, written: pl.DataFrame) -> None:
     cols = [*GROUP, "lookback_start", "lookback_end", "attributed_clicks", "attributed_conversions",
             "attributed_revenue", "attributed_cost"]
-    want = _as_text(expected.select(cols), ["attributed_revenue", "attributed_cost"]).sort(GROUP)
-    got = _as_text(written.select(cols), ["attributed_revenue", "attributed_cost"]).cast(want.schema).sort(GROUP)
+    want = expected.select(cols).cast(written.select(cols).schema).sort(GROUP)
+    got = written.select(cols).sort(GROUP)
     if not want.equals(got):
         raise WriteBackMismatch(_describe(want, got, "202_attribution_snapshots", GROUP))
 
@@ -245,8 +256,8 @@ def _check_snapshots(expected: pl.DataFrame, written: pl.DataFrame) -> None:
 def _check_touchpoints(expected: pl.DataFrame, written: pl.DataFrame) -> None:
     key = ["snapshot_id", "conv_id", "position", "click_id"]
     cols = [*key, "credit", "weight"]
-    want = _as_text(expected.select(cols), ["credit", "weight"]).sort(key)
-    got = written.select(cols).cast(want.schema).sort(key)
+    want = expected.select(cols).cast(STORED_TOUCHPOINTS).sort(key)
+    got = written.select(cols).sort(key)
     if not want.equals(got):
         raise WriteBackMismatch(_describe(want, got, "202_attribution_touchpoints", key))
 
@@ -274,7 +285,7 @@ def persist_journeys(conn: Connection, journeys: pl.DataFrame, *, now: int, batc
     for ids in chunked(conv_ids, _IDS_PER_STATEMENT):
         conn.execute(delete(t).where(t.c.conv_id.in_(list(ids))))
     rows = journeys.select("conv_id", "click_id", "click_time", "position", created_at=pl.lit(now))
-    return bulk_insert(conn, t, rows, batch_rows)
+    return bulk_load(conn, t, rows, batch_rows=batch_rows)
 
 
 # ------------------------------------------------------------------------------------------
@@ -351,15 +362,15 @@ def compare_with_stored(conn: Connection, plan: ChunkWrite) -> pl.DataFrame:
     Status: ``same``, ``differs``, ``new`` (would be inserted), ``stale`` (would be deleted:
     stored rows but no conversions now), ``held`` (a check failed; nothing would change).
     """
-    stored = stored_snapshots(conn, plan.owned, plan.hours)
+    stored = stored_snapshots(conn, plan.owned, plan.hours, reader=read_frame)
     stored_tp = stored_touchpoints(conn, stored.get_column("snapshot_id").to_list()).join(
         stored.select("snapshot_id", *GROUP), on="snapshot_id"
     )
     cols = ["attributed_clicks", "attributed_conversions", "attributed_revenue", "attributed_cost"]
     want_s = _as_text(plan.snapshots.select(*GROUP, *cols), ["attributed_revenue", "attributed_cost"])
-    got_s = stored.select(*GROUP, *cols)
+    got_s = _as_text(stored.select(*GROUP, *cols), ["attributed_revenue", "attributed_cost"])
     want_t = plan.credits.select(*GROUP, "conv_id", "position", "click_id", credit=pl.col("credit_stored").cast(pl.String))
-    got_t = stored_tp.select(*GROUP, "conv_id", "position", "click_id", "credit")
+    got_t = stored_tp.select(*GROUP, "conv_id", "position", "click_id", pl.col("credit").cast(pl.String))
 
     def fingerprint(snaps: pl.DataFrame, touches: pl.DataFrame) -> pl.DataFrame:
         s = snaps.group_by(GROUP).agg(snap=pl.concat_str(pl.all().exclude(GROUP).cast(pl.String), separator="|").sort().str.join(";"))
