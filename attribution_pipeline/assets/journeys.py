@@ -7,10 +7,25 @@ import polars as pl
 
 from attribution_pipeline import extract, frames
 from attribution_pipeline import journeys as journey_rules
-from attribution_pipeline.assets.common import FRAMES_IO, GROUP_NAME, hourly_partitions, single_run
-from attribution_pipeline.assets.common import run_hours
-from attribution_pipeline.frames import HourlyFrame
+from attribution_pipeline.assets.common import FRAMES_IO, GROUP_NAME, hourly_partitions, run_hours, single_run
+from attribution_pipeline.frames import HourlyFrame, chunk_hours
 from attribution_pipeline.resources import DatabaseResource, PipelineSettings, RunScope
+
+
+def _multi_touch_context(engine, conversions: HourlyFrame, hours, chunk_size: int):
+    """Settings and campaign networks of the range's users, and the (user, campaign) pairs whose
+    conversions are multi-touch: one pass over the stored conversions, two small queries."""
+    pairs = []
+    for chunk in chunk_hours(hours, chunk_size):
+        conv = conversions.read(chunk).filter(pl.col("click_rows") > 0)
+        pairs.append(conv.select("user_id", "campaign_id").unique())
+    pairs_df = pl.concat(pairs).unique() if pairs else pl.DataFrame(schema={"user_id": pl.Int64, "campaign_id": pl.Int64})
+    with engine.connect() as conn:
+        settings = extract.multi_touch_settings(conn, pairs_df["user_id"].unique().to_list())
+        networks = extract.campaign_networks(conn, pairs_df["campaign_id"].unique().to_list())
+    flagged = journey_rules.multi_touch_flags(pairs_df, settings, networks)
+    multi = flagged.filter(pl.col("multi_touch"))
+    return settings, networks, multi["user_id"].unique().to_list(), multi["campaign_id"].unique().to_list()
 
 
 @dg.asset(
@@ -29,41 +44,44 @@ def journeys(
 ) -> HourlyFrame:
     """The touches of each conversion, positions 0..n-1 (D2), built from 202_clicks at run time.
 
-    The click slice a chunk needs (its conversions' accounts and campaigns, up to the lookback
-    before its first conversion) is read here, in one set-based query per chunk, rather than
-    through a partition mapping over hundreds of upstream hours. Multi-touch settings (spec 5.1)
-    reduce a journey to the converting click where disabled (D13). With
-    ``journey_source="stored"`` the journeys of 202_conversion_touchpoints are used instead (PHP
-    rebuild semantics).
+    The click slice each chunk needs (its conversions' accounts and campaigns, from the lookback
+    before its first conversion to its last one) is read here rather than through a partition
+    mapping over hundreds of upstream hours, through a :class:`~attribution_pipeline.extract.ClickWindow`
+    that reads each click once per run. Multi-touch settings (spec 5.1) reduce a journey to the
+    converting click where disabled (D13). With ``journey_source="stored"`` the journeys of
+    202_conversion_touchpoints are used instead (PHP rebuild semantics).
     """
     engine = db.engine()
+    hours = run_hours(context)
     frame: HourlyFrame
+    state: dict = {}
+
+    def window_state():
+        if not state:
+            started = time.perf_counter()
+            mt_settings, networks, users, campaigns = _multi_touch_context(engine, conversions, hours, settings.chunk_hours)
+            state.update(settings=mt_settings, networks=networks, window=extract.ClickWindow(engine, users, campaigns))
+            frame.stats.add_stage("read_settings", time.perf_counter() - started)
+        return state
 
     def produce(chunk: tuple[int, ...]) -> pl.DataFrame:
         conv = conversions.read(chunk).filter(pl.col("click_rows") > 0)
         if conv.height == 0:
             return frames.empty(frames.JOURNEYS)
-        users = conv.get_column("user_id").unique().to_list()
-        campaigns = conv.get_column("campaign_id").unique().to_list()
         started = time.perf_counter()
-        with engine.connect() as conn:
-            if settings.journey_source == "stored":
+        if settings.journey_source == "stored":
+            with engine.connect() as conn:
                 stored = extract.stored_touchpoints(conn, conv.get_column("conv_id").to_list())
                 clicks = extract.clicks_by_id(conn, stored.get_column("click_id").unique().to_list())
-            else:
-                flagged = journey_rules.multi_touch_flags(
-                    conv, extract.multi_touch_settings(conn, users), extract.campaign_networks(conn, campaigns)
-                )
-                multi = flagged.filter(pl.col("multi_touch"))
-                clicks = extract.clicks(
-                    conn,
-                    multi.get_column("user_id").unique().to_list(),
-                    multi.get_column("campaign_id").unique().to_list(),
-                    lo=int(multi["conv_time"].min() or 0) - settings.lookback_seconds,
-                    hi=int(multi["conv_time"].max() or 0),
-                )
+        else:
+            ctx = window_state()
+            flagged = journey_rules.multi_touch_flags(conv, ctx["settings"], ctx["networks"])
+            multi = flagged.filter(pl.col("multi_touch"))
+            clicks = (
+                ctx["window"].between(int(multi["conv_time"].min()) - settings.lookback_seconds, int(multi["conv_time"].max()))
+                if multi.height else frames.empty(extract.CLICKS)
+            )
         frame.stats.add_stage("read_clicks", time.perf_counter() - started)
-        frame.stats.count("clicks_read", clicks.height)
         frame.stats.count("duplicated_click_ids", journey_rules.duplicated_click_ids(clicks).height)
         started = time.perf_counter()
         unique_clicks = journey_rules.dedupe_clicks(clicks)
@@ -75,8 +93,11 @@ def journeys(
             )
         frame.stats.add_stage("build", time.perf_counter() - started)
         frame.stats.count("touches", out.height)
+        if state:
+            frame.stats.counters["clicks_read"] = state["window"].rows_read
+            frame.stats.counters["click_queries"] = state["window"].queries
         return out
 
-    frame = HourlyFrame(run_hours(context), produce, frames.JOURNEYS, chunk_size=settings.chunk_hours,
+    frame = HourlyFrame(hours, produce, frames.JOURNEYS, chunk_size=settings.chunk_hours,
                         scoped=not scope.is_full, name="journeys")
     return frame
