@@ -72,6 +72,15 @@ class ChunkOutcome:
     journey_touches_written: int = 0
     seconds: float = 0.0
     by_model: dict[int, dict[str, int]] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + time.perf_counter() - started
 
 
 # ------------------------------------------------------------------------------------------
@@ -182,23 +191,34 @@ def write_chunk(engine: Engine, plan: ChunkWrite, *, now: int, batch_rows: int, 
     started = time.perf_counter()
     outcome = ChunkOutcome(hours=plan.hours)
     with engine.connect() as conn:
+        lock_started = time.perf_counter()
         with hours_locked(conn, plan.hours, lock_timeout):
-            with conn.begin():
+            outcome.stage_seconds["lock"] = time.perf_counter() - lock_started
+            transaction = conn.begin()
+            try:
                 _replace_rows(conn, plan, outcome, now=now, batch_rows=batch_rows)
                 if plan.journeys is not None:
-                    outcome.journey_touches_written = persist_journeys(conn, plan.journeys, now=now, batch_rows=batch_rows)
+                    with outcome.stage("persist_journeys"):
+                        outcome.journey_touches_written = persist_journeys(conn, plan.journeys, now=now, batch_rows=batch_rows)
+            except BaseException:
+                transaction.rollback()
+                raise
+            with outcome.stage("commit"):
+                transaction.commit()
     outcome.seconds = time.perf_counter() - started
     return outcome
 
 
 def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, now: int, batch_rows: int) -> None:
-    existing = stored_snapshots(conn, plan.owned, plan.hours).join(
-        plan.held.select(GROUP).unique(), on=GROUP, how="anti"
-    )
+    with outcome.stage("find_stored"):
+        existing = stored_snapshots(conn, plan.owned, plan.hours).join(
+            plan.held.select(GROUP).unique(), on=GROUP, how="anti"
+        )
     old_ids = existing.get_column("snapshot_id").to_list()
-    for ids in chunked(old_ids, _IDS_PER_STATEMENT):
-        outcome.touchpoints_deleted += conn.execute(delete(TOUCH).where(TOUCH.c.snapshot_id.in_(list(ids)))).rowcount
-        outcome.snapshots_deleted += conn.execute(delete(SNAP).where(SNAP.c.snapshot_id.in_(list(ids)))).rowcount
+    with outcome.stage("delete"):
+        for ids in chunked(old_ids, _IDS_PER_STATEMENT):
+            outcome.touchpoints_deleted += conn.execute(delete(TOUCH).where(TOUCH.c.snapshot_id.in_(list(ids)))).rowcount
+            outcome.snapshots_deleted += conn.execute(delete(SNAP).where(SNAP.c.snapshot_id.in_(list(ids)))).rowcount
 
     kept = existing.group_by(GROUP).agg(pl.col("snapshot_id").min(), pl.col("created_at").min())
     rows = (
@@ -215,19 +235,26 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
     )
     reused = rows.filter(pl.col("snapshot_id").is_not_null())
     fresh = rows.filter(pl.col("snapshot_id").is_null()).drop("snapshot_id")
-    outcome.snapshots_written = bulk_load(conn, SNAP, reused, batch_rows=batch_rows) + bulk_load(conn, SNAP, fresh, batch_rows=batch_rows)
-
-    written = stored_snapshots(conn, plan.owned, plan.hours).join(plan.snapshots.select(GROUP), on=GROUP, how="semi")
-    _check_snapshots(rows, written)
-    touch_rows = (
-        plan.credits.join(written.select("snapshot_id", *GROUP), on=GROUP)
-        .select("snapshot_id", "conv_id", "click_id", "position",
-                credit="credit_stored", weight="credit_stored", created_at=pl.lit(now))
-    )
-    outcome.touchpoints_written = bulk_load(conn, TOUCH, touch_rows, batch_rows=batch_rows)
-    _check_touchpoints(
-        touch_rows, stored_touchpoints(conn, written.get_column("snapshot_id").to_list(), reader=read_frame_uncommitted)
-    )
+    with outcome.stage("load_snapshots"):
+        outcome.snapshots_written = bulk_load(conn, SNAP, reused, batch_rows=batch_rows) + bulk_load(
+            conn, SNAP, fresh, batch_rows=batch_rows
+        )
+    with outcome.stage("read_back_snapshots"):
+        written = stored_snapshots(conn, plan.owned, plan.hours).join(plan.snapshots.select(GROUP), on=GROUP, how="semi")
+        _check_snapshots(rows, written)
+    with outcome.stage("prepare_touchpoints"):
+        touch_rows = (
+            plan.credits.join(written.select("snapshot_id", *GROUP), on=GROUP)
+            .select("snapshot_id", "conv_id", "click_id", "position",
+                    credit="credit_stored", weight="credit_stored", created_at=pl.lit(now))
+            .sort("snapshot_id", "conv_id", "position")  # index order: sequential inserts into snapshot_conv
+        )
+    with outcome.stage("load_touchpoints"):
+        outcome.touchpoints_written = bulk_load(conn, TOUCH, touch_rows, batch_rows=batch_rows)
+    with outcome.stage("read_back_touchpoints"):
+        _check_touchpoints(
+            touch_rows, stored_touchpoints(conn, written.get_column("snapshot_id").to_list(), reader=read_frame_uncommitted)
+        )
 
     per_model = (
         plan.snapshots.group_by("model_id").agg(snapshots=pl.len())

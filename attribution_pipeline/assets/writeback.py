@@ -110,9 +110,16 @@ def attribution_writeback(
     totals = {"conversions": 0, "snapshots_written": 0, "touchpoints_written": 0, "snapshots_deleted": 0,
               "touchpoints_deleted": 0, "journey_touches_written": 0, "chunks_committed": 0}
     by_model: dict[int, dict[str, int]] = {}
+    stage_seconds: dict[str, float] = {}
     started = time.perf_counter()
 
+    def timed(stage: str, since: float) -> float:
+        now_ = time.perf_counter()
+        stage_seconds[stage] = stage_seconds.get(stage, 0.0) + now_ - since
+        return now_
+
     for chunk in chunk_hours(hours, settings.chunk_hours):
+        mark = time.perf_counter()
         models = attribution_models.read(chunk)
         for row in models.filter(~pl.col("is_valid")).unique(subset="model_id").iter_rows(named=True):
             skipped[row["model_id"]] = {"model_id": row["model_id"], "user_id": row["user_id"],
@@ -123,8 +130,10 @@ def attribution_writeback(
         cred = credits.read(chunk)
         snap = snapshots.read(chunk)
         totals["conversions"] += int((conv["click_rows"] > 0).sum())
+        mark = timed("read_frames", mark)
         held = invariants.held_groups(conversions=conv, journeys=jour, credits=cred, snapshots=snap,
                                       models=models, touch_cap=settings.touch_cap)
+        mark = timed("invariants", mark)
         keys = held.select(GROUP).unique()
         plan = ChunkWrite(
             hours=chunk,
@@ -162,9 +171,12 @@ def attribution_writeback(
             acc = by_model.setdefault(model_id, {"snapshots": 0, "touchpoints": 0})
             acc["snapshots"] += counts["snapshots"]
             acc["touchpoints"] += counts["touchpoints"]
+        for stage, seconds in outcome.stage_seconds.items():
+            stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
         log_event(context.log, "chunk_committed", stage="writeback", first_hour=hour_key(chunk[0]),
                   last_hour=hour_key(chunk[-1]), snapshots=outcome.snapshots_written,
-                  touchpoints=outcome.touchpoints_written, latency_ms=round(outcome.seconds * 1000, 1), **fields)
+                  touchpoints=outcome.touchpoints_written, latency_ms=round(outcome.seconds * 1000, 1),
+                  stage_ms={k: round(v * 1000, 1) for k, v in outcome.stage_seconds.items()}, **fields)
 
     held_all = pl.concat(held_parts) if held_parts else pl.DataFrame(schema=invariants.HELD)
     held_list = [
@@ -197,6 +209,7 @@ def attribution_writeback(
         "held": held_list,
         "rolled_back_chunks": rolled_back,
         "seconds": round(time.perf_counter() - started, 3),
+        "stage_seconds": {k: round(v, 3) for k, v in sorted(stage_seconds.items())},
     }
     if scope.dry_run:
         comparison = pl.concat(dry_rows) if dry_rows else pl.DataFrame(schema={**{g: pl.Int64 for g in GROUP}, "status": pl.String})
@@ -229,6 +242,7 @@ def attribution_writeback(
             "rows_by_model": dg.MetadataValue.json(report["rows_by_model"]),
             "report": str(path),
             "seconds": report["seconds"],
+            **{f"seconds_{k}": round(v, 3) for k, v in sorted(stage_seconds.items())},
         },
         check_results=[
             dg.AssetCheckResult(
