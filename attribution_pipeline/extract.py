@@ -12,7 +12,7 @@ from sqlalchemy import and_, bindparam, select
 from sqlalchemy.engine import Connection
 
 from attribution_pipeline import frames, schema
-from attribution_pipeline.db import chunked, read_frame
+from attribution_pipeline.db import chunked, read_frame, with_retries
 from attribution_pipeline.partitions import HOUR
 
 _IN_LIST = 5000  # ids per IN (...) list
@@ -237,8 +237,9 @@ class ClickWindow:
     holds one lookback of clicks. Raw rows are kept (duplicates included); callers collapse them.
     """
 
-    def __init__(self, engine, users: Sequence[int], campaigns: Sequence[int]):
+    def __init__(self, engine, users: Sequence[int], campaigns: Sequence[int], logger=None):
         self._engine = engine
+        self._logger = logger
         self._users = sorted(set(int(u) for u in users))
         self._campaigns = sorted(set(int(c) for c in campaigns))
         self._rows = frames.empty(CLICKS)
@@ -248,8 +249,11 @@ class ClickWindow:
         self.queries = 0
 
     def _read(self, lo: int, hi: int) -> pl.DataFrame:
-        with self._engine.connect() as conn:
-            df = clicks(conn, self._users, self._campaigns, lo, hi)
+        def read():
+            with self._engine.connect() as conn:
+                return clicks(conn, self._users, self._campaigns, lo, hi)
+
+        df = with_retries(read, what="read clicks", logger=self._logger)
         self.rows_read += df.height
         self.queries += 1
         return df

@@ -73,6 +73,7 @@ class ChunkOutcome:
     seconds: float = 0.0
     by_model: dict[int, dict[str, int]] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    foreign: pl.DataFrame | None = None  # stored rows of owned keys someone else wrote (D20)
 
     @contextmanager
     def stage(self, name: str):
@@ -214,6 +215,7 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
         existing = stored_snapshots(conn, plan.owned, plan.hours).join(
             plan.held.select(GROUP).unique(), on=GROUP, how="anti"
         )
+    outcome.foreign = foreign_rows(existing)
     old_ids = existing.get_column("snapshot_id").to_list()
     with outcome.stage("delete"):
         for ids in chunked(old_ids, _IDS_PER_STATEMENT):
@@ -265,6 +267,25 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
         int(m): {"snapshots": int(s), "touchpoints": int(t)}
         for m, s, t in zip(per_model["model_id"], per_model["snapshots"], per_model["touchpoints"])
     }
+
+
+FOREIGN = {"model_id": pl.Int64, "user_id": pl.Int64, "date_hour": pl.Int64, "reason": pl.String}
+
+
+def foreign_rows(stored: pl.DataFrame) -> pl.DataFrame:
+    """Stored rows of owned keys that this pipeline did not write (D20): its rows always carry a
+    window of whole hours (``lookback_start`` on the hour, ``lookback_end`` on hh:59:59) and one
+    row per key; the PHP cron and its inline rebuilds (gpx, upx, subid upload) write their raw
+    window, and duplicate rows (Q1, Q10)."""
+    raw_window = stored.filter(
+        (pl.col("lookback_start") % 3600 != 0) | ((pl.col("lookback_end") + 1) % 3600 != 0)
+    ).select(*GROUP, reason=pl.format("window {}-{} is not whole hours: written by the PHP engine",
+                                      "lookback_start", "lookback_end"))
+    duplicated = (
+        stored.group_by(GROUP).agg(rows=pl.len()).filter(pl.col("rows") > 1)
+        .select(*GROUP, reason=pl.format("{} rows for one (model, user, hour): PHP duplicates", "rows"))
+    )
+    return pl.concat([raw_window.cast(FOREIGN), duplicated.cast(FOREIGN)]).unique(maintain_order=True)
 
 
 def _as_text(df: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:

@@ -681,3 +681,13 @@ def test_random_case_covers_the_edge_cases(random_data):
             underflow += w == 0.0
     assert subnormal > 10 and underflow > 10
     assert any(m["strategy"] == "time_decay" and m["half_life_hours"] == 1 for m in models)
+
+
+def test_last_touch_gives_one_touchpoint_even_when_a_stored_journey_repeats_the_converting_click():
+    j = pl.DataFrame({
+        "user_id": [1, 1, 1], "conv_id": [3, 3, 3], "conv_time": [100, 100, 100], "position": [0, 1, 2],
+        "n": [3, 3, 3], "click_id": [201, 201, 201], "click_time": [50, 50, 50], "is_converting": [True, True, True],
+    }).with_columns(pl.col("position", "n").cast(pl.Int32), pl.col("click_id").cast(pl.UInt64))
+    models = pl.DataFrame({"model_id": [7], "user_id": [1]})
+    out = last_touch.credit(j.lazy(), models.lazy()).collect()
+    assert out.rows() == [(7, 3, 0, 201, 1.0)]

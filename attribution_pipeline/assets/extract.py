@@ -3,6 +3,7 @@
 import dagster as dg
 
 from attribution_pipeline import extract, frames
+from attribution_pipeline.db import with_retries
 from attribution_pipeline.assets.common import FRAMES_IO, GROUP_NAME, hourly_partitions, run_fields, run_hours, scope_users, single_run
 from attribution_pipeline.frames import HourlyFrame
 from attribution_pipeline.logs import log_event
@@ -36,9 +37,13 @@ def attribution_models(
     """
     hours = run_hours(context)
     wanted_users = scope_users(db, scope)
-    with db.engine().connect() as conn:
-        users = [] if wanted_users == [] else extract.active_users(conn, wanted_users)
-        rows = extract.model_rows(conn, users)
+
+    def read():
+        with db.engine().connect() as conn:
+            found = [] if wanted_users == [] else extract.active_users(conn, wanted_users)
+            return found, extract.model_rows(conn, found)
+
+    users, rows = with_retries(read, what="read models", logger=context.log)
     if scope.models:
         rows = [r for r in rows if int(r["model_id"]) in set(scope.models)]
     specs = [parse_model_row(r) for r in rows]
@@ -99,8 +104,11 @@ def conversions(
     def produce(chunk: tuple[int, ...]):
         if users == []:
             return frames.empty(frames.CONVERSIONS)
-        with engine.connect() as conn:
-            df = extract.conversions(conn, chunk, users)
+        def read():
+            with engine.connect() as conn:
+                return extract.conversions(conn, chunk, users)
+
+        df = with_retries(read, what="read conversions", logger=context.log)
         frame.stats.count("conversions", int((df["click_rows"] > 0).sum()))
         frame.stats.count("orphan_conversions", int((df["click_rows"] == 0).sum()))
         frame.stats.count("duplicated_converting_clicks", int((df["click_rows"] > 1).sum()))

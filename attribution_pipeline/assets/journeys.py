@@ -6,13 +6,14 @@ import dagster as dg
 import polars as pl
 
 from attribution_pipeline import extract, frames
+from attribution_pipeline.db import with_retries
 from attribution_pipeline import journeys as journey_rules
 from attribution_pipeline.assets.common import FRAMES_IO, GROUP_NAME, hourly_partitions, run_hours, single_run
 from attribution_pipeline.frames import HourlyFrame, chunk_hours
 from attribution_pipeline.resources import DatabaseResource, PipelineSettings, RunScope
 
 
-def _multi_touch_context(engine, conversions: HourlyFrame, hours, chunk_size: int):
+def _multi_touch_context(engine, conversions: HourlyFrame, hours, chunk_size: int, logger=None):
     """Settings and campaign networks of the range's users, and the (user, campaign) pairs whose
     conversions are multi-touch: one pass over the stored conversions, two small queries."""
     pairs = []
@@ -20,9 +21,12 @@ def _multi_touch_context(engine, conversions: HourlyFrame, hours, chunk_size: in
         conv = conversions.read(chunk).filter(pl.col("click_rows") > 0)
         pairs.append(conv.select("user_id", "campaign_id").unique())
     pairs_df = pl.concat(pairs).unique() if pairs else pl.DataFrame(schema={"user_id": pl.Int64, "campaign_id": pl.Int64})
-    with engine.connect() as conn:
-        settings = extract.multi_touch_settings(conn, pairs_df["user_id"].unique().to_list())
-        networks = extract.campaign_networks(conn, pairs_df["campaign_id"].unique().to_list())
+    def read():
+        with engine.connect() as conn:
+            return (extract.multi_touch_settings(conn, pairs_df["user_id"].unique().to_list()),
+                    extract.campaign_networks(conn, pairs_df["campaign_id"].unique().to_list()))
+
+    settings, networks = with_retries(read, what="read multi-touch settings", logger=logger)
     flagged = journey_rules.multi_touch_flags(pairs_df, settings, networks)
     multi = flagged.filter(pl.col("multi_touch"))
     return settings, networks, multi["user_id"].unique().to_list(), multi["campaign_id"].unique().to_list()
@@ -59,8 +63,11 @@ def journeys(
     def window_state():
         if not state:
             started = time.perf_counter()
-            mt_settings, networks, users, campaigns = _multi_touch_context(engine, conversions, hours, settings.chunk_hours)
-            state.update(settings=mt_settings, networks=networks, window=extract.ClickWindow(engine, users, campaigns))
+            mt_settings, networks, users, campaigns = _multi_touch_context(
+                engine, conversions, hours, settings.chunk_hours, logger=context.log
+            )
+            state.update(settings=mt_settings, networks=networks,
+                         window=extract.ClickWindow(engine, users, campaigns, logger=context.log))
             frame.stats.add_stage("read_settings", time.perf_counter() - started)
         return state
 
@@ -70,9 +77,12 @@ def journeys(
             return frames.empty(frames.JOURNEYS)
         started = time.perf_counter()
         if settings.journey_source == "stored":
-            with engine.connect() as conn:
-                stored = extract.stored_touchpoints(conn, conv.get_column("conv_id").to_list())
-                clicks = extract.clicks_by_id(conn, stored.get_column("click_id").unique().to_list())
+            def read_stored():
+                with engine.connect() as conn:
+                    found = extract.stored_touchpoints(conn, conv.get_column("conv_id").to_list())
+                    return found, extract.clicks_by_id(conn, found.get_column("click_id").unique().to_list())
+
+            stored, clicks = with_retries(read_stored, what="read stored journeys", logger=context.log)
         else:
             ctx = window_state()
             flagged = journey_rules.multi_touch_flags(conv, ctx["settings"], ctx["networks"])

@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from attribution_pipeline import invariants
 from attribution_pipeline.assets.common import GROUP_NAME, hourly_partitions, run_fields, run_hours, single_run
-from attribution_pipeline.db import attribution_home
+from attribution_pipeline.db import attribution_home, with_retries
 from attribution_pipeline.errors import AttributionError
 from attribution_pipeline.frames import HourlyFrame, chunk_hours
 from attribution_pipeline.io_managers.hourly_parquet import RUNS_DIR
@@ -19,6 +19,7 @@ from attribution_pipeline.logs import log_event
 from attribution_pipeline.partitions import HOUR, hour_key
 from attribution_pipeline.resources import DatabaseResource, PipelineSettings, RunScope
 from attribution_pipeline.writeback import (
+    FOREIGN,
     GROUP,
     ChunkWrite,
     audit_rows,
@@ -36,6 +37,13 @@ CHECKS = [
         asset=WRITEBACK,
         description="Every chunk's rows, read back inside its transaction, equal the rows computed; "
         "a chunk that differs (or fails) is rolled back and keeps its old rows.",
+    ),
+    dg.AssetCheckSpec(
+        "foreign_writes",
+        asset=WRITEBACK,
+        description="WARN: rows of the run's keys that someone else wrote since our last run (the PHP "
+        "cron or PHP's inline rebuilds after gpx/upx conversions and subid uploads, D20). They were "
+        "replaced; switch the PHP writers off (README, cut-over runbook).",
     ),
     dg.AssetCheckSpec(
         "held_groups",
@@ -103,6 +111,7 @@ def attribution_writeback(
     lookback_start, lookback_end = hours[0], hours[-1] + HOUR - 1
 
     held_parts: list[pl.DataFrame] = []
+    foreign_parts: list[pl.DataFrame] = []
     rolled_back: list[dict] = []
     committed: list[pl.DataFrame] = []
     dry_rows: list[pl.DataFrame] = []
@@ -146,13 +155,19 @@ def attribution_writeback(
             journeys=_journeys_to_persist(jour, held) if settings.persist_journeys and settings.journey_source == "clicks" else None,
         )
         if scope.dry_run:
-            with engine.connect() as conn:
-                dry_rows.append(compare_with_stored(conn, plan))
+            def compare():
+                with engine.connect() as conn:
+                    return compare_with_stored(conn, plan)
+
+            dry_rows.append(with_retries(compare, what="dry-run comparison", logger=context.log))
             held_parts.append(held)
             continue
         try:
-            outcome = write_chunk(engine, plan, now=now, batch_rows=settings.write_batch_rows,
-                                  lock_timeout=settings.lock_timeout_seconds)
+            outcome = with_retries(
+                lambda: write_chunk(engine, plan, now=now, batch_rows=settings.write_batch_rows,
+                                    lock_timeout=settings.lock_timeout_seconds),
+                what=f"write {hour_key(chunk[0])}..{hour_key(chunk[-1])}", logger=context.log,
+            )
         except (AttributionError, SQLAlchemyError) as exc:
             reason = f"chunk rolled back: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
             rolled_back.append({"first_hour": hour_key(chunk[0]), "last_hour": hour_key(chunk[-1]), "reason": reason})
@@ -162,6 +177,8 @@ def attribution_writeback(
             held_parts.append(all_groups.with_columns(reason=pl.lit(reason)).cast(invariants.HELD))
             continue
         held_parts.append(held)
+        if outcome.foreign is not None:
+            foreign_parts.append(outcome.foreign)
         committed.append(plan.snapshots.with_columns(chunk=pl.lit(chunk[0])))
         totals["chunks_committed"] += 1
         for key in ("snapshots_written", "touchpoints_written", "snapshots_deleted", "touchpoints_deleted",
@@ -182,10 +199,12 @@ def attribution_writeback(
     held_list = [
         {**r, "hour": hour_key(r["date_hour"])} for r in held_all.head(500).iter_rows(named=True)
     ]
+    foreign = pl.concat(foreign_parts) if foreign_parts else pl.DataFrame(schema=FOREIGN)
+    foreign_list = [{**r, "hour": hour_key(r["date_hour"])} for r in foreign.head(100).iter_rows(named=True)]
     summary = _run_summary(committed)
     if committed and not scope.dry_run:
-        finish_run(engine, audit_rows(summary, lookback_start=lookback_start, lookback_end=lookback_end, now=now),
-                   now=now, touch_cron_log=True)
+        audits = audit_rows(summary, lookback_start=lookback_start, lookback_end=lookback_end, now=now)
+        with_retries(lambda: finish_run(engine, audits, now=now, touch_cron_log=True), what="audit", logger=context.log)
         for row in summary.iter_rows(named=True):
             log_event(context.log, "attribution_job", stage="writeback", model_id=row["model_id"],
                       user_id=row["user_id"], batches=row["batches"], hours_processed=row["hours_processed"],
@@ -208,6 +227,7 @@ def attribution_writeback(
         "held_groups": held_all.height,
         "held": held_list,
         "rolled_back_chunks": rolled_back,
+        "foreign_rows": foreign.height,
         "seconds": round(time.perf_counter() - started, 3),
         "stage_seconds": {k: round(v, 3) for k, v in sorted(stage_seconds.items())},
     }
@@ -239,6 +259,7 @@ def attribution_writeback(
             "held_groups": held_all.height,
             "rolled_back_chunks": len(rolled_back),
             "skipped_models": len(skipped),
+            "foreign_rows": foreign.height,
             "rows_by_model": dg.MetadataValue.json(report["rows_by_model"]),
             "report": str(path),
             "seconds": report["seconds"],
@@ -251,6 +272,15 @@ def attribution_writeback(
                 severity=dg.AssetCheckSeverity.ERROR,
                 metadata={"chunks_committed": totals["chunks_committed"], "chunks_rolled_back": len(rolled_back),
                           "rolled_back": dg.MetadataValue.json(rolled_back[:50])},
+            ),
+            dg.AssetCheckResult(
+                check_name="foreign_writes",
+                passed=foreign.height == 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"foreign_rows": foreign.height, "sample": dg.MetadataValue.json(foreign_list[:20]),
+                          "failing_hours": dg.MetadataValue.json(sorted({f["hour"] for f in foreign_list})[:100])},
+                description=f"{foreign.height} stored row(s) of this run's keys were written by someone else"
+                if foreign.height else "no foreign writes",
             ),
             dg.AssetCheckResult(
                 check_name="held_groups",

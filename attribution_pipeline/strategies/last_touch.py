@@ -2,7 +2,8 @@
 
 The journey is ignored: each conversion gives credit 1.0 to its own click (the journey row with
 ``is_converting``), recorded at position 0 whatever that click's place in the journey, exactly as
-PHP writes it. One row per (model, conversion).
+PHP writes it. One row per (model, conversion), even when a stored journey (PHP rebuild
+semantics, D13) holds the converting click more than once.
 """
 
 import polars as pl
@@ -14,6 +15,7 @@ def credit(journeys: pl.LazyFrame, models: pl.LazyFrame) -> pl.LazyFrame:
     return (
         journeys.filter(pl.col("is_converting"))
         .select("user_id", "conv_id", "click_id")
+        .unique(subset="conv_id", keep="any")
         .join(models.select("model_id", "user_id"), on="user_id")
         .with_columns(position=pl.lit(0, pl.Int32), credit=pl.lit(1.0))
         .select(*STRATEGY_OUTPUT)
