@@ -11,7 +11,7 @@ its strategy (``strategies/``). A credited touch carries:
 import polars as pl
 
 from attribution_pipeline import frames
-from attribution_pipeline.precision import stored_credit
+from attribution_pipeline.precision import CREDIT_DTYPE, quantize
 from attribution_pipeline.strategies import credit_all
 
 _MODEL_PARAMS = ["model_id", "user_id", "strategy", "half_life_hours", "first_touch_weight", "last_touch_weight"]
@@ -29,6 +29,6 @@ def compute_credits(journeys: pl.DataFrame, conversions: pl.DataFrame, models: p
     out = credited.join(per_conversion, on="conv_id").with_columns(
         revenue=pl.col("payout") * pl.col("credit"),
         cost=pl.col("cpc") * pl.col("credit"),
-        credit_stored=stored_credit(pl.col("credit")),
-    )
-    return frames.conform(out.collect(), frames.CREDITS, "credits")
+    ).collect()
+    out = out.with_columns(quantize(out.get_column("credit"), CREDIT_DTYPE).alias("credit_stored"))
+    return frames.conform(out, frames.CREDITS, "credits")

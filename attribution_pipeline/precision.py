@@ -34,3 +34,26 @@ def stored_credit(expr: pl.Expr) -> pl.Expr:
 
 def stored_money(expr: pl.Expr) -> pl.Expr:
     return stored_decimal(expr, MONEY_DTYPE)
+
+
+def quantize(values: pl.Series, dtype: pl.Decimal) -> pl.Series:
+    """The same result as :func:`stored_decimal` on a whole column, about 5x faster.
+
+    Rounding ``x * 10**scale`` numerically is exact except within a few ulps of a half-way tie,
+    where the double's shortest decimal form decides (0.123455 is stored 0.12346 although the
+    double is slightly below the tie). Those rows, about one in a million for credits, go through
+    the exact decimal path; every other row is rounded numerically (half away from zero).
+    """
+    scale = 10**dtype.scale
+    units = values.cast(pl.Float64) * scale
+    fraction = (units - units.floor()).cast(pl.Float64)
+    # |computed units - shortest decimal x 10**scale| is a few ulps: far below this margin
+    near_tie = (fraction - 0.5).abs() <= units.abs().clip(lower_bound=1.0) * 1e-12
+    # the double nearest the rounded decimal; Polars' float -> DECIMAL cast rounds to nearest, so
+    # it lands exactly on that decimal (checked against Python's decimal in tests)
+    fast = (units.round(0, mode="half_away_from_zero") / scale).cast(dtype)
+    ties = near_tie.arg_true()
+    if ties.len():
+        exact = values.gather(ties).to_frame("x").select(stored_decimal(pl.col("x"), dtype)).to_series()
+        fast = fast.scatter(ties, exact)
+    return fast.rename(values.name)

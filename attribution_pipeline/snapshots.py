@@ -16,7 +16,7 @@ then derived as MySQL would round the double (D14). Hours without conversions pr
 import polars as pl
 
 from attribution_pipeline import frames
-from attribution_pipeline.precision import stored_money
+from attribution_pipeline.precision import MONEY_DTYPE, quantize
 
 
 def _ordered_total(column: str, over: list[str]) -> pl.Expr:
@@ -49,9 +49,9 @@ def build_snapshots(credits: pl.DataFrame) -> pl.DataFrame:
             pl.col("revenue").last(),
             pl.col("cost").last(),
         )
-        .with_columns(
-            attributed_revenue=stored_money(pl.col("revenue")),
-            attributed_cost=stored_money(pl.col("cost")),
-        )
+    ).collect()
+    per_hour = per_hour.with_columns(
+        quantize(per_hour.get_column("revenue"), MONEY_DTYPE).alias("attributed_revenue"),
+        quantize(per_hour.get_column("cost"), MONEY_DTYPE).alias("attributed_cost"),
     )
-    return frames.conform(per_hour.collect(), frames.SNAPSHOTS, "snapshots")
+    return frames.conform(per_hour, frames.SNAPSHOTS, "snapshots")

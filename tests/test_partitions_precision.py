@@ -84,3 +84,17 @@ def test_stored_precision_matches_mysql_rounding_of_php_doubles(value, credit, m
         assert str(df.select(stored_credit(pl.col("x")))["x"][0]) == credit
     got = df.select(stored_money(pl.col("x")))["x"][0]
     assert got == Decimal(money)
+
+
+def test_fast_quantize_equals_the_exact_decimal_path():
+    import random
+
+    from attribution_pipeline.precision import CREDIT_DTYPE, MONEY_DTYPE, quantize, stored_decimal
+
+    rng = random.Random(5)
+    ties = [round(rng.randrange(0, 100000) / 100000 + 5e-6, 6) for _ in range(5000)]
+    credits = pl.Series("x", [rng.random() for _ in range(300_000)] + ties + [0.123455, 1e-300, 0.0, 1.0, 0.000005])
+    money = pl.Series("x", [rng.uniform(-1e4, 1e7) for _ in range(300_000)] + [12.34565, 99.99999999999999, -0.00005])
+    for values, dtype in ((credits, CREDIT_DTYPE), (money, MONEY_DTYPE)):
+        exact = values.to_frame().select(stored_decimal(pl.col("x"), dtype)).to_series()
+        assert quantize(values, dtype).equals(exact)

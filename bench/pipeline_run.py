@@ -1,0 +1,56 @@
+"""Child process of the benchmark: one Dagster run over [first, last] through the real job.
+
+Prints one JSON line with the run's timings (wall, per step, per write-back stage, per journey
+stage) so the parent can report where time goes. Peak RSS is measured by the parent (wait4).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db-url", required=True)
+    parser.add_argument("--first", type=int, required=True)
+    parser.add_argument("--last", type=int, required=True)
+    parser.add_argument("--chunk-hours", type=int, default=168)
+    parser.add_argument("--report", required=True)
+    args = parser.parse_args()
+    os.environ["ATTRIBUTION_DB_URL"] = args.db_url
+    os.environ["ATTRIBUTION_CHUNK_HOURS"] = str(args.chunk_hours)
+
+    import dagster as dg
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    started = time.perf_counter()
+    from attribution_pipeline.cli import run_job
+
+    imported = time.perf_counter() - started
+    result, report = run_job(args.first, args.last, report_path=args.report, source="bench")
+    steps = {
+        e.step_key: round(e.event_specific_data.duration_ms / 1000, 3)
+        for e in result.all_events if e.event_type_value == "STEP_SUCCESS"
+    }
+    journeys = next(iter(result.asset_materializations_for_node("journeys")), None)
+    journey_meta = {k: v.value for k, v in journeys.metadata.items()} if journeys else {}
+    print(json.dumps({
+        "success": result.success,
+        "wall_s": round(time.perf_counter() - started, 3),
+        "import_s": round(imported, 3),
+        "steps_s": steps,
+        "writeback_stages_s": (report or {}).get("stage_seconds", {}),
+        "journeys": {k: v for k, v in journey_meta.items() if isinstance(v, (int, float))},
+        "conversions": (report or {}).get("conversions"),
+        "snapshots_written": (report or {}).get("snapshots_written"),
+        "touchpoints_written": (report or {}).get("touchpoints_written"),
+        "outcome": (report or {}).get("outcome"),
+    }))
+    sys.exit(0 if result.success else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+"""Backfill benchmark: a month of hours as one run, against the I/O floor, on the same data.
+
+    python -m bench.run                      # 720 hours, 2M clicks, 100k conversions, 6 models/account
+    python -m bench.run --scale 0.1          # smaller
+    python -m bench.run --clicks 10000000 --conversions 1000000
+
+In one invocation, on one seeded MariaDB database (``attr_bench_<tag>``, re-used with
+``--reuse``), it measures:
+
+(a) the I/O floor: the ``mariadb`` command-line client reading exactly the rows the pipeline
+    reads (the pipeline's own SELECTs, recorded while (b) runs, replayed with output discarded)
+    plus ``LOAD DATA LOCAL INFILE`` of exactly the rows the pipeline wrote, into copies of the
+    output tables;
+(b) the pipeline's range run over all hours as ONE Dagster run (recorded in a temporary Dagster
+    instance), and the same for the first half of the hours (memory must not grow with the range);
+(c) one Dagster run per hour (each in its own process, as a run launcher would) for a sample of
+    hours, extrapolated to all hours;
+(d) the credit computation alone (every model, every chunk), without I/O.
+
+Each measured thing runs in its own process: wall time and peak RSS are that process's (wait4).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+START = 1735689600  # 2025-01-01 00:00 UTC
+HOUR = 3600
+
+
+def measured(cmd, env=None, stdin_path=None, stdout_path=None):
+    """Run ``cmd``; return (wall seconds, peak RSS MiB, stdout text)."""
+    out_file = open(stdout_path, "w+") if stdout_path else tempfile.TemporaryFile("w+")
+    stdin = open(stdin_path) if stdin_path else subprocess.DEVNULL
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdin=stdin, stdout=out_file, stderr=subprocess.PIPE, text=True)
+    errors: list[str] = []
+    reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()))
+    reader.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    reader.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out_file.seek(0)
+    text = out_file.read() if not stdout_path else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[:4]} failed ({proc.returncode}): {errors[0][-3000:] if errors else ''}")
+    return wall, usage.ru_maxrss / 1024, text
+
+
+class Bench:
+    def __init__(self, args):
+        from sqlalchemy.engine import make_url
+
+        self.args = args
+        self.server = make_url(args.server_url)
+        self.database = f"attr_bench_{args.tag}"
+        self.url = self.server.set(database=self.database).render_as_string(hide_password=False)
+        self.work = Path(args.workdir or tempfile.mkdtemp(prefix="attr-bench-"))
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.hours = args.hours
+        self.results: dict = {"config": vars(args) | {"database": self.database}}
+
+    # --------------------------------------------------------------------------------------
+    def mariadb_cmd(self, *extra):
+        cmd = ["mariadb", f"--host={self.server.host or '127.0.0.1'}", f"--port={self.server.port or 3306}",
+               f"--user={self.server.username or 'root'}", "--local-infile=1", "--quick", "--batch", "--skip-column-names"]
+        if self.server.password:
+            cmd.append(f"--password={self.server.password}")
+        return [*cmd, *extra, self.database]
+
+    def sql(self, statement: str) -> str:
+        return subprocess.run(self.mariadb_cmd("-e", statement), capture_output=True, text=True, check=True).stdout
+
+    def engine(self):
+        from attribution_pipeline import db
+
+        return db.make_engine(self.url)
+
+    def env(self, home: Path, record: Path | None = None) -> dict:
+        env = dict(os.environ)
+        env.update(ATTRIBUTION_HOME=str(home), ATTRIBUTION_DB_URL=self.url, PYTHONPATH=str(REPO))
+        env.pop("DAGSTER_HOME", None)
+        if self.args.persistent_instance:  # record runs in a SQLite Dagster instance, as `dagster dev` does
+            env["DAGSTER_HOME"] = str(home / "dagster")
+            (home / "dagster").mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / "dagster.yaml", home / "dagster" / "dagster.yaml")
+        env.pop("ATTRIBUTION_RECORD_SQL", None)
+        if record:
+            env["ATTRIBUTION_RECORD_SQL"] = str(record)
+        return env
+
+    # --------------------------------------------------------------------------------------
+    def seed(self):
+        from sqlalchemy import text
+
+        from attribution_pipeline import schema
+        from attribution_pipeline.generator import GeneratorConfig, generate, load
+
+        admin = self.server.set(database=None).render_as_string(hide_password=False)
+        from sqlalchemy import create_engine
+
+        with create_engine(admin).connect() as conn:
+            exists = conn.execute(text("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = :n"),
+                                  {"n": self.database}).scalar()
+            if exists and self.args.reuse:
+                print(f"re-using database {self.database}")
+                return
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{self.database}`")
+            conn.exec_driver_sql(f"CREATE DATABASE `{self.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+        engine = self.engine()
+        schema.create_missing(engine)
+        cfg = GeneratorConfig(seed=self.args.seed, start=START, hours=self.hours, clicks=self.args.clicks,
+                              conversions=self.args.conversions, users=self.args.users, models="main6")
+        started = time.perf_counter()
+        frames = generate(cfg)
+        generated = time.perf_counter() - started
+        # load 202_clicks without its secondary indexes, then build them in one pass (this is the
+        # benchmark's own fresh database; the pipeline itself never alters a table)
+        prep = engine.dialect.identifier_preparer
+        with engine.begin() as conn:
+            for index in schema.clicks.indexes:
+                index.drop(conn)
+        counts = load(engine, frames)
+        adds = ", ".join(
+            f"ADD INDEX {prep.quote(ix.name)} ({', '.join(prep.quote(c.name) for c in ix.columns)})"
+            for ix in sorted(schema.clicks.indexes, key=lambda i: i.name)
+        )
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {prep.format_table(schema.clicks)} {adds}")
+        self.results["seed"] = {"rows": counts, "generate_s": round(generated, 1),
+                                "load_s": round(time.perf_counter() - started - generated, 1)}
+        print(f"seeded {self.database}: {counts['202_clicks']:,} clicks, {counts['202_conversion_logs']:,} conversions "
+              f"in {time.perf_counter() - started:.0f}s")
+
+    def reset_outputs(self):
+        self.sql("TRUNCATE TABLE `202_attribution_touchpoints`; TRUNCATE TABLE `202_attribution_snapshots`; "
+                 "TRUNCATE TABLE `202_attribution_audit`; DELETE FROM `202_cronjob_logs`")
+
+    # --------------------------------------------------------------------------------------
+    def pipeline_run(self, name: str, first: int, last: int, record: bool = False):
+        home = self.work / name
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        recorded = home / "reads.sql" if record else None
+        self.reset_outputs()
+        wall, rss, out = measured(
+            [PY, "-m", "bench.pipeline_run", "--db-url", self.url, "--first", str(first), "--last", str(last),
+             "--chunk-hours", str(self.args.chunk_hours), "--report", str(home / "report.json")],
+            env=self.env(home, recorded),
+        )
+        detail = json.loads(out.strip().splitlines()[-1])
+        return {"wall_s": round(wall, 2), "peak_rss_mib": round(rss), "hours": (last - first) // HOUR + 1, **detail,
+                "home": str(home)}
+
+    def io_floor(self, home: Path):
+        """(a): the pipeline's reads replayed by the mariadb client + LOAD DATA of its writes."""
+        reads = home / "reads.sql"
+        rows_out = home / "floor_reads.tsv"
+        read_wall, _, _ = measured(self.mariadb_cmd(), stdin_path=str(reads), stdout_path=str(rows_out))
+        rows_read = sum(1 for _ in open(rows_out))
+        rows_out.unlink()
+        # the rows the pipeline wrote, in the order it wrote them, loaded into copies of the tables
+        import connectorx as cx
+
+        from attribution_pipeline.db import connectorx_uri
+
+        written = {}
+        for table, cols in (
+            ("202_attribution_snapshots", "model_id, user_id, scope_type, scope_id, date_hour, lookback_start, "
+             "lookback_end, attributed_clicks, attributed_conversions, attributed_revenue, attributed_cost, created_at"),
+            ("202_attribution_touchpoints", "snapshot_id, conv_id, click_id, position, credit, weight, created_at"),
+        ):
+            df = cx.read_sql(connectorx_uri(self.engine()), f"SELECT {cols} FROM `{table}` ORDER BY 1",
+                             return_type="polars")
+            path = home / f"{table}.csv"
+            df.write_csv(path, include_header=False, null_value="\\N")
+            written[table] = (path, cols, df.height)
+        statements = []
+        for table, (path, cols, _) in written.items():
+            statements.append(f"DROP TABLE IF EXISTS `floor_{table}`; CREATE TABLE `floor_{table}` LIKE `{table}`; ")
+        self.sql("".join(statements))
+        load = "; ".join(
+            f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE `floor_{table}` FIELDS TERMINATED BY ',' "
+            f"OPTIONALLY ENCLOSED BY '\"' ({cols})"
+            for table, (path, cols, _) in written.items()
+        )
+        write_wall, _, _ = measured(self.mariadb_cmd("-e", load))
+        self.sql("; ".join(f"DROP TABLE `floor_{t}`" for t in written))
+        rows_written = sum(n for _, _, n in written.values())
+        return {"reads_s": round(read_wall, 2), "rows_read": rows_read, "writes_s": round(write_wall, 2),
+                "rows_written": rows_written, "wall_s": round(read_wall + write_wall, 2)}
+
+    def credits_only(self, home: Path):
+        wall, rss, out = measured([PY, "-m", "bench.credits_only", "--frames", str(home / "frames"),
+                                   "--first", str(START), "--last", str(START + (self.hours - 1) * HOUR),
+                                   "--chunk-hours", str(self.args.chunk_hours)], env=self.env(home))
+        return {**json.loads(out.strip().splitlines()[-1]), "process_wall_s": round(wall, 2), "peak_rss_mib": round(rss)}
+
+    def per_hour(self):
+        sample = self.args.sample_hours
+        step = max(1, self.hours // sample)
+        hours = [START + (i * step + step // 2) * HOUR for i in range(sample)]
+        runs = []
+        self.reset_outputs()
+        for hour in hours:
+            home = self.work / f"hour-{hour}"
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir(parents=True)
+            wall, rss, out = measured(
+                [PY, "-m", "bench.pipeline_run", "--db-url", self.url, "--first", str(hour), "--last", str(hour),
+                 "--report", str(home / "report.json")], env=self.env(home))
+            runs.append({"hour": hour, "wall_s": round(wall, 2), "peak_rss_mib": round(rss),
+                         "run_wall_s": json.loads(out.strip().splitlines()[-1])["wall_s"]})
+            shutil.rmtree(home, ignore_errors=True)
+        mean = sum(r["wall_s"] for r in runs) / len(runs)
+        return {"sampled_hours": len(runs), "mean_s_per_hour": round(mean, 2),
+                "extrapolated_s": round(mean * self.hours, 1), "runs": runs,
+                "peak_rss_mib": max(r["peak_rss_mib"] for r in runs)}
+
+    # --------------------------------------------------------------------------------------
+    def run(self):
+        self.seed()
+        info = self.sql("SELECT @@version, @@innodb_buffer_pool_size, @@innodb_flush_log_at_trx_commit, @@max_allowed_packet")
+        self.results["server"] = info.strip().splitlines()[-1]
+        last = START + (self.hours - 1) * HOUR
+        print("(b) range run over all hours as one run ...", flush=True)
+        full = self.pipeline_run("range", START, last, record=True)
+        self.results["b_range_run"] = full
+        print(f"    {full['wall_s']}s, peak RSS {full['peak_rss_mib']} MiB", flush=True)
+        print("(a) I/O floor ...", flush=True)
+        self.results["a_io_floor"] = self.io_floor(Path(full["home"]))
+        print(f"    {self.results['a_io_floor']}", flush=True)
+        print("(d) credit computation alone ...", flush=True)
+        self.results["d_credits_only"] = self.credits_only(Path(full["home"]))
+        print(f"    {self.results['d_credits_only']}", flush=True)
+        if not self.args.skip_half:
+            print("(b') range run over the first half of the hours ...", flush=True)
+            half = self.pipeline_run("range-half", START, START + (self.hours // 2 - 1) * HOUR)
+            self.results["b_half_range_run"] = half
+            print(f"    {half['wall_s']}s, peak RSS {half['peak_rss_mib']} MiB", flush=True)
+        if not self.args.skip_per_hour:
+            print(f"(c) one run per hour, {self.args.sample_hours} sampled hours ...", flush=True)
+            self.results["c_per_hour"] = self.per_hour()
+        self.report()
+
+    def report(self):
+        r = self.results
+        a, b = r["a_io_floor"], r["b_range_run"]
+        written = (b.get("touchpoints_written") or 0) + (b.get("snapshots_written") or 0)
+        lines = [
+            "",
+            f"data: {r.get('seed', {}).get('rows', {}).get('202_clicks', '?')} clicks, "
+            f"{b.get('conversions')} conversions in {self.hours} hours; chunk {self.args.chunk_hours} h; "
+            f"server (version, buffer pool, flush_log_at_trx_commit, max_allowed_packet): {r['server']}",
+            f"{'measure':58} {'wall s':>8} {'peak RSS MiB':>13} {'rows/s':>12}",
+            f"{'(a) I/O floor: mariadb client reads (same queries)':58} {a['reads_s']:>8} {'':>13} {a['rows_read'] / max(a['reads_s'], 1e-9):>12,.0f}",
+            f"{'(a) I/O floor: LOAD DATA of the rows written':58} {a['writes_s']:>8} {'':>13} {a['rows_written'] / max(a['writes_s'], 1e-9):>12,.0f}",
+            f"{'(a) I/O floor total':58} {a['wall_s']:>8}",
+            f"{'(b) pipeline, all hours as one run':58} {b['wall_s']:>8} {b['peak_rss_mib']:>13} {written / b['wall_s']:>12,.0f}",
+        ]
+        if "b_half_range_run" in r:
+            h = r["b_half_range_run"]
+            lines.append(f"{'(b) pipeline, first half of the hours as one run':58} {h['wall_s']:>8} {h['peak_rss_mib']:>13}")
+        if "c_per_hour" in r:
+            c = r["c_per_hour"]
+            lines.append(f"{'(c) one run per hour (' + str(c['sampled_hours']) + ' sampled, extrapolated)':58} "
+                         f"{c['extrapolated_s']:>8} {c['peak_rss_mib']:>13}")
+        d = r["d_credits_only"]
+        lines.append(f"{'(d) credit computation alone':58} {d['seconds']:>8} {d['peak_rss_mib']:>13} "
+                     f"{d['journey_touches_per_s']:>12,.0f}  journey touches/s ({d['credits_per_s']:,.0f} credits/s)")
+        lines.append("")
+        lines.append(f"(b)/(a) = {b['wall_s'] / a['wall_s']:.2f}   (target <= 2)")
+        if "c_per_hour" in r:
+            lines.append(f"(c)/(b) = {r['c_per_hour']['extrapolated_s'] / b['wall_s']:.1f}")
+        if "b_half_range_run" in r:
+            lines.append(f"peak RSS all hours / first half = {b['peak_rss_mib'] / r['b_half_range_run']['peak_rss_mib']:.2f}   (target <= 1.15)")
+        lines.append("")
+        lines.append("where (b) spends its time, per Dagster step (s): " + json.dumps(b["steps_s"]))
+        lines.append("write-back stages (s): " + json.dumps(b["writeback_stages_s"]))
+        lines.append("journeys (s, counts): " + json.dumps(b["journeys"]))
+        text = "\n".join(lines)
+        print(text)
+        out = REPO / "bench" / "out"
+        out.mkdir(exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        (out / f"results-{self.args.tag}-{stamp}.json").write_text(json.dumps(r, indent=1, default=str))
+        (out / f"results-{self.args.tag}-{stamp}.txt").write_text(text + "\n")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", type=float, default=1.0, help="multiplies clicks and conversions (default 2M / 100k)")
+    p.add_argument("--clicks", type=int)
+    p.add_argument("--conversions", type=int)
+    p.add_argument("--hours", type=int, default=720)
+    p.add_argument("--users", type=int, help="accounts (default 40 x scale)")
+    p.add_argument("--chunk-hours", type=int, default=168)
+    p.add_argument("--sample-hours", type=int, default=6)
+    p.add_argument("--seed", type=int, default=202)
+    p.add_argument("--server-url", default=os.environ.get("ATTRIBUTION_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306"))
+    p.add_argument("--tag", help="database suffix (default from the size)")
+    p.add_argument("--reuse", action="store_true", help="re-use an already seeded database of the same tag")
+    p.add_argument("--skip-half", action="store_true")
+    p.add_argument("--skip-per-hour", action="store_true")
+    p.add_argument("--workdir")
+    p.add_argument("--persistent-instance", action="store_true",
+                   help="record the runs in a SQLite Dagster instance (default: in-memory, as `attribution rebuild` "
+                   "without DAGSTER_HOME); Dagster's per-partition bookkeeping then dominates (bench/RESULTS.md)")
+    args = p.parse_args()
+    args.clicks = args.clicks or round(2_000_000 * args.scale)
+    args.conversions = args.conversions or round(100_000 * args.scale)
+    args.users = args.users or max(4, round(40 * args.scale))
+    args.tag = args.tag or f"{args.clicks // 1000}k_{args.conversions // 1000}k_{args.hours}h"
+    Bench(args).run()
+
+
+if __name__ == "__main__":
+    main()
