@@ -182,6 +182,16 @@ def stored_touchpoints(conn: Connection, snapshot_ids: Sequence[int], reader=rea
     return pl.concat(parts).cast(STORED_TOUCHPOINTS)
 
 
+def inserted_touchpoints(conn: Connection, after_id: int, snapshot_ids: pl.Series) -> pl.DataFrame:
+    """Touchpoints this transaction inserted (id above ``after_id``, of ``snapshot_ids``), read back
+    before commit: a sequential primary-key range scan, 3x faster than looking the rows up by
+    snapshot id (bench/RESULTS.md). Rows another writer inserted meanwhile are filtered out by
+    snapshot id; should any belong to our snapshots, the comparison fails and the chunk rolls back."""
+    stmt = select(*[TOUCH.c[name] for name in STORED_TOUCHPOINTS]).where(TOUCH.c.touchpoint_id > after_id)
+    found = read_frame_uncommitted(conn, stmt, STORED_TOUCHPOINTS).cast(STORED_TOUCHPOINTS)
+    return found.filter(pl.col("snapshot_id").is_in(snapshot_ids.implode()))
+
+
 # ------------------------------------------------------------------------------------------
 # the chunk transaction
 # ------------------------------------------------------------------------------------------
@@ -252,11 +262,11 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
             .sort("snapshot_id", "conv_id", "position")  # index order: sequential inserts into snapshot_conv
         )
     with outcome.stage("load_touchpoints"):
+        # AUTO_INCREMENT only grows: every row inserted below lies above this id
+        last_id = int(conn.execute(select(func.coalesce(func.max(TOUCH.c.touchpoint_id), 0))).scalar())
         outcome.touchpoints_written = bulk_load(conn, TOUCH, touch_rows, batch_rows=batch_rows)
     with outcome.stage("read_back_touchpoints"):
-        _check_touchpoints(
-            touch_rows, stored_touchpoints(conn, written.get_column("snapshot_id").to_list(), reader=read_frame_uncommitted)
-        )
+        _check_touchpoints(touch_rows, inserted_touchpoints(conn, last_id, written.get_column("snapshot_id")))
 
     per_model = (
         plan.snapshots.group_by("model_id").agg(snapshots=pl.len())
