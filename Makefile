@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 ## Runs the whole test suite (needs MariaDB/MySQL; see README).
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 ## Opens the Dagster UI on the demo's instance.
 ui: $(STAMP)

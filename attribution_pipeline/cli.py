@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from contextlib import nullcontext
 from pathlib import Path
 
+from attribution_pipeline.cli_analytics import add_subcommands
 from attribution_pipeline.db import attribution_home, make_engine, resolve_db_url, safe_url
 from attribution_pipeline.errors import AttributionError, ModelSelectionError, UnknownUserError
 from attribution_pipeline.partitions import hour_key, key_hour, parse_time, partitions_start, range_tags, select_hours
@@ -118,6 +119,21 @@ def run_job(first_hour: int, last_hour: int, *, users=(), models=(), dry_run=Fal
     return result, report
 
 
+def failed_checks(result) -> list[str]:
+    """Failed asset checks of a run, one line each (severity, asset, check, description)."""
+    lines = []
+    for event in result.all_events:
+        if event.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        data = event.event_specific_data
+        if data.passed or getattr(data, "partition", None):
+            continue
+        severity = getattr(data.severity, "value", data.severity)
+        text = (data.description or "").splitlines()[0][:200] if data.description else ""
+        lines.append(f"{severity} {data.asset_key.to_user_string()}.{data.check_name}: {text}")
+    return sorted(set(lines))
+
+
 def print_summary(report: dict, model_names: dict[int, str]) -> None:
     print(f"run {report['run_id']}: {report['first_hour']} .. {report['last_hour']} UTC "
           f"({report['hours']} hour{'s' if report['hours'] != 1 else ''})")
@@ -187,6 +203,10 @@ def cmd_rebuild(args) -> int:
             print_summary(report, _model_names(engine, report))
         return _fail(f"nothing was committed. {detail.splitlines()[0] if detail else ''}".strip())
     print_summary(report, _model_names(engine, report))
+    checks = failed_checks(result)
+    print(f"  failed checks ({len(checks)}):" if checks else "  failed checks: none")
+    for line in checks:
+        print(f"    {line}")
     code = int(report["outcome"])
     print({0: "outcome 0: everything selected was written and every check passed",
            2: "outcome 2: committed, but some models were skipped or some groups were held back (listed above)",
@@ -254,7 +274,7 @@ def cmd_demo(args) -> int:
     home.mkdir(parents=True, exist_ok=True)
     for leftover in ("attribution.sqlite", "attribution.sqlite-wal", "attribution.sqlite-shm"):
         (home / leftover).unlink(missing_ok=True)
-    for folder in ("frames", "reports"):
+    for folder in ("frames", "reports", "exports"):
         shutil.rmtree(home / folder, ignore_errors=True)
     url = default_db_url()
     os.environ["ATTRIBUTION_DB_URL"] = url
@@ -280,6 +300,10 @@ def cmd_demo(args) -> int:
     day_end = datetime.fromtimestamp(last + 3600, tz=timezone.utc).strftime("%Y-%m-%dT%H:00")
     print(f"  - rebuild the last 24 hours like the PHP cron (outcome 2: the demo seeds invalid models on purpose):\n"
           f"      ATTRIBUTION_HOME={home} .venv/bin/attribution rebuild --start {day_start} --end {day_end} --dry-run")
+    print(f"  - query the Parquet exports with DuckDB (README, \"Exports for analysts\"), compare the models:\n"
+          f"      ATTRIBUTION_HOME={home} .venv/bin/attribution query \"SELECT date, model_name, sum(attributed_revenue) "
+          f"AS revenue_usd FROM snapshots GROUP BY ALL ORDER BY ALL\"\n"
+          f"      ATTRIBUTION_HOME={home} .venv/bin/attribution compare --start {day_start} --end {day_end}")
     return EXIT_OK if report["outcome"] in (0, 2) else EXIT_FATAL
 
 
@@ -323,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=202)
     p.add_argument("--scale", type=float, default=1.0)
     p.set_defaults(func=cmd_demo)
+    add_subcommands(sub)  # query, duckdb, compare (Parquet exports for analysts)
     return parser
 
 

@@ -3,12 +3,13 @@
 import dagster as dg
 
 from attribution_pipeline.assets.credits import credits, snapshots
+from attribution_pipeline.assets.exports import attribution_exports
 from attribution_pipeline.assets.extract import attribution_models, conversions
 from attribution_pipeline.assets.journeys import journeys
 from attribution_pipeline.assets.writeback import attribution_writeback
 from attribution_pipeline.partitions import HOUR, floor_hour, key_hour, partitions_start, range_tags
 
-PIPELINE_ASSETS = [attribution_models, conversions, journeys, credits, snapshots, attribution_writeback]
+PIPELINE_ASSETS = [attribution_models, conversions, journeys, credits, snapshots, attribution_writeback, attribution_exports]
 
 attribution_job = dg.define_asset_job(
     "attribution_job",

@@ -8,6 +8,7 @@ from attribution_pipeline.assets.common import FRAMES_IO, GROUP_NAME, hourly_par
 from attribution_pipeline.frames import HourlyFrame
 from attribution_pipeline.logs import log_event
 from attribution_pipeline.models import models_frame, parse_model_row
+from attribution_pipeline.partitions import hour_key
 from attribution_pipeline.resources import DatabaseResource, PipelineSettings, RunScope
 
 
@@ -21,8 +22,8 @@ from attribution_pipeline.resources import DatabaseResource, PipelineSettings, R
         dg.AssetCheckSpec(
             "valid_models",
             asset="attribution_models",
-            description="Every active model row of the run's users passes Prosper202's validation (D6: "
-            "invalid ones are skipped and named here with the reason).",
+            description="WARN: every active model row of the run's users passes Prosper202's validation "
+            "(D6: invalid ones are skipped, their stored rows untouched, and named here with the reason).",
         )
     ],
 )
@@ -68,9 +69,10 @@ def attribution_models(
     yield dg.AssetCheckResult(
         check_name="valid_models",
         passed=not invalid,
-        severity=dg.AssetCheckSeverity.ERROR,
+        severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "invalid_models": len(invalid),
+            "failing_hours": dg.MetadataValue.json([hour_key(h) for h in hours][:100] if invalid else []),
             "skipped": dg.MetadataValue.json(
                 [{"model_id": s.model_id, "user_id": s.user_id, "slug": s.model_slug, "type": s.model_type,
                   "reason": s.error} for s in invalid[:100]]

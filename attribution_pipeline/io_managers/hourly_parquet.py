@@ -80,6 +80,9 @@ class HourlyParquetIOManager(dg.ConfigurableIOManager):
         started = time.perf_counter()
         for chunk, df in obj.chunks():
             by_hour = df.partition_by("date_hour", as_dict=True, maintain_order=True)
+            stray = sorted(set(k[0] for k in by_hour) - set(chunk))
+            if stray:
+                raise ValueError(f"{obj.name}: the chunk {chunk[0]}..{chunk[-1]} produced rows of other hours {stray[:5]}")
             for hour in chunk:
                 write_hour(root, asset, hour, by_hour.get((hour,), df.clear()))
         seconds = time.perf_counter() - started

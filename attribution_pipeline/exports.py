@@ -1,0 +1,714 @@
+"""Parquet exports for analysts: what the pipeline stored, one file per table and UTC hour.
+
+Layout (hive-partitioned, one dataset folder per table; DuckDB reads each table with
+``read_parquet('<root>/<table>/**/*.parquet', hive_partitioning = true)``)::
+
+    $ATTRIBUTION_EXPORT_DIR/            (default $ATTRIBUTION_HOME/exports)
+        snapshots/date=2025-03-01/hour=09/part.parquet
+        touchpoints/date=2025-03-01/hour=09/part.parquet
+        journeys/date=2025-03-01/hour=09/part.parquet
+
+``date``/``hour`` are the UTC hour of the *conversions* (Prosper202's ``date_hour``, D17). Every
+exported hour has exactly one file per table (an hour without rows has an empty file), written to
+a temporary name and renamed into place, so a reader never sees a partial file or two versions of
+an hour, and a crash leaves the previous file (plus, at worst, an ignored ``.tmp``).
+
+What an hour holds (column meanings in README, "Exports for analysts"):
+
+* ``snapshots``: every global row of ``202_attribution_snapshots`` stored for the hour *after the
+  write-back committed*: all users and all models, including rows of inactive models and of users a
+  ``--user`` run did not select (those rows are still in MySQL, so they are still exported). The
+  money columns are the stored DECIMAL(12,4) values, so DuckDB totals equal MySQL totals exactly.
+* ``touchpoints``: every ``202_attribution_touchpoints`` row of those snapshots, with the model,
+  the conversion (time, payout), the touch click (time, campaign, traffic source, landing page,
+  its own cpc; ``202_clicks`` deduplicated by click id as in D15) and two extra measures (D5):
+  ``revenue_share`` and ``cost_share``, the snapshot's stored revenue and cost split over its
+  touches in proportion to ``payout x credit`` and ``converting cpc x credit`` and rounded to
+  4 decimals by largest remainder (:func:`allocate`), so that they sum *exactly* to the stored
+  snapshot totals. (``conversion_payout * credit`` summed over a snapshot differs from the stored
+  total by the rounding of the stored credits, about ``payout x touches x 0.000005`` at most.)
+  ``position`` is the stored one (PHP records last-touch credit at position 0, Q11);
+  ``journey_position``/``journey_length`` place each touch in its journey.
+* ``journeys``: one row per touch of every conversion's journey (credited or not), with the
+  journey length. Journeys are not stored in MySQL (D13), so they come from the pipeline: after a
+  full run, the ``journeys`` frames the run just wrote; after a scoped run (``--user``/``--model``)
+  the selected users' journeys are recomputed with the pipeline's own rules and replace only their
+  rows in the hour's existing file, so a scoped run never truncates the hour. An hour with neither
+  an export nor a frame is recomputed for every user.
+
+Writers of one export folder take turns (an ``flock`` on ``.export.lock`` around read + write), so
+the last file written for an hour holds the latest committed state. No personal data: ``ip``, ``user_agent`` and referer-like columns are never selected. Reads are
+SQLAlchemy Core with bound parameters (``db.read_frame``); frames are built with Polars
+expressions.
+"""
+
+import fcntl
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+from sqlalchemy import select
+from sqlalchemy.engine import Connection, Engine
+
+from attribution_pipeline import extract, frames, schema
+from attribution_pipeline import journeys as journey_rules
+from attribution_pipeline.db import attribution_home, chunked, read_frame
+from attribution_pipeline.io_managers.hourly_parquet import hour_file
+from attribution_pipeline.precision import CREDIT_DTYPE, MONEY_DTYPE, stored_decimal
+
+EXPORT_DIR_ENV = "ATTRIBUTION_EXPORT_DIR"
+TABLES = ("snapshots", "touchpoints", "journeys")
+PART = "part.parquet"
+LOCK_FILE = ".export.lock"
+_IN_LIST = 5000
+_STALE_TMP_SECONDS = 3600
+
+# ------------------------------------------------------------------------------------------
+# The export schema (pinned by tests/test_exports.py; documented in README)
+# ------------------------------------------------------------------------------------------
+
+TIMESTAMP = pl.Datetime("us")  # UTC wall time (D17), no zone: DuckDB TIMESTAMP
+PAYOUT_DTYPE = pl.Decimal(11, 5)  # 202_conversion_logs.click_payout
+CPC_DTYPE = pl.Decimal(7, 5)  # 202_clicks.click_cpc
+SHARE_DTYPE = pl.Decimal(18, 4)  # revenue_share / cost_share
+SHARE_SCALE = 4
+
+_HOUR = {"date_hour": pl.Int64, "hour_start": TIMESTAMP}
+_MODEL = {
+    "model_id": pl.Int64,
+    "model_name": pl.String,
+    "model_slug": pl.String,
+    "model_type": pl.String,
+    "model_active": pl.Boolean,
+}
+_TOUCH_DIMENSIONS = {
+    "campaign_id": pl.Int64,
+    "campaign_name": pl.String,
+    "ppc_account_id": pl.Int64,
+    "ppc_account_name": pl.String,
+    "landing_page_id": pl.Int64,
+    "landing_page_name": pl.String,
+    "touch_cpc": CPC_DTYPE,
+}
+
+SNAPSHOTS_EXPORT = {
+    **_HOUR,
+    "snapshot_id": pl.Int64,
+    "user_id": pl.Int64,
+    **_MODEL,
+    "attributed_clicks": pl.Int64,
+    "attributed_conversions": pl.Int64,
+    "attributed_revenue": MONEY_DTYPE,
+    "attributed_cost": MONEY_DTYPE,
+}
+
+TOUCHPOINTS_EXPORT = {
+    **_HOUR,
+    "snapshot_id": pl.Int64,
+    "user_id": pl.Int64,
+    **_MODEL,
+    "conv_id": pl.Int64,
+    "conv_time": TIMESTAMP,
+    "conversion_payout": PAYOUT_DTYPE,
+    "converting_cpc": CPC_DTYPE,
+    "click_id": frames.CLICK_ID,
+    "click_time": TIMESTAMP,
+    "position": pl.Int32,
+    "journey_position": pl.Int32,
+    "journey_length": pl.Int32,
+    "is_converting": pl.Boolean,
+    "credit": CREDIT_DTYPE,
+    "revenue_share": SHARE_DTYPE,
+    "cost_share": SHARE_DTYPE,
+    **_TOUCH_DIMENSIONS,
+}
+
+JOURNEYS_EXPORT = {
+    **_HOUR,
+    "user_id": pl.Int64,
+    "conv_id": pl.Int64,
+    "conv_time": TIMESTAMP,
+    "position": pl.Int32,
+    "journey_length": pl.Int32,
+    "click_id": frames.CLICK_ID,
+    "click_time": TIMESTAMP,
+    "is_converting": pl.Boolean,
+    "multi_touch": pl.Boolean,
+    **_TOUCH_DIMENSIONS,
+}
+
+SCHEMAS = {"snapshots": SNAPSHOTS_EXPORT, "touchpoints": TOUCHPOINTS_EXPORT, "journeys": JOURNEYS_EXPORT}
+SORT_KEYS = {
+    "snapshots": ["date_hour", "user_id", "model_id", "snapshot_id"],
+    "touchpoints": ["date_hour", "user_id", "model_id", "snapshot_id", "conv_id", "position"],
+    "journeys": ["date_hour", "user_id", "conv_id", "position"],
+}
+
+
+# ------------------------------------------------------------------------------------------
+# Paths and atomic files
+# ------------------------------------------------------------------------------------------
+
+
+def export_root(explicit: str | os.PathLike | None = None) -> Path:
+    """``explicit``, else ``$ATTRIBUTION_EXPORT_DIR``, else ``$ATTRIBUTION_HOME/exports``."""
+    raw = str(explicit) if explicit else os.environ.get(EXPORT_DIR_ENV, "").strip()
+    return Path(raw).resolve() if raw else attribution_home() / "exports"
+
+
+def hour_dir(root: Path, table: str, hour: int) -> Path:
+    moment = datetime.fromtimestamp(hour, tz=timezone.utc)
+    return Path(root) / table / f"date={moment:%Y-%m-%d}" / f"hour={moment:%H}"
+
+
+def part_path(root: Path, table: str, hour: int) -> Path:
+    return hour_dir(root, table, hour) / PART
+
+
+def table_glob(root: Path, table: str) -> str:
+    """The glob DuckDB reads a table with (hive partitions ``date``/``hour`` from the path)."""
+    return str(Path(root) / table / "**" / "*.parquet")
+
+
+def write_part(root: Path, table: str, hour: int, df: pl.DataFrame) -> Path:
+    """Replace the hour's file of ``table`` atomically: temporary file, fsync, rename."""
+    final = part_path(root, table, hour)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(final.parent)
+    tmp = final.with_name(f".{PART}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            df.write_parquet(fh, compression="zstd", statistics=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def _remove_stale_tmp(folder: Path) -> None:
+    """Temporary files left by a crashed writer (older than an hour; a live writer's are newer)."""
+    cutoff = time.time() - _STALE_TMP_SECONDS
+    for leftover in folder.glob(f".{PART}.*.tmp"):
+        try:
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+        except FileNotFoundError:
+            pass
+
+
+@contextmanager
+def export_lock(root: Path) -> Iterator[None]:
+    """One exporter at a time per export folder (read from MySQL + write files), so the last
+    writer of an hour always wrote the latest committed state."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with open(Path(root) / LOCK_FILE, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def read_part(root: Path, table: str, hour: int) -> pl.DataFrame | None:
+    path = part_path(root, table, hour)
+    return pl.read_parquet(path) if path.exists() else None
+
+
+# ------------------------------------------------------------------------------------------
+# Largest-remainder allocation of stored totals over touches
+# ------------------------------------------------------------------------------------------
+
+
+def _units(expr: pl.Expr, scale: int) -> pl.Expr:
+    """A decimal expression as exact integer units of 10**-scale (Int128)."""
+    return (expr * (10**scale)).cast(pl.Int128)
+
+
+def allocate(df: pl.DataFrame, *, total: str, weight: pl.Expr, group: str, order: Sequence[str], name: str,
+             scale: int = SHARE_SCALE) -> pl.DataFrame:
+    """``df`` with ``name``: ``total`` (a decimal equal on every row of a ``group``) split over the
+    group's rows in proportion to ``weight`` (an exact Int128 expression), in units of
+    10**-scale, so that the group's shares sum *exactly* to ``total``.
+
+    Each row gets ``floor(total x w / W)`` units; the units left over (fewer than the group's rows)
+    go one each to the largest remainders, ties to the first rows by ``order``. Integer arithmetic
+    throughout (Int128), so no float ever decides a cent. A group whose weights sum to zero is split
+    evenly. Negative totals and weights are handled (floor division on a positive denominator).
+    """
+    out = df.with_columns(_w=weight.fill_null(0).cast(pl.Int128), _r=_units(pl.col(total), scale).fill_null(0))
+    out = out.with_columns(_w=pl.when(pl.col("_w").sum().over(group) == 0).then(pl.lit(1, pl.Int128))
+                           .otherwise(pl.col("_w")))
+    out = out.with_columns(_sign=pl.when(pl.col("_w").sum().over(group) < 0).then(pl.lit(-1, pl.Int128))
+                           .otherwise(pl.lit(1, pl.Int128)))
+    out = out.with_columns(_num=pl.col("_r") * pl.col("_w") * pl.col("_sign"),
+                           _den=pl.col("_w").sum().over(group) * pl.col("_sign"))
+    out = out.with_columns(_floor=pl.col("_num") // pl.col("_den"))
+    out = out.with_columns(_frac=pl.col("_num") - pl.col("_floor") * pl.col("_den"),
+                           _left=pl.col("_r") - pl.col("_floor").sum().over(group))
+    out = (
+        out.sort([group, "_frac", *order], descending=[False, True, *[False] * len(order)])
+        .with_columns(_rank=pl.int_range(pl.len(), dtype=pl.Int64).over(group))
+        .with_columns(_units=pl.col("_floor") + (pl.col("_rank") < pl.col("_left")).cast(pl.Int128))
+    )
+    step = pl.lit(Decimal(1).scaleb(-scale), pl.Decimal(38, scale))
+    return out.with_columns(
+        (pl.col("_units").cast(pl.Decimal(38, 0)) * step).cast(pl.Decimal(38, scale)).alias(name)
+    ).drop("_w", "_r", "_sign", "_num", "_den", "_floor", "_frac", "_left", "_rank", "_units")
+
+
+# ------------------------------------------------------------------------------------------
+# Reading what is stored
+# ------------------------------------------------------------------------------------------
+
+_snap = schema.attribution_snapshots
+_touch = schema.attribution_touchpoints
+_models = schema.attribution_models
+_conv = schema.conversion_logs
+_clk = schema.clicks
+
+_SNAPSHOT_READ = {
+    "snapshot_id": pl.Int64,
+    "date_hour": pl.Int64,
+    "model_id": pl.Int64,
+    "user_id": pl.Int64,
+    "attributed_clicks": pl.Int64,
+    "attributed_conversions": pl.Int64,
+    "attributed_revenue": MONEY_DTYPE,
+    "attributed_cost": MONEY_DTYPE,
+    "model_name": pl.String,
+    "model_slug": pl.String,
+    "model_type": pl.String,
+    "is_active": pl.Int64,
+}
+_TOUCH_READ = {
+    "snapshot_id": pl.Int64,
+    "conv_id": pl.Int64,
+    "click_id": frames.CLICK_ID,
+    "position": pl.Int32,
+    "credit": CREDIT_DTYPE,
+    "conv_time": pl.Int64,
+    "conv_click_id": frames.CLICK_ID,
+    "conv_click_time": pl.Int64,
+    "conversion_payout": PAYOUT_DTYPE,
+}
+_CLICK_READ = {
+    "click_id": frames.CLICK_ID,
+    "click_time": pl.Int64,
+    "aff_campaign_id": pl.Int64,
+    "ppc_account_id": pl.Int64,
+    "landing_page_id": pl.Int64,
+    "click_cpc": CPC_DTYPE,
+}
+
+
+def _global_hours(lo: int, hi: int):
+    return (_snap.c.scope_type == "global", _snap.c.scope_id.is_(None), _snap.c.date_hour.between(lo, hi))
+
+
+def read_snapshots(conn: Connection, hours: Sequence[int]) -> pl.DataFrame:
+    """Every global snapshot row stored for ``hours``, with its model's name, slug, type, active flag."""
+    if not hours:
+        return frames.empty(_SNAPSHOT_READ)
+    stmt = (
+        select(_snap.c.snapshot_id, _snap.c.date_hour, _snap.c.model_id, _snap.c.user_id, _snap.c.attributed_clicks,
+               _snap.c.attributed_conversions, _snap.c.attributed_revenue, _snap.c.attributed_cost,
+               _models.c.model_name, _models.c.model_slug, _models.c.model_type, _models.c.is_active)
+        .select_from(_snap.outerjoin(_models, _models.c.model_id == _snap.c.model_id))
+        .where(*_global_hours(min(hours), max(hours)))
+    )
+    return read_frame(conn, stmt, _SNAPSHOT_READ).filter(pl.col("date_hour").is_in(list(hours)))
+
+
+def read_touches(conn: Connection, hours: Sequence[int]) -> pl.DataFrame:
+    """Every touchpoint row of the global snapshots of ``hours``, with its conversion's time,
+    converting click and payout (never ip or user agent)."""
+    if not hours:
+        return frames.empty({**_TOUCH_READ, "date_hour": pl.Int64})
+    stmt = (
+        select(_touch.c.snapshot_id, _touch.c.conv_id, _touch.c.click_id, _touch.c.position, _touch.c.credit,
+               _conv.c.conv_time, _conv.c.click_id.label("conv_click_id"),
+               _conv.c.click_time.label("conv_click_time"), _conv.c.click_payout.label("conversion_payout"),
+               _snap.c.date_hour)
+        .select_from(_touch.join(_snap, _snap.c.snapshot_id == _touch.c.snapshot_id)
+                     .outerjoin(_conv, _conv.c.conv_id == _touch.c.conv_id))
+        .where(*_global_hours(min(hours), max(hours)))
+    )
+    return read_frame(conn, stmt, {**_TOUCH_READ, "date_hour": pl.Int64}).filter(
+        pl.col("date_hour").is_in(list(hours))
+    ).drop("date_hour")
+
+
+def read_clicks(conn: Connection, click_ids: Sequence[int]) -> pl.DataFrame:
+    """One row per click id (D15: the smallest click_time, then cpc, then ppc account)."""
+    ids = sorted({int(c) for c in click_ids})
+    parts = [frames.empty(_CLICK_READ)]
+    for part in chunked(ids, _IN_LIST):
+        stmt = select(*[_clk.c[c] for c in _CLICK_READ]).where(_clk.c.click_id.in_(list(part)))
+        parts.append(read_frame(conn, stmt, _CLICK_READ))
+    return journey_rules.dedupe_clicks(pl.concat(parts))
+
+
+NAMES = {"id": pl.Int64, "name": pl.String}
+
+
+@dataclass
+class Names:
+    """Display names of the campaigns, traffic sources (ppc accounts) and landing pages."""
+
+    campaigns: pl.DataFrame
+    ppc_accounts: pl.DataFrame
+    landing_pages: pl.DataFrame
+
+
+def _names(conn: Connection, id_col, name_col, ids: Sequence[int]) -> pl.DataFrame:
+    wanted = sorted({int(i) for i in ids if i is not None})
+    parts = [frames.empty(NAMES)]
+    for part in chunked(wanted, _IN_LIST):
+        stmt = select(id_col.label("id"), name_col.label("name")).where(id_col.in_(list(part)))
+        parts.append(read_frame(conn, stmt, NAMES))
+    return pl.concat(parts).unique("id", keep="first")
+
+
+def read_names(conn: Connection, touches: Sequence[pl.DataFrame]) -> Names:
+    """Names of every campaign, ppc account and landing page referenced by ``touches`` frames
+    (columns ``campaign_id``, ``ppc_account_id``, ``landing_page_id``)."""
+    def ids(col: str) -> list[int]:
+        found = [t.get_column(col).drop_nulls().unique() for t in touches if t.height]
+        return pl.concat(found).unique().to_list() if found else []
+
+    return Names(
+        campaigns=_names(conn, schema.aff_campaigns.c.aff_campaign_id, schema.aff_campaigns.c.aff_campaign_name,
+                         ids("campaign_id")),
+        ppc_accounts=_names(conn, schema.ppc_accounts.c.ppc_account_id, schema.ppc_accounts.c.ppc_account_name,
+                            ids("ppc_account_id")),
+        landing_pages=_names(conn, schema.landing_pages.c.landing_page_id,
+                             schema.landing_pages.c.landing_page_nickname, ids("landing_page_id")),
+    )
+
+
+def _with_names(df: pl.DataFrame, names: Names) -> pl.DataFrame:
+    for key, table in (("campaign", names.campaigns), ("ppc_account", names.ppc_accounts),
+                       ("landing_page", names.landing_pages)):
+        df = df.join(table.rename({"id": f"{key}_id", "name": f"{key}_name"}), on=f"{key}_id", how="left")
+    return df
+
+
+# ------------------------------------------------------------------------------------------
+# Building the three export frames
+# ------------------------------------------------------------------------------------------
+
+
+def _epoch_to_timestamp(col: str) -> pl.Expr:
+    return pl.from_epoch(pl.col(col), time_unit="s").cast(TIMESTAMP)
+
+
+def snapshots_export(snaps: pl.DataFrame) -> pl.DataFrame:
+    return frames.conform(
+        snaps.with_columns(hour_start=_epoch_to_timestamp("date_hour"), model_active=pl.col("is_active") == 1),
+        SNAPSHOTS_EXPORT,
+        "snapshots export",
+    ).sort(SORT_KEYS["snapshots"])
+
+
+def touch_frame(touches: pl.DataFrame, snaps: pl.DataFrame, clicks: pl.DataFrame) -> pl.DataFrame:
+    """Touchpoints joined with their snapshot (hour, user, model, stored totals) and their clicks,
+    before names and shares (the columns :func:`touchpoints_export` needs)."""
+    touch_clicks = clicks.select(
+        "click_id", touch_click_time="click_time", campaign_id="aff_campaign_id", ppc_account_id="ppc_account_id",
+        landing_page_id="landing_page_id", touch_cpc="click_cpc",
+    )
+    converting = clicks.select(conv_click_id="click_id", converting_cpc="click_cpc")
+    return (
+        touches.join(snaps.drop("attributed_clicks", "attributed_conversions"), on="snapshot_id", how="inner")
+        .join(touch_clicks, on="click_id", how="left")
+        .join(converting, on="conv_click_id", how="left")
+        .with_columns(
+            is_converting=(pl.col("click_id") == pl.col("conv_click_id")).fill_null(False),
+        )
+        .with_columns(
+            click_time=pl.coalesce(
+                pl.col("touch_click_time"),
+                pl.when(pl.col("is_converting")).then(pl.col("conv_click_time")),
+            )
+        )
+    )
+
+
+JOURNEY_INDEX = {"conv_id": pl.Int64, "click_id": frames.CLICK_ID, "position": pl.Int32, "journey_length": pl.Int32}
+
+
+def journey_index(journeys: pl.DataFrame) -> pl.DataFrame:
+    """(conv_id, click_id, position, journey_length) of export-schema journeys."""
+    return frames.conform(journeys, JOURNEY_INDEX, "journey index")
+
+
+def _journey_positions(touch: pl.DataFrame, index: pl.DataFrame | None) -> pl.DataFrame:
+    """``journey_position``/``journey_length`` of each touch: its click's place in the conversion's
+    journey. The stored ``position`` is not always that: PHP records last-touch (and algorithmic)
+    credit at position 0 (spec 3.1, Q11). A touch whose click appears twice in a stored journey
+    (D13 stored mode) takes the occurrence at its stored position, else the first."""
+    if index is None or index.height == 0:
+        return touch.with_columns(journey_position=pl.lit(None, pl.Int32), journey_length=pl.lit(None, pl.Int32))
+    exact = index.select("conv_id", "click_id", "position", exact_position="position", exact_length="journey_length")
+    first = (index.sort("position").unique(subset=["conv_id", "click_id"], keep="first")
+             .select("conv_id", "click_id", first_position="position", first_length="journey_length"))
+    return (
+        touch.join(exact, on=["conv_id", "click_id", "position"], how="left")
+        .join(first, on=["conv_id", "click_id"], how="left")
+        .with_columns(journey_position=pl.coalesce("exact_position", "first_position"),
+                      journey_length=pl.coalesce("exact_length", "first_length"))
+        .drop("exact_position", "exact_length", "first_position", "first_length")
+    )
+
+
+def touchpoints_export(touch: pl.DataFrame, names: Names, journeys: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The touchpoints export: :func:`touch_frame` rows with names, reconciled shares and, given
+    the hours' journeys (:func:`journey_index`), each touch's place in its journey."""
+    order = ["conv_id", "position", "click_id"]
+    shared = allocate(
+        touch,
+        total="attributed_revenue",
+        weight=_units(pl.col("conversion_payout"), 5) * _units(pl.col("credit"), 5),
+        group="snapshot_id",
+        order=order,
+        name="revenue_share",
+    )
+    shared = allocate(
+        shared,
+        total="attributed_cost",
+        weight=_units(pl.col("converting_cpc"), 5) * _units(pl.col("credit"), 5),
+        group="snapshot_id",
+        order=order,
+        name="cost_share",
+    )
+    return frames.conform(
+        _with_names(_journey_positions(shared, journeys), names).with_columns(
+            hour_start=_epoch_to_timestamp("date_hour"),
+            model_active=pl.col("is_active") == 1,
+            conv_time=_epoch_to_timestamp("conv_time"),
+            click_time=_epoch_to_timestamp("click_time"),
+        ),
+        TOUCHPOINTS_EXPORT,
+        "touchpoints export",
+    ).sort(SORT_KEYS["touchpoints"])
+
+
+def journeys_export(journeys: pl.DataFrame, names: Names) -> pl.DataFrame:
+    """frames.JOURNEYS rows as the journeys export (touch cpc back to its exact DECIMAL(7,5))."""
+    renamed = journeys.select(
+        "date_hour", "user_id", "conv_id", "position", "click_id", "is_converting", "multi_touch",
+        journey_length="n",
+        conv_time=_epoch_to_timestamp("conv_time"),
+        click_time=_epoch_to_timestamp("click_time"),
+        hour_start=_epoch_to_timestamp("date_hour"),
+        campaign_id="touch_campaign_id",
+        ppc_account_id="touch_ppc_account_id",
+        landing_page_id="touch_landing_page_id",
+        touch_cpc=stored_decimal(pl.col("touch_cpc"), CPC_DTYPE),
+    )
+    return frames.conform(_with_names(renamed, names), JOURNEYS_EXPORT, "journeys export").sort(SORT_KEYS["journeys"])
+
+
+# ------------------------------------------------------------------------------------------
+# Journeys: the pipeline's frames, or recomputed with the pipeline's rules
+# ------------------------------------------------------------------------------------------
+
+
+def shared_journeys(frames_root: Path, hours: Sequence[int]) -> tuple[pl.DataFrame, list[int]]:
+    """The complete ``journeys`` frames of ``hours`` (written by full runs) and the hours without one."""
+    present = [h for h in hours if hour_file(Path(frames_root), "journeys", h).exists()]
+    missing = [h for h in hours if h not in set(present)]
+    if not present:
+        return frames.empty(frames.JOURNEYS), missing
+    df = pl.read_parquet([hour_file(Path(frames_root), "journeys", h) for h in present])
+    return frames.conform(df, frames.JOURNEYS, "journeys"), missing
+
+
+def compute_journeys(engine: Engine, hours: Sequence[int], users: Sequence[int] | None, *, journey_source: str,
+                     lookback_seconds: int, touch_cap: int) -> pl.DataFrame:
+    """frames.JOURNEYS for ``hours`` and ``users`` (None: every user), built from MySQL with the
+    pipeline's own functions (D2, D13, D15), as the ``journeys`` asset builds them."""
+    if not hours or users == []:
+        return frames.empty(frames.JOURNEYS)
+    with engine.connect() as conn:
+        conv = extract.conversions(conn, sorted(hours), users).filter(
+            (pl.col("click_rows") > 0) & pl.col("date_hour").is_in(list(hours))
+        )
+        if conv.height == 0:
+            return frames.empty(frames.JOURNEYS)
+        if journey_source == "stored":
+            stored = extract.stored_touchpoints(conn, conv.get_column("conv_id").to_list())
+            clicks = extract.clicks_by_id(conn, stored.get_column("click_id").unique().to_list())
+            return journey_rules.stored_journeys(conv, stored, journey_rules.dedupe_clicks(clicks))
+        pairs = conv.select("user_id", "campaign_id").unique()
+        settings = extract.multi_touch_settings(conn, pairs.get_column("user_id").unique().to_list())
+        networks = extract.campaign_networks(conn, pairs.get_column("campaign_id").unique().to_list())
+        flagged = journey_rules.multi_touch_flags(conv, settings, networks)
+        multi = flagged.filter(pl.col("multi_touch"))
+        clicks = (
+            extract.clicks(conn, multi.get_column("user_id").unique().to_list(),
+                           multi.get_column("campaign_id").unique().to_list(),
+                           int(multi["conv_time"].min()) - lookback_seconds, int(multi["conv_time"].max()))
+            if multi.height else frames.empty(extract.CLICKS)
+        )
+    return journey_rules.build_journeys(flagged, journey_rules.dedupe_clicks(clicks),
+                                        lookback_seconds=lookback_seconds, touch_cap=touch_cap)
+
+
+@dataclass
+class JourneyPlan:
+    """An hour chunk's journeys: ``fresh`` rows (frames.JOURNEYS) and ``kept`` rows of the hours'
+    existing export files (export schema), with where each came from."""
+
+    fresh: pl.DataFrame
+    kept: pl.DataFrame
+    hours_from_frames: int = 0
+    hours_from_exports: int = 0
+    hours_recomputed: int = 0
+    users_recomputed: int = 0
+
+
+def plan_journeys(hours: Sequence[int], *, root: Path, frames_root: Path, users: Sequence[int] | None,
+                  recompute: Callable[[Sequence[int], Sequence[int] | None], pl.DataFrame]) -> JourneyPlan:
+    """Where each hour's journeys come from.
+
+    Full run (``users`` None): the complete frames the run just wrote; an hour without one is
+    recomputed for every user. Scoped run: the hour's existing export file (else its complete
+    frame) without the selected users' rows, plus the selected users' journeys recomputed now;
+    an hour with neither is recomputed for every user. Never fewer users than were there.
+    """
+    hours = sorted(hours)
+    shared, missing = shared_journeys(frames_root, hours)
+    if users is None:
+        fresh = [shared, recompute(missing, None)] if missing else [shared]
+        return JourneyPlan(fresh=pl.concat(fresh), kept=frames.empty(JOURNEYS_EXPORT),
+                           hours_from_frames=len(hours) - len(missing), hours_recomputed=len(missing))
+    selected = pl.col("user_id").is_in(list(users))
+    existing = {h: read_part(root, "journeys", h) for h in hours}
+    from_exports = [h for h in hours if existing[h] is not None]
+    from_frames = [h for h in hours if existing[h] is None and h not in set(missing)]
+    from_scratch = [h for h in hours if existing[h] is None and h in set(missing)]
+    kept = [frames.conform(existing[h], JOURNEYS_EXPORT, "journeys export").filter(~selected) for h in from_exports]
+    fresh = [
+        shared.filter(pl.col("date_hour").is_in(from_frames) & ~selected),
+        recompute([h for h in hours if h not in set(from_scratch)], users),
+        recompute(from_scratch, None),
+    ]
+    return JourneyPlan(
+        fresh=pl.concat([frames.conform(f, frames.JOURNEYS) for f in fresh]),
+        kept=pl.concat([frames.empty(JOURNEYS_EXPORT), *kept]),
+        hours_from_frames=len(from_frames),
+        hours_from_exports=len(from_exports),
+        hours_recomputed=len(from_scratch),
+        users_recomputed=len(users),
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# One chunk of hours, end to end
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportStats:
+    hours: int = 0
+    files: int = 0
+    rows: dict[str, int] = field(default_factory=lambda: {t: 0 for t in TABLES})
+    unreconciled_snapshots: int = 0  # stored snapshots with revenue or cost but no touchpoints
+    journeys: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: "ExportStats") -> None:
+        self.hours += other.hours
+        self.files += other.files
+        for t in TABLES:
+            self.rows[t] += other.rows[t]
+        self.unreconciled_snapshots += other.unreconciled_snapshots
+        for k, v in other.journeys.items():
+            self.journeys[k] = self.journeys.get(k, 0) + v
+
+
+@dataclass
+class HourExports:
+    """The three export frames of a chunk of hours."""
+
+    snapshots: pl.DataFrame
+    touchpoints: pl.DataFrame
+    journeys: pl.DataFrame
+
+
+def read_stored(engine: Engine, hours: Sequence[int], extra_touches: Sequence[pl.DataFrame] = ()) -> tuple[
+        pl.DataFrame, pl.DataFrame, Names]:
+    """Stored snapshots and touchpoints of ``hours`` (committed rows) and the names of every
+    campaign, traffic source and landing page they or ``extra_touches`` reference."""
+    with engine.connect() as conn:
+        snaps = read_snapshots(conn, hours)
+        touches = read_touches(conn, hours)
+        clicks = read_clicks(conn, pl.concat([touches.get_column("click_id"),
+                                              touches.get_column("conv_click_id").drop_nulls()]).to_list())
+        touch = touch_frame(touches, snaps, clicks)
+        names = read_names(conn, [touch, *extra_touches])
+    return snaps, touch, names
+
+
+def build_exports(engine: Engine, hours: Sequence[int], plan: JourneyPlan) -> HourExports:
+    fresh = plan.fresh.select(
+        "date_hour", "user_id", "conv_id", "conv_time", "position", "n", "click_id", "click_time",
+        "is_converting", "multi_touch", "touch_campaign_id", "touch_ppc_account_id", "touch_landing_page_id",
+        "touch_cpc",
+    )
+    fresh_ids = fresh.select(campaign_id="touch_campaign_id", ppc_account_id="touch_ppc_account_id",
+                             landing_page_id="touch_landing_page_id")
+    snaps, touch, names = read_stored(engine, hours, [fresh_ids])
+    journeys = pl.concat([journeys_export(plan.fresh, names), plan.kept]).sort(SORT_KEYS["journeys"])
+    return HourExports(snapshots_export(snaps), touchpoints_export(touch, names, journey_index(journeys)), journeys)
+
+
+def write_exports(root: Path, hours: Sequence[int], exports: HourExports) -> ExportStats:
+    """One file per table and hour (an empty file for an hour without rows), each atomic."""
+    stats = ExportStats(hours=len(hours))
+    for table in TABLES:
+        df: pl.DataFrame = getattr(exports, table)
+        by_hour = df.partition_by("date_hour", as_dict=True, maintain_order=True)
+        for hour in hours:
+            write_part(root, table, hour, by_hour.get((hour,), df.clear()))
+            stats.files += 1
+        stats.rows[table] += df.height
+    covered = exports.touchpoints.select("snapshot_id").unique()
+    stats.unreconciled_snapshots = exports.snapshots.filter(
+        (pl.col("attributed_revenue") != 0) | (pl.col("attributed_cost") != 0)
+    ).join(covered, on="snapshot_id", how="anti").height
+    return stats
+
+
+def export_chunk(engine: Engine, hours: Sequence[int], *, root: Path, frames_root: Path,
+                 users: Sequence[int] | None,
+                 recompute: Callable[[Sequence[int], Sequence[int] | None], pl.DataFrame]) -> ExportStats:
+    """Export whole ``hours``: under the export lock, read what is stored, plan the journeys,
+    write every file. ``users`` None for a full run, else the users a scoped run rewrote."""
+    with export_lock(root):
+        plan = plan_journeys(hours, root=root, frames_root=frames_root, users=users, recompute=recompute)
+        stats = write_exports(root, hours, build_exports(engine, hours, plan))
+    stats.journeys = {"journey_hours_from_frames": plan.hours_from_frames,
+                      "journey_hours_from_exports": plan.hours_from_exports,
+                      "journey_hours_recomputed": plan.hours_recomputed}
+    return stats
+
+
+def exported_hours(root: Path, table: str = "snapshots") -> list[int]:
+    """The hours that have a file of ``table`` (epoch seconds, ascending)."""
+    found = []
+    for path in (Path(root) / table).glob(f"date=*/hour=*/{PART}"):
+        day = path.parent.parent.name.split("=", 1)[1]
+        hh = path.parent.name.split("=", 1)[1]
+        found.append(int(datetime.strptime(f"{day} {hh}", "%Y-%m-%d %H").replace(tzinfo=timezone.utc).timestamp()))
+    return sorted(found)
+
