@@ -14,6 +14,7 @@ import scenarios
 from attribution_pipeline import analytics, db, exports, schema
 from attribution_pipeline.db import attribution_home
 from attribution_pipeline.generator import GeneratorConfig, seed
+from attribution_pipeline.partitions import hour_key
 from pipeline import HOUR, run
 
 START = int(datetime(2025, 3, 1, tzinfo=timezone.utc).timestamp())
@@ -326,3 +327,58 @@ def test_export_asset_alone_recomputes_journeys_whose_frames_are_gone(mysql_url)
     assert metadata["rows_journeys"].value == before["journeys"].filter(pl.col("date_hour") == HOURS[1]).height > 0
     for t in exports.TABLES:
         assert frame(t).equals(before[t].filter(pl.col("date_hour") == HOURS[1])), t
+
+
+def test_export_reconciliation_check_reads_the_files_back_and_names_the_hours_that_disagree(mysql_url):
+    engine = seeded(mysql_url)
+    result, _ = run(mysql_url, HOURS[0], HOURS[-1])
+    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "export_reconciliation"]
+    assert evaluation.passed
+    assert evaluation.metadata["hours_checked"].value == 4 and evaluation.metadata["failing_hour_count"].value == 0
+    assert exports.reconcile(engine, root(), HOURS).height == 0
+
+    # crafted bad exports: a snapshot row lost from one hour's file, another hour's journeys file gone,
+    # and a stored revenue changed in MySQL behind the export's back for a third hour
+    snaps = exports.read_part(root(), "snapshots", HOURS[0])
+    assert snaps.height > 1
+    exports.write_part(root(), "snapshots", HOURS[0], snaps.head(snaps.height - 1))
+    exports.part_path(root(), "journeys", HOURS[1]).unlink()
+    s = schema.attribution_snapshots
+    with engine.begin() as conn:
+        snapshot_id = conn.execute(select(func.min(s.c.snapshot_id)).where(s.c.date_hour == HOURS[2],
+                                                                            s.c.attributed_revenue > 0)).scalar()
+        conn.execute(update(s).where(s.c.snapshot_id == snapshot_id)
+                     .values(attributed_revenue=s.c.attributed_revenue + Decimal("0.0001")))
+    wrong = exports.reconcile(engine, root(), HOURS)
+    reasons = dict(wrong.iter_rows())
+    assert sorted(reasons) == HOURS[:3]
+    assert reasons[HOURS[0]].startswith(f"snapshots file has {snaps.height - 1} rows, MySQL {snaps.height}")
+    assert reasons[HOURS[1]] == "a table's file is missing"
+    assert reasons[HOURS[2]] == ("snapshots file revenue/cost differ from MySQL; "
+                                 "touchpoint shares do not sum to the stored revenue/cost")
+
+    # a run whose exports disagree is red and names the hour: the edit behind the export's back
+    # happens between the export's write and its check (a writer committing meanwhile)
+    original = exports.write_exports
+
+    def write_then_edit(root_, hours, exported):
+        stats = original(root_, hours, exported)
+        with engine.begin() as conn:
+            conn.execute(update(s).where(s.c.snapshot_id == snapshot_id)
+                         .values(attributed_cost=s.c.attributed_cost + Decimal("0.0001")))
+        return stats
+
+    exports.write_exports = write_then_edit
+    try:
+        result, _ = run(mysql_url, HOURS[2])
+    finally:
+        exports.write_exports = original
+    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "export_reconciliation"]
+    assert not evaluation.passed
+    assert evaluation.metadata["failing_hours"].value == [hour_key(HOURS[2])]
+    assert "1 hour(s) of the export disagree with MySQL" in evaluation.description
+
+    # re-materialising the hours repairs every file
+    run(mysql_url, HOURS[0], HOURS[-1])
+    assert exports.reconcile(engine, root(), HOURS).height == 0
+    assert_exports_match_mysql(mysql_url)

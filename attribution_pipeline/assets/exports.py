@@ -26,6 +26,16 @@ from attribution_pipeline.resources import DatabaseResource, PipelineSettings, R
     group_name=GROUP_NAME,
     deps=[attribution_writeback],
     kinds={"parquet", "duckdb"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "export_reconciliation",
+            asset="attribution_exports",
+            description="Read back from the Parquet files after writing: every hour of the run has its three "
+            "files, and its snapshots' rows, revenue and cost, and its touchpoints' revenue and cost shares, "
+            "equal the global snapshots MySQL stores for the hour (exact DECIMAL(12,4) units). Red: analysts "
+            "would see other totals than the dashboard; re-materialise the hours named.",
+        )
+    ],
 )
 def attribution_exports(
     context: dg.AssetExecutionContext, db: DatabaseResource, settings: PipelineSettings, scope: RunScope
@@ -38,8 +48,11 @@ def attribution_exports(
     hours = run_hours(context)
     root = exports.export_root()
     if scope.dry_run:
-        return dg.MaterializeResult(metadata={"dry_run": True, "files": 0, "hours": len(hours),
-                                              "export_dir": dg.MetadataValue.path(str(root))})
+        return dg.MaterializeResult(
+            metadata={"dry_run": True, "files": 0, "hours": len(hours), "export_dir": dg.MetadataValue.path(str(root))},
+            check_results=[dg.AssetCheckResult(check_name="export_reconciliation", passed=True,
+                                               description="dry run: nothing exported")],
+        )
     started = time.perf_counter()
     engine = db.engine()
     users = None if scope.is_full else scope_users(db, scope)
@@ -59,8 +72,28 @@ def attribution_exports(
         log_event(context.log, "export_chunk", stage="exports", first_hour=hour_key(chunk[0]),
                   last_hour=hour_key(chunk[-1]), files=stats.files, **{f"rows_{t}": n for t, n in stats.rows.items()},
                   **run_fields(context))
+    wrong = with_retries(lambda: exports.reconcile(engine, root, hours), what="reconcile exports", logger=context.log)
+    failing = [hour_key(h) for h in wrong.get_column("date_hour").to_list()]
     seconds = round(time.perf_counter() - started, 3)
+    log_event(context.log, "export_reconciled", stage="exports", hours=len(hours), failing_hours=len(failing),
+              latency_ms=round(seconds * 1000), **run_fields(context))
+    check = dg.AssetCheckResult(
+        check_name="export_reconciliation",
+        passed=not failing,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(f"{len(failing)} hour(s) of the export disagree with MySQL ({', '.join(failing[:5])}"
+                     f"{', ...' if len(failing) > 5 else ''})" if failing
+                     else f"{len(hours)} hour(s): files and MySQL agree"),
+        metadata={
+            "hours_checked": len(hours),
+            "failing_hour_count": len(failing),
+            "failing_hours": dg.MetadataValue.json(failing[:100]),
+            "sample": dg.MetadataValue.json([{"hour": hour_key(h), "reason": r}
+                                             for h, r in wrong.head(20).iter_rows()]),
+        },
+    )
     return dg.MaterializeResult(
+        check_results=[check],
         metadata={
             "hours": total.hours,
             "files": total.files,
