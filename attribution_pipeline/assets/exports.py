@@ -75,7 +75,7 @@ def attribution_exports(
     wrong = with_retries(lambda: exports.reconcile(engine, root, hours), what="reconcile exports", logger=context.log)
     failing = [hour_key(h) for h in wrong.get_column("date_hour").to_list()]
     seconds = round(time.perf_counter() - started, 3)
-    log_event(context.log, "export_reconciled", stage="exports", hours=len(hours), failing_hours=len(failing),
+    log_event(context.log, "export_reconciled", stage="exports", failing_hours=len(failing),
               latency_ms=round(seconds * 1000), **run_fields(context))
     check = dg.AssetCheckResult(
         check_name="export_reconciliation",
