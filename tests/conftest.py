@@ -100,3 +100,17 @@ def private_home(tmp_path, monkeypatch):
     monkeypatch.delenv("ATTRIBUTION_DB_URL", raising=False)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     return home
+
+
+#: Test modules that take minutes (a webserver and daemon, end-to-end demo runs): collected first,
+#: so that with ``pytest -n 2`` one worker starts them while the other takes everything else,
+#: instead of one of them starting last and running alone.
+LONG_FIRST = ("test_backfill_ui.py", "test_demo.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.name
+        return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each group is kept

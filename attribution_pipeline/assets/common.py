@@ -16,6 +16,13 @@ GROUP_NAME = "attribution"
 FRAMES_IO = "frames_io_manager"
 
 
+def hourly_frame_asset(**kwargs):
+    """``@dg.asset`` for a step of the pipeline whose output is an ``HourlyFrame``: hourly
+    partitions, a single-run backfill policy, the ``attribution`` group, our Parquet IO manager."""
+    return dg.asset(partitions_def=hourly_partitions, backfill_policy=single_run, group_name=GROUP_NAME,
+                    io_manager_key=FRAMES_IO, **kwargs)
+
+
 def run_hours(context: dg.AssetExecutionContext) -> list[int]:
     return hours_of_time_window(context.partition_time_window)
 

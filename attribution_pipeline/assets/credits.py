@@ -3,18 +3,14 @@
 import dagster as dg
 
 from attribution_pipeline import frames
-from attribution_pipeline.assets.common import FRAMES_IO, GROUP_NAME, hourly_partitions, run_hours, single_run
+from attribution_pipeline.assets.common import hourly_frame_asset, run_hours
 from attribution_pipeline.credits import compute_credits
 from attribution_pipeline.frames import HourlyFrame
 from attribution_pipeline.resources import PipelineSettings, RunScope
 from attribution_pipeline.snapshots import build_snapshots
 
 
-@dg.asset(
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run,
-    group_name=GROUP_NAME,
-    io_manager_key=FRAMES_IO,
+@hourly_frame_asset(
     kinds={"polars"},
 )
 def credits(
@@ -40,11 +36,7 @@ def credits(
     return frame
 
 
-@dg.asset(
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run,
-    group_name=GROUP_NAME,
-    io_manager_key=FRAMES_IO,
+@hourly_frame_asset(
     kinds={"polars"},
 )
 def snapshots(

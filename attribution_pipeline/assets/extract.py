@@ -4,7 +4,7 @@ import dagster as dg
 
 from attribution_pipeline import extract, frames
 from attribution_pipeline.db import with_retries
-from attribution_pipeline.assets.common import FRAMES_IO, GROUP_NAME, hourly_partitions, run_fields, run_hours, scope_users, single_run
+from attribution_pipeline.assets.common import hourly_frame_asset, run_fields, run_hours, scope_users
 from attribution_pipeline.frames import HourlyFrame
 from attribution_pipeline.logs import log_event
 from attribution_pipeline.models import models_frame, parse_model_row
@@ -12,11 +12,7 @@ from attribution_pipeline.partitions import hour_key
 from attribution_pipeline.resources import DatabaseResource, PipelineSettings, RunScope
 
 
-@dg.asset(
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run,
-    group_name=GROUP_NAME,
-    io_manager_key=FRAMES_IO,
+@hourly_frame_asset(
     kinds={"polars", "sql"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -82,11 +78,7 @@ def attribution_models(
     )
 
 
-@dg.asset(
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run,
-    group_name=GROUP_NAME,
-    io_manager_key=FRAMES_IO,
+@hourly_frame_asset(
     kinds={"polars", "sql"},
 )
 def conversions(

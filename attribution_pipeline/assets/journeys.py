@@ -8,7 +8,7 @@ import polars as pl
 from attribution_pipeline import extract, frames
 from attribution_pipeline.db import with_retries
 from attribution_pipeline import journeys as journey_rules
-from attribution_pipeline.assets.common import FRAMES_IO, GROUP_NAME, hourly_partitions, run_hours, single_run
+from attribution_pipeline.assets.common import hourly_frame_asset, run_hours
 from attribution_pipeline.frames import HourlyFrame, chunk_hours
 from attribution_pipeline.resources import DatabaseResource, PipelineSettings, RunScope
 
@@ -32,11 +32,7 @@ def _multi_touch_context(engine, conversions: HourlyFrame, hours, chunk_size: in
     return settings, networks, multi["user_id"].unique().to_list(), multi["campaign_id"].unique().to_list()
 
 
-@dg.asset(
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run,
-    group_name=GROUP_NAME,
-    io_manager_key=FRAMES_IO,
+@hourly_frame_asset(
     kinds={"polars", "sql"},
 )
 def journeys(
