@@ -29,6 +29,6 @@ ui: $(STAMP)
 	test -f .attribution/dagster/dagster.yaml || cp dagster.yaml .attribution/dagster/dagster.yaml
 	DAGSTER_HOME=$(CURDIR)/.attribution/dagster ATTRIBUTION_HOME=$(CURDIR)/.attribution $(BIN)/dagster dev -w workspace.yaml
 
-## Benchmarks (see bench/README).
+## Benchmarks (method and figures: bench/RESULTS.md).
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -73,7 +73,7 @@ def main() -> None:
         "conv_id": pl.int_range(n, eager=True) // 15 + 1,
         "click_id": pl.int_range(n, eager=True) * 7919 % 1_000_000_007 + 4_300_000_000,
         "position": (pl.int_range(n, eager=True) % 15).cast(pl.Int32),
-        "credit": (pl.int_range(n, eager=True) % 100_000 + 1).cast(pl.Decimal(10, 5)) / 100_000,
+        "credit": (pl.int_range(n, eager=True) % 99_999 + 1).cast(pl.Decimal(12, 5)) / 100_000,
     }).with_columns(pl.col("credit").cast(pl.Decimal(10, 5)), weight=pl.col("credit").cast(pl.Decimal(10, 5)),
                     created_at=pl.lit(1735689600))
     raw = pymysql.connect(host=args.server, user="root", database=args.database, local_infile=True)
