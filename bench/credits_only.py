@@ -16,6 +16,8 @@ from attribution_pipeline.credits import compute_credits, valid_models
 from attribution_pipeline.frames import chunk_hours
 from attribution_pipeline.io_managers.hourly_parquet import read_hours
 from attribution_pipeline.strategies import credit_all
+from bench.peak import own_peak_mib
+
 
 
 def main() -> None:
@@ -50,6 +52,7 @@ def main() -> None:
         "credits_per_s": round(credits / full),
         "strategies_journey_touches_per_s": round(touches / strategies_only),
         "threads": pl.thread_pool_size(),
+        "vmhwm_mib": own_peak_mib(),
     }))
 
 

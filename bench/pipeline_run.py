@@ -11,6 +11,8 @@ import sys
 import time
 import warnings
 
+from bench.peak import own_peak_mib
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -48,6 +50,7 @@ def main() -> None:
         "snapshots_written": (report or {}).get("snapshots_written"),
         "touchpoints_written": (report or {}).get("touchpoints_written"),
         "outcome": (report or {}).get("outcome"),
+        "vmhwm_mib": own_peak_mib(),
     }))
     sys.exit(0 if result.success else 1)
 
