@@ -735,6 +735,17 @@ def _mysql_hour_totals(conn: Connection, hours: Sequence[int]) -> pl.DataFrame:
     return read_frame(conn, stmt, _RECONCILE).filter(pl.col("date_hour").is_in(list(hours)))
 
 
+def _sum_by_hour(paths: list[Path], revenue: str, cost: str) -> pl.DataFrame:
+    """Rows and exact revenue/cost units per ``date_hour`` of the Parquet files ``paths``."""
+    return (
+        pl.scan_parquet(paths)
+        .group_by("date_hour")
+        .agg(rows=pl.len().cast(pl.Int64), revenue_units=_units(pl.col(revenue).sum(), SHARE_SCALE),
+             cost_units=_units(pl.col(cost).sum(), SHARE_SCALE))
+        .collect()
+    )
+
+
 def _file_hour_totals(root: Path, hours: Sequence[int]) -> tuple[pl.DataFrame, pl.DataFrame, list[int]]:
     """Per hour, read back from the Parquet files: snapshot rows and totals, touchpoint share
     totals; and the hours missing one of their three files."""
@@ -742,20 +753,8 @@ def _file_hour_totals(root: Path, hours: Sequence[int]) -> tuple[pl.DataFrame, p
     present = [h for h in hours if h not in set(missing)]
     if not present:
         return frames.empty(_RECONCILE), frames.empty(_RECONCILE), missing
-    snaps = (
-        pl.scan_parquet([part_path(root, "snapshots", h) for h in present])
-        .group_by("date_hour")
-        .agg(rows=pl.len().cast(pl.Int64), revenue_units=_units(pl.col("attributed_revenue").sum(), SHARE_SCALE),
-             cost_units=_units(pl.col("attributed_cost").sum(), SHARE_SCALE))
-        .collect()
-    )
-    shares = (
-        pl.scan_parquet([part_path(root, "touchpoints", h) for h in present])
-        .group_by("date_hour")
-        .agg(rows=pl.len().cast(pl.Int64), revenue_units=_units(pl.col("revenue_share").sum(), SHARE_SCALE),
-             cost_units=_units(pl.col("cost_share").sum(), SHARE_SCALE))
-        .collect()
-    )
+    snaps = _sum_by_hour([part_path(root, "snapshots", h) for h in present], "attributed_revenue", "attributed_cost")
+    shares = _sum_by_hour([part_path(root, "touchpoints", h) for h in present], "revenue_share", "cost_share")
     return snaps.cast(_RECONCILE), shares.cast(_RECONCILE), missing
 
 
