@@ -329,7 +329,7 @@ def test_export_asset_alone_recomputes_journeys_whose_frames_are_gone(mysql_url)
         assert frame(t).equals(before[t].filter(pl.col("date_hour") == HOURS[1])), t
 
 
-def test_export_reconciliation_check_reads_the_files_back_and_names_the_hours_that_disagree(mysql_url):
+def test_export_reconciliation_check_reads_the_files_back_and_names_the_hours_that_disagree(mysql_url, monkeypatch):
     engine = seeded(mysql_url)
     result, _ = run(mysql_url, HOURS[0], HOURS[-1])
     [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "export_reconciliation"]
@@ -368,11 +368,9 @@ def test_export_reconciliation_check_reads_the_files_back_and_names_the_hours_th
                          .values(attributed_cost=s.c.attributed_cost + Decimal("0.0001")))
         return stats
 
-    exports.write_exports = write_then_edit
-    try:
-        result, _ = run(mysql_url, HOURS[2])
-    finally:
-        exports.write_exports = original
+    monkeypatch.setattr(exports, "write_exports", write_then_edit)
+    result, _ = run(mysql_url, HOURS[2])
+    monkeypatch.undo()
     [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "export_reconciliation"]
     assert not evaluation.passed
     assert evaluation.metadata["failing_hours"].value == [hour_key(HOURS[2])]

@@ -16,11 +16,15 @@ GROUP_NAME = "attribution"
 FRAMES_IO = "frames_io_manager"
 
 
+def hourly_asset(**kwargs):
+    """``@dg.asset`` for a step of the hourly pipeline: hourly partitions, a single-run backfill
+    policy (a backfill of any range is one run), the ``attribution`` group."""
+    return dg.asset(partitions_def=hourly_partitions, backfill_policy=single_run, group_name=GROUP_NAME, **kwargs)
+
+
 def hourly_frame_asset(**kwargs):
-    """``@dg.asset`` for a step of the pipeline whose output is an ``HourlyFrame``: hourly
-    partitions, a single-run backfill policy, the ``attribution`` group, our Parquet IO manager."""
-    return dg.asset(partitions_def=hourly_partitions, backfill_policy=single_run, group_name=GROUP_NAME,
-                    io_manager_key=FRAMES_IO, **kwargs)
+    """:func:`hourly_asset` whose output is an ``HourlyFrame`` stored by our Parquet IO manager."""
+    return hourly_asset(io_manager_key=FRAMES_IO, **kwargs)
 
 
 def run_hours(context: dg.AssetExecutionContext) -> list[int]:

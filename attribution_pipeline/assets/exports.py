@@ -11,7 +11,7 @@ import time
 import dagster as dg
 
 from attribution_pipeline import analytics, exports
-from attribution_pipeline.assets.common import GROUP_NAME, hourly_partitions, run_fields, run_hours, scope_users, single_run
+from attribution_pipeline.assets.common import hourly_asset, run_fields, run_hours, scope_users
 from attribution_pipeline.assets.writeback import attribution_writeback
 from attribution_pipeline.db import with_retries
 from attribution_pipeline.frames import chunk_hours
@@ -20,10 +20,7 @@ from attribution_pipeline.partitions import HOUR, floor_hour, hour_key, parse_ti
 from attribution_pipeline.resources import DatabaseResource, PipelineSettings, RunScope
 
 
-@dg.asset(
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run,
-    group_name=GROUP_NAME,
+@hourly_asset(
     deps=[attribution_writeback],
     kinds={"parquet", "duckdb"},
     check_specs=[

@@ -10,7 +10,7 @@ import polars as pl
 from sqlalchemy.exc import SQLAlchemyError
 
 from attribution_pipeline import invariants
-from attribution_pipeline.assets.common import GROUP_NAME, hourly_partitions, run_fields, run_hours, single_run
+from attribution_pipeline.assets.common import hourly_asset, run_fields, run_hours
 from attribution_pipeline.db import attribution_home, with_retries
 from attribution_pipeline.errors import AttributionError
 from attribution_pipeline.frames import HourlyFrame, chunk_hours
@@ -82,10 +82,7 @@ def _run_summary(committed: list[pl.DataFrame]) -> pl.DataFrame:
     )
 
 
-@dg.asset(
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run,
-    group_name=GROUP_NAME,
+@hourly_asset(
     kinds={"mysql"},
     check_specs=CHECKS,
 )
