@@ -68,7 +68,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     # hour's materialisation (without it the UI treats the evaluation as stale).
     AssetCheckEvaluationTargetMaterializationData,
 )
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import func, select
 
 from attribution_pipeline import frames, schemas
 from attribution_pipeline import schema as tables
@@ -77,7 +77,7 @@ from attribution_pipeline.assets.credits import credits, snapshots
 from attribution_pipeline.assets.extract import attribution_models, conversions
 from attribution_pipeline.assets.journeys import journeys
 from attribution_pipeline.assets.writeback import attribution_writeback
-from attribution_pipeline.db import chunked, read_frame, with_retries
+from attribution_pipeline.db import chunked, id_predicates, read_frame, with_retries
 from attribution_pipeline.frames import HourlyFrame
 from attribution_pipeline.logs import log_event
 from attribution_pipeline.partitions import HOUR, KEY_FORMAT, floor_hour, hour_key, key_hour, partitions_start
@@ -481,27 +481,25 @@ def conversions_zero_payouts(context: dg.AssetCheckExecutionContext, conversions
 
 
 _clk = tables.clicks
-_DUPLICATES = (
-    select(_clk.c.click_id, func.count().label("copies"))
-    .where(_clk.c.click_id.in_(bindparam("ids", expanding=True)))
-    .group_by(_clk.c.click_id)
-    .having(func.count() > 1)
-)
 _DUPLICATES_SCHEMA = {"click_id": frames.CLICK_ID, "copies": pl.Int64}
 
 
 def duplicated_click_rows(engine, click_ids: list[int], logger=None) -> pl.DataFrame:
-    """Which of ``click_ids`` are stored more than once in 202_clicks, and how many times: one
-    set-based SELECT ... GROUP BY ... HAVING per 5000 ids (Prosper202's ``click_id`` index)."""
-    ids = sorted(set(int(c) for c in click_ids))
-    if not ids:
+    """Which of ``click_ids`` are stored more than once in 202_clicks, and how many times: set-based
+    ``SELECT click_id, COUNT(*) ... GROUP BY click_id HAVING COUNT(*) > 1`` over ranges of ids
+    (dense ids) or IN lists (sparse ones), on Prosper202's ``click_id`` index (db.id_predicates)."""
+    ids = pl.Series("click_id", sorted(set(int(c) for c in click_ids)), dtype=frames.CLICK_ID)
+    if ids.len() == 0:
         return pl.DataFrame(schema=_DUPLICATES_SCHEMA)
 
     def read():
         with engine.connect() as conn:
-            parts = [read_frame(conn, _DUPLICATES.params(ids=list(part)), _DUPLICATES_SCHEMA)
-                     for part in chunked(ids, _IN_LIST)]
-        return pl.concat(parts)
+            parts = [
+                read_frame(conn, select(_clk.c.click_id, func.count().label("copies")).where(where)
+                           .group_by(_clk.c.click_id).having(func.count() > 1), _DUPLICATES_SCHEMA)
+                for where in id_predicates(_clk.c.click_id, ids.to_list(), in_list=_IN_LIST)
+            ]
+        return pl.concat(parts).filter(pl.col("click_id").is_in(ids.implode()))
 
     return with_retries(read, what="read duplicated click ids", logger=logger)
 

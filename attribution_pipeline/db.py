@@ -277,6 +277,39 @@ def chunked(values: Sequence, size: int) -> Iterable[Sequence]:
         yield values[offset : offset + size]
 
 
+def id_predicates(column, ids: Iterable[int], *, in_list: int = 5000, density: float = 0.25,
+                  range_ids: int = 250_000) -> list:
+    """WHERE clauses that together select the rows of ``column`` in ``ids``: one statement each.
+
+    The sorted distinct ids are taken ``in_list`` at a time. A batch that fills at least
+    ``density`` of its span [first, last] becomes ``column BETWEEN first AND last`` (an index range
+    scan, merged with the next dense batches up to ``range_ids`` ids): far cheaper for MySQL than
+    thousands of index dives of an ``IN (...)`` list, at the cost of rows in the gaps, which the
+    caller filters out (``is_in``). Sparse batches stay ``IN (...)`` lists. Values are bound
+    parameters either way.
+    """
+    wanted = sorted({int(i) for i in ids})
+    clauses: list = []
+    run: list[int] | None = None  # [first, last, count] of the current BETWEEN
+    for part in chunked(wanted, in_list):
+        first, last = part[0], part[-1]
+        if len(part) >= density * (last - first + 1):
+            if run is not None and run[2] + len(part) <= range_ids:
+                run[1], run[2] = last, run[2] + len(part)
+                continue
+            if run is not None:
+                clauses.append(column.between(run[0], run[1]))
+            run = [first, last, len(part)]
+        else:  # a sparse batch ends the current range: a range never spans a sparse stretch
+            if run is not None:
+                clauses.append(column.between(run[0], run[1]))
+                run = None
+            clauses.append(column.in_(list(part)))
+    if run is not None:
+        clauses.append(column.between(run[0], run[1]))
+    return clauses
+
+
 # ------------------------------------------------------------------------------------------
 # retries of transient MySQL errors
 # ------------------------------------------------------------------------------------------

@@ -52,3 +52,57 @@ def test_decimal_reads_are_correctly_rounded_doubles(mysql_url):
         df = extract.clicks(conn, [1], [10], T, T)
     got = dict(zip(df["click_id"].to_list(), df["click_cpc"].to_list()))
     assert [got[500 + i] for i in range(len(values))] == [float(v) for v in values]
+
+
+def _describe(clause) -> tuple:
+    """("between", lo, hi) or ("in", n) of an id_predicates clause."""
+    compiled = clause.compile(compile_kwargs={"literal_binds": True}).string
+    if " BETWEEN " in compiled:
+        lo, hi = compiled.split(" BETWEEN ")[1].split(" AND ")
+        return ("between", int(lo), int(hi))
+    return ("in", compiled.count(",") + 1)
+
+
+def test_id_predicates_read_dense_ids_by_range_and_sparse_ids_by_list():
+    col = schema.clicks.c.click_id
+    dense = list(range(1000, 1100))  # 100 ids filling their span
+    sparse = [10**6 + 1000 * i for i in range(10)]  # 10 ids, 1 in 1000
+    clauses = db.id_predicates(col, [*sparse, *dense, 1050], in_list=25, range_ids=60)
+    # dense batches of 25 merge into ranges of at most 60 ids; sparse ones stay IN lists of 25 at most
+    assert [_describe(c) for c in clauses] == [
+        ("between", 1000, 1049), ("between", 1050, 1099), ("in", 10),
+    ]
+    assert db.id_predicates(col, []) == []
+    # a sparse stretch between dense ids ends the range, so no range spans it
+    gap = [*range(0, 25), *[10**6 * (i + 1) for i in range(25)], *range(10**8, 10**8 + 25)]
+    assert [_describe(c) for c in db.id_predicates(col, gap, in_list=25)] == [
+        ("between", 0, 24), ("in", 25), ("between", 10**8, 10**8 + 24)]
+    # half-filled spans are dense at density 0.5, lists above it
+    evens = list(range(0, 200, 2))
+    assert [_describe(c) for c in db.id_predicates(col, evens, in_list=50, density=0.5)] == [("between", 0, 198)]
+    assert [_describe(c) for c in db.id_predicates(col, evens, in_list=50, density=0.6)] == [("in", 50), ("in", 50)]
+
+
+def test_range_reads_return_only_the_ids_asked_for(mysql_url, monkeypatch):
+    """Duplicate-click counts and the export's click reads take ranges for dense ids: clicks in the
+    gaps of a range (a duplicated id nobody asked for) must not leak into the answer."""
+    from attribution_pipeline import checks, exports
+
+    engine = db.make_engine(mysql_url)
+    far = 5 * 10**12
+    with engine.begin() as conn:
+        for i in range(1, 41):
+            scenarios.add_click(conn, i, 1, 10, T + i)
+        scenarios.add_click(conn, 5, 1, 10, T + 500)  # asked for: 2 copies
+        scenarios.add_click(conn, 11, 1, 10, T + 600)  # in the range, not asked for: must not appear
+        for _ in range(3):
+            scenarios.add_click(conn, far, 2, 11, T + 700)  # sparse, 3 copies
+    asked = [i for i in range(1, 41) if i != 11] + [far]
+    monkeypatch.setattr(checks, "_IN_LIST", 8)
+    dups = checks.duplicated_click_rows(engine, asked).sort("click_id")
+    assert dups.rows() == [(5, 2), (far, 3)]
+    monkeypatch.setattr(exports, "_IN_LIST", 8)
+    with engine.connect() as conn:
+        clicks = exports.read_clicks(conn, asked).sort("click_id")
+    assert clicks.get_column("click_id").to_list() == sorted(asked)
+    assert clicks.filter(pl.col("click_id") == 5).get_column("click_time").to_list() == [T + 5]  # D15: earliest copy
