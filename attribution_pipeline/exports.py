@@ -303,7 +303,8 @@ _CONVERSION_READ = {
     "conv_click_time": pl.Int64,
     "conversion_payout": PAYOUT_DTYPE,
 }
-_TOUCH_READ = {**_TOUCH_ROW, **{k: v for k, v in _CONVERSION_READ.items() if k != "conv_id"}}
+_TOUCH_READ_ROW = {**_TOUCH_ROW, "date_hour": pl.Int64}
+_TOUCH_READ = {**_TOUCH_READ_ROW, **{k: v for k, v in _CONVERSION_READ.items() if k != "conv_id"}}
 _CLICK_READ = {
     "click_id": frames.CLICK_ID,
     "click_time": pl.Int64,
@@ -333,7 +334,7 @@ def read_snapshots(conn: Connection, hours: Sequence[int]) -> pl.DataFrame:
 
 
 def read_touches(conn: Connection, hours: Sequence[int]) -> pl.DataFrame:
-    """Every touchpoint row of the global snapshots of ``hours``, with its conversion's time,
+    """Every touchpoint row of the global snapshots of ``hours``, with its hour, its conversion's time,
     converting click and payout (never ip or user agent). The conversions are read apart, by
     primary key, and joined here: one lookup per conversion instead of one per touch."""
     if not hours:
@@ -344,9 +345,7 @@ def read_touches(conn: Connection, hours: Sequence[int]) -> pl.DataFrame:
         .select_from(_touch.join(_snap, _snap.c.snapshot_id == _touch.c.snapshot_id))
         .where(*_global_hours(min(hours), max(hours)))
     )
-    touches = read_frame(conn, stmt, {**_TOUCH_ROW, "date_hour": pl.Int64}).filter(
-        pl.col("date_hour").is_in(list(hours))
-    ).drop("date_hour")
+    touches = read_frame(conn, stmt, _TOUCH_READ_ROW).filter(pl.col("date_hour").is_in(list(hours)))
     conversions = read_conversions(conn, touches.get_column("conv_id").unique().to_list())
     return frames.conform(touches.join(conversions, on="conv_id", how="left"), _TOUCH_READ, "touchpoints read")
 
@@ -444,7 +443,8 @@ def touch_frame(touches: pl.DataFrame, snaps: pl.DataFrame, clicks: pl.DataFrame
     )
     converting = clicks.select(conv_click_id="click_id", converting_cpc="click_cpc")
     return (
-        touches.join(snaps.drop("attributed_clicks", "attributed_conversions"), on="snapshot_id", how="inner")
+        touches.drop("date_hour", strict=False)
+        .join(snaps.drop("attributed_clicks", "attributed_conversions"), on="snapshot_id", how="inner")
         .join(touch_clicks, on="click_id", how="left")
         .join(converting, on="conv_click_id", how="left")
         .with_columns(
@@ -661,31 +661,58 @@ class HourExports:
     journeys: pl.DataFrame
 
 
-def read_stored(engine: Engine, hours: Sequence[int], extra_touches: Sequence[pl.DataFrame] = ()) -> tuple[
-        pl.DataFrame, pl.DataFrame, Names]:
-    """Stored snapshots and touchpoints of ``hours`` (committed rows) and the names of every
-    campaign, traffic source and landing page they or ``extra_touches`` reference."""
+@dataclass
+class StoredRows:
+    """What MySQL stores for a chunk of hours (committed rows): the global snapshots, their
+    touchpoint rows (with ``date_hour`` and their conversion's fields), those touches' and
+    converting clicks (D15) and the display names they or the journeys reference."""
+
+    snapshots: pl.DataFrame
+    touches: pl.DataFrame
+    clicks: pl.DataFrame
+    names: Names
+
+
+def read_stored_rows(engine: Engine, hours: Sequence[int], extra_touches: Sequence[pl.DataFrame] = ()) -> StoredRows:
+    """Set-based reads of everything the exports of ``hours`` need from MySQL; names of every
+    campaign, traffic source and landing page the clicks or ``extra_touches`` reference."""
     with engine.connect() as conn:
         snaps = read_snapshots(conn, hours)
         touches = read_touches(conn, hours)
         clicks = read_clicks(conn, pl.concat([touches.get_column("click_id"),
                                               touches.get_column("conv_click_id").drop_nulls()]).to_list())
-        touch = touch_frame(touches, snaps, clicks)
-        names = read_names(conn, [touch, *extra_touches])
-    return snaps, touch, names
+        referenced = clicks.select(campaign_id="aff_campaign_id", ppc_account_id="ppc_account_id",
+                                   landing_page_id="landing_page_id")
+        names = read_names(conn, [referenced, *extra_touches])
+    return StoredRows(snaps, touches, clicks, names)
 
 
-def build_exports(engine: Engine, hours: Sequence[int], plan: JourneyPlan) -> HourExports:
-    fresh = plan.fresh.select(
-        "date_hour", "user_id", "conv_id", "conv_time", "position", "n", "click_id", "click_time",
-        "is_converting", "multi_touch", "touch_campaign_id", "touch_ppc_account_id", "touch_landing_page_id",
-        "touch_cpc",
-    )
-    fresh_ids = fresh.select(campaign_id="touch_campaign_id", ppc_account_id="touch_ppc_account_id",
+def read_stored(engine: Engine, hours: Sequence[int], extra_touches: Sequence[pl.DataFrame] = ()) -> tuple[
+        pl.DataFrame, pl.DataFrame, Names]:
+    """Stored snapshots of ``hours``, their touchpoints joined (:func:`touch_frame`) and the names."""
+    rows = read_stored_rows(engine, hours, extra_touches)
+    return rows.snapshots, touch_frame(rows.touches, rows.snapshots, rows.clicks), rows.names
+
+
+#: The export frames of a chunk are built and written this many hours at a time: the MySQL reads
+#: stay one set per chunk, while the wide joined frames (names, shares) only ever hold a day.
+BUILD_HOURS = 24
+
+
+def _fresh_ids(plan: JourneyPlan) -> pl.DataFrame:
+    return plan.fresh.select(campaign_id="touch_campaign_id", ppc_account_id="touch_ppc_account_id",
                              landing_page_id="touch_landing_page_id")
-    snaps, touch, names = read_stored(engine, hours, [fresh_ids])
-    journeys = pl.concat([journeys_export(plan.fresh, names), plan.kept]).sort(SORT_KEYS["journeys"])
-    return HourExports(snapshots_export(snaps), touchpoints_export(touch, names, journey_index(journeys)), journeys)
+
+
+def build_exports(stored: StoredRows, journeys: pl.DataFrame, hours: Sequence[int]) -> HourExports:
+    """The three export frames of ``hours`` (contiguous) from a chunk's stored rows and its
+    export-schema ``journeys``."""
+    within = pl.col("date_hour").is_between(min(hours), max(hours))
+    snaps = stored.snapshots.filter(within)
+    touch = touch_frame(stored.touches.filter(within), snaps, stored.clicks)
+    days_journeys = journeys.filter(within)
+    return HourExports(snapshots_export(snaps), touchpoints_export(touch, stored.names, journey_index(days_journeys)),
+                       days_journeys)
 
 
 def write_exports(root: Path, hours: Sequence[int], exports: HourExports) -> ExportStats:
@@ -710,9 +737,13 @@ def export_chunk(engine: Engine, hours: Sequence[int], *, root: Path, frames_roo
                  recompute: Callable[[Sequence[int], Sequence[int] | None], pl.DataFrame]) -> ExportStats:
     """Export whole ``hours``: under the export lock, read what is stored, plan the journeys,
     write every file. ``users`` None for a full run, else the users a scoped run rewrote."""
+    stats = ExportStats()
     with export_lock(root):
         plan = plan_journeys(hours, root=root, frames_root=frames_root, users=users, recompute=recompute)
-        stats = write_exports(root, hours, build_exports(engine, hours, plan))
+        stored = read_stored_rows(engine, hours, [_fresh_ids(plan)])
+        journeys = pl.concat([journeys_export(plan.fresh, stored.names), plan.kept]).sort(SORT_KEYS["journeys"])
+        for part in frames.chunk_hours(hours, BUILD_HOURS):
+            stats.add(write_exports(root, part, build_exports(stored, journeys, part)))
     stats.journeys = {"journey_hours_from_frames": plan.hours_from_frames,
                       "journey_hours_from_exports": plan.hours_from_exports,
                       "journey_hours_recomputed": plan.hours_recomputed}

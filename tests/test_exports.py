@@ -380,3 +380,30 @@ def test_export_reconciliation_check_reads_the_files_back_and_names_the_hours_th
     run(mysql_url, HOURS[0], HOURS[-1])
     assert exports.reconcile(engine, root(), HOURS).height == 0
     assert_exports_match_mysql(mysql_url)
+
+
+def test_a_chunk_built_hour_by_hour_writes_the_same_files_as_built_at_once(mysql_url, monkeypatch, tmp_path):
+    """The exports read a chunk's rows once and build its frames BUILD_HOURS at a time (memory):
+    the files do not depend on that size."""
+    engine = seeded(mysql_url)
+    run(mysql_url, HOURS[0], HOURS[-1])
+    frames_root = attribution_home() / "frames"
+
+    def no_recompute(hours, users):
+        raise AssertionError("a full run's frames are all there")
+
+    written = {}
+    for size in (1, 3, 24):
+        monkeypatch.setattr(exports, "BUILD_HOURS", size)
+        out = tmp_path / f"build-{size}"
+        stats = exports.export_chunk(engine, HOURS, root=out, frames_root=frames_root, users=None,
+                                     recompute=no_recompute)
+        assert stats.hours == len(HOURS) and stats.files == 3 * len(HOURS)
+        written[size] = {(t, h): exports.read_part(out, t, h) for t in exports.TABLES for h in HOURS}
+    assert sum(df.height for (t, _), df in written[24].items() if t == "touchpoints") > 5000
+    for size in (1, 3):
+        for key, df in written[24].items():
+            assert written[size][key].equals(df), (size, key)
+    # and the run's own files (built by the asset) are the same
+    for (table, hour), df in written[24].items():
+        assert exports.read_part(root(), table, hour).equals(df)
