@@ -77,7 +77,7 @@ from attribution_pipeline.assets.credits import credits, snapshots
 from attribution_pipeline.assets.extract import attribution_models, conversions
 from attribution_pipeline.assets.journeys import journeys
 from attribution_pipeline.assets.writeback import attribution_writeback
-from attribution_pipeline.db import chunked, id_predicates, read_frame, with_retries
+from attribution_pipeline.db import chunked, read_by_ids, read_frame, with_retries
 from attribution_pipeline.frames import HourlyFrame
 from attribution_pipeline.logs import log_event
 from attribution_pipeline.partitions import HOUR, KEY_FORMAT, floor_hour, hour_key, key_hour, partitions_start
@@ -487,19 +487,14 @@ _DUPLICATES_SCHEMA = {"click_id": frames.CLICK_ID, "copies": pl.Int64}
 def duplicated_click_rows(engine, click_ids: list[int], logger=None) -> pl.DataFrame:
     """Which of ``click_ids`` are stored more than once in 202_clicks, and how many times: set-based
     ``SELECT click_id, COUNT(*) ... GROUP BY click_id HAVING COUNT(*) > 1`` over ranges of ids
-    (dense ids) or IN lists (sparse ones), on Prosper202's ``click_id`` index (db.id_predicates)."""
-    ids = pl.Series("click_id", sorted(set(int(c) for c in click_ids)), dtype=frames.CLICK_ID)
-    if ids.len() == 0:
-        return pl.DataFrame(schema=_DUPLICATES_SCHEMA)
+    (dense ids) or IN lists (sparse ones), on Prosper202's ``click_id`` index (db.read_by_ids)."""
+    def statement(where):
+        return select(_clk.c.click_id, func.count().label("copies")).where(where) \
+            .group_by(_clk.c.click_id).having(func.count() > 1)
 
     def read():
         with engine.connect() as conn:
-            parts = [
-                read_frame(conn, select(_clk.c.click_id, func.count().label("copies")).where(where)
-                           .group_by(_clk.c.click_id).having(func.count() > 1), _DUPLICATES_SCHEMA)
-                for where in id_predicates(_clk.c.click_id, ids.to_list(), in_list=_IN_LIST)
-            ]
-        return pl.concat(parts).filter(pl.col("click_id").is_in(ids.implode()))
+            return read_by_ids(conn, _clk.c.click_id, click_ids, statement, _DUPLICATES_SCHEMA, in_list=_IN_LIST)
 
     return with_retries(read, what="read duplicated click ids", logger=logger)
 

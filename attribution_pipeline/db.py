@@ -310,6 +310,18 @@ def id_predicates(column, ids: Iterable[int], *, in_list: int = 5000, density: f
     return clauses
 
 
+def read_by_ids(conn: Connection, column, ids: Iterable[int], statement, schema: dict[str, pl.DataType], *,
+                in_list: int = 5000) -> pl.DataFrame:
+    """The rows ``statement(where)`` returns for the ``where`` clauses of :func:`id_predicates`
+    over ``column`` and ``ids``, concatenated and restricted to ``ids`` (rows a range read in its
+    gaps are dropped). The result names the id column like ``column``."""
+    wanted = pl.Series(column.name, list(ids), dtype=schema[column.name]).unique()
+    parts = [pl.DataFrame(schema=schema)]
+    for where in id_predicates(column, wanted.to_list(), in_list=in_list):
+        parts.append(read_frame(conn, statement(where), schema))
+    return pl.concat(parts).filter(pl.col(column.name).is_in(wanted.implode()))
+
+
 # ------------------------------------------------------------------------------------------
 # retries of transient MySQL errors
 # ------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from attribution_pipeline import extract, frames, schema
 from attribution_pipeline import journeys as journey_rules
-from attribution_pipeline.db import attribution_home, chunked, id_predicates, read_frame
+from attribution_pipeline.db import attribution_home, chunked, read_by_ids, read_frame
 from attribution_pipeline.io_managers.hourly_parquet import hour_file
 from attribution_pipeline.precision import CREDIT_DTYPE, MONEY_DTYPE, stored_decimal
 
@@ -352,24 +352,18 @@ def read_touches(conn: Connection, hours: Sequence[int]) -> pl.DataFrame:
 
 def read_conversions(conn: Connection, conv_ids: Sequence[int]) -> pl.DataFrame:
     """Time, converting click and payout of ``conv_ids`` (202_conversion_logs' primary key)."""
-    parts = [frames.empty(_CONVERSION_READ)]
-    for where in id_predicates(_conv.c.conv_id, conv_ids, in_list=_IN_LIST):
-        stmt = select(_conv.c.conv_id, _conv.c.conv_time, _conv.c.click_id.label("conv_click_id"),
-                      _conv.c.click_time.label("conv_click_time"),
-                      _conv.c.click_payout.label("conversion_payout")).where(where)
-        parts.append(read_frame(conn, stmt, _CONVERSION_READ))
-    wanted = pl.Series(conv_ids, dtype=pl.Int64).implode()
-    return pl.concat(parts).filter(pl.col("conv_id").is_in(wanted))
+    return read_by_ids(conn, _conv.c.conv_id, conv_ids, lambda where: select(
+        _conv.c.conv_id, _conv.c.conv_time, _conv.c.click_id.label("conv_click_id"),
+        _conv.c.click_time.label("conv_click_time"), _conv.c.click_payout.label("conversion_payout"),
+    ).where(where), _CONVERSION_READ, in_list=_IN_LIST)
 
 
 def read_clicks(conn: Connection, click_ids: Sequence[int]) -> pl.DataFrame:
     """One row per click id (D15: the smallest click_time, then cpc, then ppc account)."""
-    ids = pl.Series(click_ids, dtype=frames.CLICK_ID).unique()
-    parts = [frames.empty(_CLICK_READ)]
-    for where in id_predicates(_clk.c.click_id, ids.to_list(), in_list=_IN_LIST):
-        stmt = select(*[_clk.c[c] for c in _CLICK_READ]).where(where)
-        parts.append(read_frame(conn, stmt, _CLICK_READ))
-    return journey_rules.dedupe_clicks(pl.concat(parts).filter(pl.col("click_id").is_in(ids.implode())))
+    return journey_rules.dedupe_clicks(read_by_ids(
+        conn, _clk.c.click_id, click_ids, lambda where: select(*[_clk.c[c] for c in _CLICK_READ]).where(where),
+        _CLICK_READ, in_list=_IN_LIST,
+    ))
 
 
 NAMES = {"id": pl.Int64, "name": pl.String}
