@@ -45,15 +45,22 @@ def quantize(values: pl.Series, dtype: pl.Decimal) -> pl.Series:
     the exact decimal path; every other row is rounded numerically (half away from zero).
     """
     scale = 10**dtype.scale
-    units = values.cast(pl.Float64) * scale
-    fraction = (units - units.floor()).cast(pl.Float64)
+    units = pl.col("x").cast(pl.Float64) * scale
     # |computed units - shortest decimal x 10**scale| is a few ulps: far below this margin
-    near_tie = (fraction - 0.5).abs() <= units.abs().clip(lower_bound=1.0) * 1e-12
+    near_tie = ((units - units.floor()) - 0.5).abs() <= units.abs().clip(lower_bound=1.0) * 1e-12
     # the double nearest the rounded decimal; Polars' float -> DECIMAL cast rounds to nearest, so
-    # it lands exactly on that decimal (checked against Python's decimal in tests)
-    fast = (units.round(0, mode="half_away_from_zero") / scale).cast(dtype)
-    ties = near_tie.arg_true()
-    if ties.len():
-        exact = values.gather(ties).to_frame("x").select(stored_decimal(pl.col("x"), dtype)).to_series()
-        fast = fast.scatter(ties, exact)
-    return fast.rename(values.name)
+    # it lands exactly on that decimal (checked against Python's decimal in tests).
+    # One eager select: a single pass that keeps ``values``' chunks (a frame whose columns are
+    # chunked alike is not copied again when this column joins it).
+    rounded = values.to_frame("x").select(
+        fast=(units.round(0, mode="half_away_from_zero") / scale).cast(dtype),
+        near_tie=near_tie,
+    )
+    ties = rounded.get_column("near_tie").arg_true()
+    if not ties.len():
+        return rounded.get_column("fast").rename(values.name)
+    exact = values.gather(ties).to_frame("x").select(stored_decimal(pl.col("x"), dtype)).to_series()
+    nth_tie = (pl.col("near_tie").cast(pl.Int64).cum_sum() - 1).clip(lower_bound=0)
+    return rounded.select(
+        pl.when(pl.col("near_tie")).then(pl.lit(exact).gather(nth_tie)).otherwise(pl.col("fast")).alias(values.name)
+    ).to_series()

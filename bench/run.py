@@ -280,8 +280,13 @@ class Bench:
             lines.append(f"{'(c) one run per hour (' + str(c['sampled_hours']) + ' sampled, extrapolated)':58} "
                          f"{c['extrapolated_s']:>8} {c['peak_rss_mib']:>13}")
         d = r["d_credits_only"]
-        lines.append(f"{'(d) credit computation alone':58} {d['seconds']:>8} {d['peak_rss_mib']:>13} "
+        lines.append(f"{'(d) credits stage alone, steady state (median pass)':58} {d['seconds']:>8} {d['peak_rss_mib']:>13} "
                      f"{d['journey_touches_per_s']:>12,.0f}  journey touches/s ({d['credits_per_s']:,.0f} credits/s)")
+        lines.append(f"{'(d) credits stage alone, first pass':58} {d['first_pass_s']:>8} {'':>13} "
+                     f"{d['first_pass_journey_touches_per_s']:>12,.0f}  journey touches/s")
+        lines.append(f"{'(d) strategies alone, steady state (median pass)':58} {d['strategies_only_s']:>8} {'':>13} "
+                     f"{d['strategies_journey_touches_per_s']:>12,.0f}  journey touches/s "
+                     f"({d['strategies_credits_per_s']:,.0f} credits/s)")
         lines.append("")
         lines.append(f"(b)/(a) = {b['wall_s'] / a['wall_s']:.2f}   (target <= 2)")
         if "c_per_hour" in r:

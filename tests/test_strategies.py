@@ -640,11 +640,17 @@ def random_data():
     return convs, models, journeys, model_frame
 
 
+@pytest.mark.parametrize("order", ["shuffled", "journey order"])
 @pytest.mark.parametrize("engine", ["in-memory", "streaming"])
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
-def test_vectorised_equals_scalar_php_port_exactly(random_data, name, engine):
+def test_vectorised_equals_scalar_php_port_exactly(random_data, name, engine, order):
     convs, models, journeys, model_frame = random_data
     mine = model_frame.filter(pl.col("strategy") == name).drop("strategy")
+    if order == "journey order":
+        # as the journeys stage writes them, one model of each strategy per user: time decay's fast path
+        journeys = journeys.sort("conv_id", "position")
+        mine = mine.unique("user_id", keep="first", maintain_order=True)
+        models = [m for m in models if m["model_id"] in set(mine.get_column("model_id"))]
     out = STRATEGIES[name](journeys.lazy(), mine.lazy()).collect(engine=engine)
     assert out.schema == pl.Schema(STRATEGY_OUTPUT)
     got = {(r[0], r[1], r[2]): (r[3], r[4]) for r in out.rows()}
@@ -667,6 +673,39 @@ def test_vectorised_equals_scalar_php_port_exactly(random_data, name, engine):
     for (model_id, conv_id, _), (_, c) in sorted(got.items()):
         sums[(model_id, conv_id)] = sums.get((model_id, conv_id), 0.0) + c
     assert all(abs(s - 1.0) <= 1e-9 for s in sums.values())
+
+
+def test_time_decay_sequential_totals_are_the_same_bits_on_every_path(random_data):
+    """The per-position list addition (frames in journey order) == the windowed ordered cum_sum."""
+    _, _, journeys, model_frame = random_data
+    decay = model_frame.filter(pl.col("strategy") == "time_decay")
+    weights = (
+        journeys.sort("conv_id", "position")
+        .join(decay.select("model_id", "user_id"), on="user_id", maintain_order="right_left")
+        .with_columns(w=pl.col("click_time").cast(pl.Float64).mod(997.0) / 991.0 + pl.col("model_id") * 1e-3)
+    )
+    windowed = weights.with_columns(
+        total=pl.col("w").cum_sum().last().over(["model_id", "conv_id"], order_by="position")
+    ).get_column("total")
+    fast = time_decay.totals_by_position(weights)
+    assert fast is not None and fast.equals(windowed)
+    assert time_decay.with_sequential_total(weights).get_column("total").equals(windowed)
+    # out of order, or a journey so long that most list cells would be padding: the windowed path
+    shuffled = weights.sample(fraction=1.0, shuffle=True, seed=3)
+    assert time_decay.totals_by_position(shuffled) is None
+    assert time_decay.with_sequential_total(shuffled).sort("model_id", "conv_id", "position").get_column("total").equals(
+        weights.with_columns(total=windowed).sort("model_id", "conv_id", "position").get_column("total")
+    )
+    long = pl.DataFrame({
+        "model_id": [1] * 210, "conv_id": [1] * 200 + list(range(2, 12)), "position": list(range(200)) + [0] * 10,
+        "n": [200] * 200 + [1] * 10, "w": [0.1 * (i % 7) for i in range(210)],
+    }).with_columns(pl.col("position", "n").cast(pl.Int32))
+    assert time_decay._runs_in_position_order(long) and time_decay.totals_by_position(long) is None
+    assert not time_decay._runs_in_position_order(long.slice(1))  # starts in the middle of a run
+    assert not time_decay._runs_in_position_order(long.slice(0, 199))  # ends before position n - 1
+    expected = [seq_sum([0.1 * (i % 7) for i in range(200)])] * 200 + [0.1 * (i % 7) for i in range(200, 210)]
+    assert time_decay.with_sequential_total(long).get_column("total").to_list() == expected
+    assert time_decay.totals_by_position(long.head(201)).to_list() == expected[:201]  # 2 runs: the fast path
 
 
 def test_random_case_covers_the_edge_cases(random_data):
