@@ -10,8 +10,9 @@ timing), then times, over all chunks:
 Each is run ``--passes`` times over all chunks. The first pass is reported on its own (it pays
 for starting Polars' thread pool and for the allocator's first pages); throughput is the median
 of the other passes, the steady state a long backfill runs in. A "journey touch" is one row of
-the journeys frame; each is credited under every model of its user (6 in the default data), so
-credits/s is about six times touches/s.
+the journeys frame; each is credited under every model of its user (6 in the default data; first
+and last touch credit one touch per conversion, assisted all but the last), so credits/s is about
+four times journey touches/s there.
 """
 
 import argparse
