@@ -30,14 +30,14 @@ from attribution_pipeline.strategies import credit_all
 from bench.peak import own_peak_mib
 
 
-def timed_passes(passes: int, run) -> list[float]:
-    seconds = []
+def timed_passes(passes: int, run) -> tuple[list[float], object]:
+    """Wall seconds of each of ``passes`` calls of ``run``, and what the last call returned."""
+    seconds, result = [], None
     for _ in range(passes):
         started = time.perf_counter()
-        run()
+        result = run()
         seconds.append(time.perf_counter() - started)
-    return seconds
-
+    return seconds, result
 
 def main() -> None:
     p = argparse.ArgumentParser()
@@ -47,6 +47,8 @@ def main() -> None:
     p.add_argument("--chunk-hours", type=int, default=168)
     p.add_argument("--passes", type=int, default=6)
     args = p.parse_args()
+    if args.passes < 2:
+        p.error("--passes must be at least 2 (the first pass is reported apart from the steady state)")
     root = Path(args.frames)
     hours = list(range(args.first, args.last + 1, 3600))
     chunks = [
@@ -54,18 +56,16 @@ def main() -> None:
         for c in chunk_hours(hours, args.chunk_hours)
     ]
     touches = sum(j.height for j, _, _ in chunks)
-    credits = 0
 
-    def full():
-        nonlocal credits
-        credits = sum(compute_credits(j, c, m).height for j, c, m in chunks)
+    def full() -> int:
+        return sum(compute_credits(j, c, m).height for j, c, m in chunks)
 
-    def strategies():
+    def strategies() -> None:
         for j, _, m in chunks:
             credit_all(j.lazy(), valid_models(m).lazy()).collect()
 
-    full_s = timed_passes(args.passes, full)
-    strategies_s = timed_passes(args.passes, strategies)
+    full_s, credits = timed_passes(args.passes, full)
+    strategies_s, _ = timed_passes(args.passes, strategies)
     steady = statistics.median(full_s[1:])
     steady_strategies = statistics.median(strategies_s[1:])
     print(json.dumps({

@@ -650,7 +650,8 @@ def test_vectorised_equals_scalar_php_port_exactly(random_data, name, engine, or
         # as the journeys stage writes them, one model of each strategy per user: time decay's fast path
         journeys = journeys.sort("conv_id", "position")
         mine = mine.unique("user_id", keep="first", maintain_order=True)
-        models = [m for m in models if m["model_id"] in set(mine.get_column("model_id"))]
+        kept = set(mine.get_column("model_id"))
+        models = [m for m in models if m["model_id"] in kept]
     out = STRATEGIES[name](journeys.lazy(), mine.lazy()).collect(engine=engine)
     assert out.schema == pl.Schema(STRATEGY_OUTPUT)
     got = {(r[0], r[1], r[2]): (r[3], r[4]) for r in out.rows()}

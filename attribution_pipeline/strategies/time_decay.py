@@ -30,8 +30,8 @@ the weights are gathered into one list per run and the lists are added column by
 dozen with the default cap) instead of a windowed ``cum_sum`` per run, which costs about three
 times as much. A frame in any other order, or whose longest journey would make those columns
 mostly padding, or a user with several time-decay models (whose rows interleave), takes the
-general path: ``cum_sum().last().over(model, conversion)`` ordered by
-position. Both give the same bits (tested).
+general path: ``cum_sum().last().over(model, conversion)`` ordered by position. Both give the
+same bits (tested).
 """
 
 import functools
