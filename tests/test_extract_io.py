@@ -30,6 +30,55 @@ def test_click_window_reads_each_click_once_and_equals_fresh_reads(mysql_url):
     assert window.queries == len(slices)
 
 
+def test_conversion_index_scans_once_and_each_chunk_equals_a_fresh_read(mysql_url):
+    """A range's chunks read through one scan + primary-key reads give exactly the rows of the
+    per-chunk time query, for ids out of time order, duplicated and missing clicks, deleted users
+    and conversions, and rows added or undeleted after the scan."""
+    import random
+
+    engine = db.make_engine(mysql_url)
+    rng = random.Random(7)
+    hours = [T + h * 3600 for h in range(48)]
+    with engine.begin() as conn:
+        scenarios.add_user(conn, 1)
+        scenarios.add_user(conn, 2)
+        scenarios.add_user(conn, 3, deleted=1)
+        for i in range(300):  # conv ids mostly follow time, with some late, back-dated ones
+            conv_time = T - 7200 + rng.randrange(52 * 3600) if i % 17 else T + rng.randrange(48 * 3600)
+            user = 1 + i % 3
+            click_id = 50_000 + i
+            if i % 11:
+                scenarios.add_click(conn, click_id, user, 10, conv_time - 60, cpc=f"0.{i % 90 + 10}")
+            if i % 23 == 0:
+                scenarios.add_click(conn, click_id, user, 10, conv_time - 30, cpc="0.05")  # duplicate id
+            scenarios.add_conversion(conn, 1000 + i, click_id, 10, user, "1.50", conv_time - 60, conv_time,
+                                     deleted=1 if i % 13 == 0 else 0)
+
+    for users in (None, [2]):
+        index = extract.ConversionIndex(engine, hours, users)
+        chunks = [hours[i:i + 7] for i in range(0, len(hours), 7)]
+        for n, chunk in enumerate(chunks):
+            if n == 2:  # after the scan: a new row in a later chunk, one undeleted, one deleted
+                with engine.begin() as conn:
+                    new_id = 5000 + (users is not None)  # auto-increment: above every id so far
+                    scenarios.add_click(conn, 90_000 + new_id, 2, 10, chunks[4][0] + 5)
+                    scenarios.add_conversion(conn, new_id, 90_000 + new_id, 10, 2, "2.00",
+                                             chunks[4][0] + 5, chunks[4][0] + 65)
+                    c = schema.conversion_logs.c
+                    later = c.conv_time.between(chunks[3][0], hours[-1] + 3599) & c.user_id.in_(users or [1, 2])
+                    for was, now in ((1, 0), (0, 1)):  # undelete one later row, delete another
+                        conv_id = conn.execute(select(c.conv_id).where(later, c.deleted == was)).scalars().first()
+                        conn.execute(schema.conversion_logs.update().where(c.conv_id == conv_id).values(deleted=now))
+            got = index.conversions(chunk)
+            with engine.connect() as conn:
+                fresh = extract.conversions(conn, chunk, users)
+            assert got.sort("conv_id").equals(fresh.sort("conv_id")), (users, n)
+            assert got.height > 0
+        assert index.scans == 1
+    with pytest.raises(ValueError, match="outside the indexed range"):
+        extract.ConversionIndex(engine, hours).conversions([T - 3600])
+
+
 def test_literal_rendering_refuses_anything_but_integers_and_identifiers(mysql_url):
     engine = db.make_engine(mysql_url)
     c = schema.clicks.c

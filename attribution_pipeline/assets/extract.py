@@ -88,21 +88,28 @@ def conversions(
     deleted, with their converting click's cpc (spec 2.1; D3, D15, D16).
 
     Conversions whose click row is missing are kept with ``click_rows = 0`` (skipped downstream,
-    reported by a check); a click id stored several times counts once.
+    reported by a check); a click id stored several times counts once. A run of several chunks
+    scans 202_conversion_logs once for the whole range and reads each chunk by primary key
+    (extract.ConversionIndex); a one-chunk run reads its hours with one query.
     """
     hours = run_hours(context)
     users = scope_users(db, scope)
     engine = db.engine()
+    index = (extract.ConversionIndex(engine, hours, users, logger=context.log)
+             if len(frames.chunk_hours(hours, settings.chunk_hours)) > 1 else None)
     frame: HourlyFrame
 
     def produce(chunk: tuple[int, ...]):
         if users == []:
             return frames.empty(frames.CONVERSIONS)
-        def read():
-            with engine.connect() as conn:
-                return extract.conversions(conn, chunk, users)
+        if index is not None:
+            df = index.conversions(chunk)
+        else:
+            def read():
+                with engine.connect() as conn:
+                    return extract.conversions(conn, chunk, users)
 
-        df = with_retries(read, what="read conversions", logger=context.log)
+            df = with_retries(read, what="read conversions", logger=context.log)
         frame.stats.count("conversions", int((df["click_rows"] > 0).sum()))
         frame.stats.count("orphan_conversions", int((df["click_rows"] == 0).sum()))
         frame.stats.count("duplicated_converting_clicks", int((df["click_rows"] > 1).sum()))
