@@ -25,10 +25,10 @@ rounded (x * (1/3600) != x / 3600 for about 1 integer in 200).
 How the sequential totals are computed: journeys frames come in *journey order* (each
 conversion's touches adjacent, by position; the journeys stage writes them so), so with one
 time-decay model per user (the usual case) each (model, conversion) is one run of rows. Then
-the weights are gathered into one list per run and the lists are added column by column: position
-0 of every run, plus position 1 of every run, ... (one vectorised addition per position, a few
-dozen with the default cap) instead of a windowed ``cum_sum`` per run, which costs about three
-times as much. A frame in any other order, or whose longest journey would make those columns
+the weights are scattered into a table with one row per position and one column per run, and
+the rows are added top to bottom: position 0 of every run, plus position 1 of every run, ...
+(one vectorised addition per position, a few dozen with the default cap) instead of a windowed
+``cum_sum`` per run, which costs about ten times as much. A frame in any other order, or whose longest journey would make those columns
 mostly padding, or a user with several time-decay models (whose rows interleave), takes the
 general path: ``cum_sum().last().over(model, conversion)`` ordered by position. Both give the
 same bits (tested).
@@ -88,17 +88,24 @@ def with_sequential_total(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def totals_by_position(frame: pl.DataFrame) -> pl.Series | None:
-    """The fast path of :func:`with_sequential_total`, or None where it cannot be used."""
+    """The fast path of :func:`with_sequential_total`, or None where it cannot be used.
+
+    Run r's weights are scattered into a zero-filled table, row ``position``, column r; the
+    table's rows are then added top to bottom (``((row0 + row1) + row2) ...``), each addition one
+    vectorised pass over all runs, and each run's total goes back to its touches.
+    """
     if not frame.height or not _runs_in_position_order(frame):
         return None
-    run = frame.select(((pl.col("position") == 0).cum_sum() - 1).cast(pl.UInt32)).to_series().set_sorted()
-    lists = frame.select("w").with_columns(run=run).group_by("run", maintain_order=True).agg("w").get_column("w")
+    run = frame.select(((pl.col("position") == 0).cum_sum() - 1).cast(pl.UInt32)).to_series()
+    runs = int(run.max()) + 1
     longest = int(frame.get_column("n").max())
-    if lists.len() * longest > MAX_PADDING * frame.height:
+    if runs * longest > MAX_PADDING * frame.height:
         return None
-    by_position = [lists.list.get(p, null_on_oob=True).fill_null(0.0) for p in range(longest)]
-    # ((c[0] + c[1]) + c[2]) ...: PHP's array_sum order; the padding 0.0s are exact no-ops
-    return functools.reduce(operator.add, by_position).gather(run).rename("total")
+    cell = frame.select(pl.col("position").cast(pl.Int64) * runs + run).to_series()
+    table = pl.zeros(runs * longest, pl.Float64, eager=True).scatter(cell, frame.get_column("w"))
+    rows = [table.slice(p * runs, runs) for p in range(longest)]
+    # PHP's array_sum order per run; the padding 0.0s of shorter runs are exact no-ops (w >= 0)
+    return functools.reduce(operator.add, rows).gather(run).rename("total")
 
 
 def _runs_in_position_order(frame: pl.DataFrame) -> bool:
