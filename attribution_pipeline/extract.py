@@ -160,7 +160,10 @@ class ConversionIndex:
         if self._index is None:
             self._scan()
         ids = self._index.filter(pl.col("conv_time").is_between(lo, hi)).get_column("conv_id")
-        stmt = _conversions_statement(lo, hi, self._users)
+        # conversions first, by primary key: left to itself, MySQL starts from the few users and
+        # walks each one's whole user_id index
+        stmt = (_conversions_statement(lo, hi, self._users).prefix_with("STRAIGHT_JOIN", dialect="mysql")
+                .prefix_with("STRAIGHT_JOIN", dialect="mariadb"))
 
         def read():
             with self._engine.connect() as conn:
