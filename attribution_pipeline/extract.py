@@ -123,8 +123,12 @@ class ConversionIndex:
     for the ids and times of the range's conversions, and reads each chunk's rows by primary key
     (conv_id ranges or lists, :func:`db.read_by_ids`) with :func:`conversions`' whole predicate
     applied again. Rows added after the scan (conv_id above the maximum read just before it) are
-    read by primary key too, and the scan ignores ``deleted``, so a chunk returns exactly what
-    :func:`conversions` returns at the time it is read. Memory: 16 bytes per conversion of the range.
+    read by primary key too, and the scan ignores ``deleted``, so a chunk returns what
+    :func:`conversions` returns at the time it is read. Two things it cannot see, both rarer than
+    a conversion arriving for an hour after its chunk was read (which any range run misses): a row
+    whose ``conv_time`` is later changed into the range, and a row committed after the scan with an
+    id below one committed before it (concurrent inserts). The next run of those hours has them.
+    Memory: 16 bytes per conversion of the range.
     """
 
     def __init__(self, engine, hours: Sequence[int], users: Sequence[int] | None = None, logger=None):
