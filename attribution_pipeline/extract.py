@@ -128,7 +128,8 @@ class ConversionIndex:
     a conversion arriving for an hour after its chunk was read (which any range run misses): a row
     whose ``conv_time`` is later changed into the range, and a row committed after the scan with an
     id below one committed before it (concurrent inserts). The next run of those hours has them.
-    Memory: 16 bytes per conversion of the range.
+    Memory: 16 bytes per conversion of the range. A range read as one chunk is one
+    :func:`conversions` query, without the scan.
     """
 
     def __init__(self, engine, hours: Sequence[int], users: Sequence[int] | None = None, logger=None):
@@ -161,6 +162,12 @@ class ConversionIndex:
         lo, hi = min(hours), max(hours) + HOUR - 1
         if lo < self._lo or hi > self._hi:
             raise ValueError(f"hours {lo}..{hi} are outside the indexed range {self._lo}..{self._hi}")
+        if self._index is None and (lo, hi) == (self._lo, self._hi):  # the whole range: one query
+            def read_whole():
+                with self._engine.connect() as conn:
+                    return conversions(conn, hours, self._users)
+
+            return with_retries(read_whole, what="read conversions", logger=self._logger)
         if self._index is None:
             self._scan()
         ids = self._index.filter(pl.col("conv_time").is_between(lo, hi)).get_column("conv_id")

@@ -75,6 +75,10 @@ def test_conversion_index_scans_once_and_each_chunk_equals_a_fresh_read(mysql_ur
             assert got.sort("conv_id").equals(fresh.sort("conv_id")), (users, n)
             assert got.height > 0
         assert index.scans == 1
+    whole = extract.ConversionIndex(engine, hours)  # the range as one chunk: one query, no scan
+    with engine.connect() as conn:
+        assert whole.conversions(hours).equals(extract.conversions(conn, hours))
+    assert whole.scans == 0
     with pytest.raises(ValueError, match="outside the indexed range"):
         extract.ConversionIndex(engine, hours).conversions([T - 3600])
 

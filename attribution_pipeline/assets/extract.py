@@ -89,27 +89,18 @@ def conversions(
 
     Conversions whose click row is missing are kept with ``click_rows = 0`` (skipped downstream,
     reported by a check); a click id stored several times counts once. A run of several chunks
-    scans 202_conversion_logs once for the whole range and reads each chunk by primary key
-    (extract.ConversionIndex); a one-chunk run reads its hours with one query.
+    scans 202_conversion_logs once for the whole range and reads each chunk by primary key; a
+    one-chunk run reads its hours with one query (extract.ConversionIndex).
     """
     hours = run_hours(context)
     users = scope_users(db, scope)
-    engine = db.engine()
-    index = (extract.ConversionIndex(engine, hours, users, logger=context.log)
-             if len(frames.chunk_hours(hours, settings.chunk_hours)) > 1 else None)
+    index = extract.ConversionIndex(db.engine(), hours, users, logger=context.log)
     frame: HourlyFrame
 
     def produce(chunk: tuple[int, ...]):
         if users == []:
             return frames.empty(frames.CONVERSIONS)
-        if index is not None:
-            df = index.conversions(chunk)
-        else:
-            def read():
-                with engine.connect() as conn:
-                    return extract.conversions(conn, chunk, users)
-
-            df = with_retries(read, what="read conversions", logger=context.log)
+        df = index.conversions(chunk)
         frame.stats.count("conversions", int((df["click_rows"] > 0).sum()))
         frame.stats.count("orphan_conversions", int((df["click_rows"] == 0).sum()))
         frame.stats.count("duplicated_converting_clicks", int((df["click_rows"] > 1).sum()))

@@ -28,9 +28,9 @@ time-decay model per user (the usual case) each (model, conversion) is one run o
 the weights are scattered into a table with one row per position and one column per run, and
 the rows are added top to bottom: position 0 of every run, plus position 1 of every run, ...
 (one vectorised addition per position, a few dozen with the default cap) instead of a windowed
-``cum_sum`` per run, which costs about ten times as much. A frame in any other order, or whose longest journey would make those columns
-mostly padding, or a user with several time-decay models (whose rows interleave), takes the
-general path: ``cum_sum().last().over(model, conversion)`` ordered by position. Both give the
+``cum_sum`` per run, which costs about ten times as much. A frame in any other order, or whose
+longest journey would make that table mostly padding, or a user with several time-decay models
+(whose rows interleave), takes the general path: ``cum_sum().last().over(model, conversion)`` ordered by position. Both give the
 same bits (tested).
 """
 
