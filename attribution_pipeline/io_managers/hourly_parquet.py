@@ -51,7 +51,9 @@ def read_hours(root: Path, asset: str, hours: tuple[int, ...]) -> pl.DataFrame:
             f"{asset}: {len(missing)} hour(s) were never materialised, first {first:%Y-%m-%d %H:00} UTC "
             f"(looked in {root / asset}); materialise the upstream assets for these hours first"
         )
-    return pl.read_parquet(paths)
+    # One buffer per column, not one per hour file: every later join, gather and arithmetic on a
+    # frame of 168 chunks per column pays for locating each row's chunk (gathers ~10x slower).
+    return pl.read_parquet(paths).rechunk()
 
 
 def asset_name(key: dg.AssetKey) -> str:
