@@ -60,7 +60,7 @@ from sqlalchemy.engine import Connection, Engine
 from attribution_pipeline import extract, frames, schema
 from attribution_pipeline import journeys as journey_rules
 from attribution_pipeline.db import attribution_home, chunked, read_by_ids, read_frame
-from attribution_pipeline.io_managers.hourly_parquet import hour_file
+from attribution_pipeline.io_managers.hourly_parquet import hour_file, read_hour_files
 from attribution_pipeline.precision import CREDIT_DTYPE, MONEY_DTYPE, stored_decimal
 
 EXPORT_DIR_ENV = "ATTRIBUTION_EXPORT_DIR"
@@ -539,7 +539,7 @@ def shared_journeys(frames_root: Path, hours: Sequence[int]) -> tuple[pl.DataFra
     missing = [h for h in hours if h not in set(present)]
     if not present:
         return frames.empty(frames.JOURNEYS), missing
-    df = pl.read_parquet([hour_file(Path(frames_root), "journeys", h) for h in present])
+    df = read_hour_files(Path(frames_root), "journeys", present)
     return frames.conform(df, frames.JOURNEYS, "journeys"), missing
 
 
