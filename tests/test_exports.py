@@ -370,7 +370,8 @@ def test_export_reconciliation_check_reads_the_files_back_and_names_the_hours_th
 
     monkeypatch.setattr(exports, "write_exports", write_then_edit)
     result, _ = run(mysql_url, HOURS[2])
-    monkeypatch.undo()
+    # only this patch: monkeypatch.undo() would also restore the test's private ATTRIBUTION_HOME
+    monkeypatch.setattr(exports, "write_exports", original)
     [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "export_reconciliation"]
     assert not evaluation.passed
     assert evaluation.metadata["failing_hours"].value == [hour_key(HOURS[2])]
