@@ -82,6 +82,7 @@ STRATEGY_OUTPUT = {
     "position": pl.Int32,
     "click_id": CLICK_ID,
     "credit": pl.Float64,
+    "user_id": pl.Int64,  # the model's user
 }
 
 #: One row per (model, conversion, credited touch): the future 202_attribution_touchpoints rows.

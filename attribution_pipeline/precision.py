@@ -36,6 +36,31 @@ def stored_money(expr: pl.Expr) -> pl.Expr:
     return stored_decimal(expr, MONEY_DTYPE)
 
 
+def rounded(expr: pl.Expr, dtype: pl.Decimal) -> pl.Expr:
+    """``expr`` rounded numerically, half away from zero, to ``dtype``: what MySQL stores except
+    where :func:`near_tie` (then :func:`with_exact_ties` takes the exact path)."""
+    scale = 10**dtype.scale
+    # the double nearest the rounded decimal; Polars' float -> DECIMAL cast rounds to nearest, so
+    # it lands exactly on that decimal (checked against Python's decimal in tests).
+    return (expr.cast(pl.Float64) * scale).round(0, mode="half_away_from_zero").truediv(scale).cast(dtype)
+
+
+def near_tie(expr: pl.Expr, dtype: pl.Decimal) -> pl.Expr:
+    """Is ``expr`` within a few ulps of a half-way tie at ``dtype``'s scale (where :func:`rounded` may differ)?"""
+    units = expr.cast(pl.Float64) * 10**dtype.scale
+    # |computed units - shortest decimal x 10**scale| is a few ulps: far below this margin
+    return ((units - units.floor()) - 0.5).abs() <= units.abs().clip(lower_bound=1.0) * 1e-12
+
+
+def with_exact_ties(frame: pl.DataFrame, source: str, target: str, tie: str, dtype: pl.Decimal) -> pl.DataFrame:
+    """``frame`` with ``target`` recomputed by the exact decimal path where ``tie`` is true, ``tie`` dropped."""
+    ties = frame.get_column(tie).arg_true()
+    if ties.len():
+        exact = frame.get_column(source).gather(ties).to_frame("x").select(stored_decimal(pl.col("x"), dtype)).to_series()
+        frame = frame.with_columns(frame.get_column(target).scatter(ties, exact))
+    return frame.drop(tie)
+
+
 def quantize(values: pl.Series, dtype: pl.Decimal) -> pl.Series:
     """The same result as :func:`stored_decimal` on a whole column, about 5x faster.
 
@@ -44,23 +69,6 @@ def quantize(values: pl.Series, dtype: pl.Decimal) -> pl.Series:
     double is slightly below the tie). Those rows, about one in a million for credits, go through
     the exact decimal path; every other row is rounded numerically (half away from zero).
     """
-    scale = 10**dtype.scale
-    units = pl.col("x").cast(pl.Float64) * scale
-    # |computed units - shortest decimal x 10**scale| is a few ulps: far below this margin
-    near_tie = ((units - units.floor()) - 0.5).abs() <= units.abs().clip(lower_bound=1.0) * 1e-12
-    # the double nearest the rounded decimal; Polars' float -> DECIMAL cast rounds to nearest, so
-    # it lands exactly on that decimal (checked against Python's decimal in tests).
-    # One eager select: a single pass that keeps ``values``' chunks (a frame whose columns are
-    # chunked alike is not copied again when this column joins it).
-    rounded = values.to_frame("x").select(
-        fast=(units.round(0, mode="half_away_from_zero") / scale).cast(dtype),
-        near_tie=near_tie,
-    )
-    ties = rounded.get_column("near_tie").arg_true()
-    if not ties.len():
-        return rounded.get_column("fast").rename(values.name)
-    exact = values.gather(ties).to_frame("x").select(stored_decimal(pl.col("x"), dtype)).to_series()
-    nth_tie = (pl.col("near_tie").cast(pl.Int64).cum_sum() - 1).clip(lower_bound=0)
-    return rounded.select(
-        pl.when(pl.col("near_tie")).then(pl.lit(exact).gather(nth_tie)).otherwise(pl.col("fast")).alias(values.name)
-    ).to_series()
+    x = pl.col("x")
+    frame = values.to_frame("x").select(x, fast=rounded(x, dtype), near_tie=near_tie(x, dtype))
+    return with_exact_ties(frame, "x", "fast", "near_tie", dtype).get_column("fast").rename(values.name)

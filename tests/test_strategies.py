@@ -26,6 +26,7 @@ from attribution_pipeline.strategies import (
     first_touch,
     last_touch,
     linear,
+    per_model,
     position_based,
     time_decay,
 )
@@ -229,13 +230,14 @@ def test_strategy_code_is_vectorised():
         assert not [word for word in forbidden if word in text], path
 
 
+@pytest.mark.parametrize("engine", ["in-memory", "streaming"])
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
-def test_empty_inputs_give_empty_output_with_the_contract(name):
+def test_empty_inputs_give_empty_output_with_the_contract(name, engine):
     empty_journeys = pl.DataFrame(schema=JOURNEY_SCHEMA).lazy()
-    out = STRATEGIES[name](empty_journeys, models_frame({"model_id": 1}).lazy()).collect()
+    out = STRATEGIES[name](empty_journeys, models_frame({"model_id": 1}).lazy()).collect(engine=engine)
     assert out.height == 0 and out.schema == pl.Schema(STRATEGY_OUTPUT)
     journeys = journeys_frame([conversion(1, T, [(1, T - 60)])]).lazy()
-    out = STRATEGIES[name](journeys, pl.DataFrame(schema=MODEL_SCHEMA).lazy()).collect()
+    out = STRATEGIES[name](journeys, pl.DataFrame(schema=MODEL_SCHEMA).lazy()).collect(engine=engine)
     assert out.height == 0 and out.schema == pl.Schema(STRATEGY_OUTPUT)
 
 
@@ -730,4 +732,38 @@ def test_last_touch_gives_one_touchpoint_even_when_a_stored_journey_repeats_the_
     }).with_columns(pl.col("position", "n").cast(pl.Int32), pl.col("click_id").cast(pl.UInt64))
     models = pl.DataFrame({"model_id": [7], "user_id": [1]})
     out = last_touch.credit(j.lazy(), models.lazy()).collect()
-    assert out.rows() == [(7, 3, 0, 201, 1.0)]
+    assert out.rows() == [(7, 3, 0, 201, 1.0, 1)]  # model 7 of user 1
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_table_and_join_layouts_give_the_same_credits(random_data, name):
+    """One model per user: the touches are laid out by a user-id table; user ids that do not fit it
+    (negative, or above MAX_TABLE_USER_ID) take the join; both credit the same rows the same."""
+    _, _, journeys, model_frame = random_data
+    journeys = journeys.sort("conv_id", "position")
+    mine = model_frame.filter(pl.col("strategy") == name).unique("user_id", keep="first", maintain_order=True)
+    assert per_model.touches(journeys.lazy(), mine.lazy()).explain().count("JOIN") == 0
+    by_table = STRATEGIES[name](journeys.lazy(), mine.lazy()).collect()
+    for far in (-1, per_model.MAX_TABLE_USER_ID + 1):
+        moved = pl.col("user_id") * 1 + pl.when(pl.col("user_id") == 1).then(far - 1).otherwise(0)
+        j, m = journeys.with_columns(user_id=moved), mine.with_columns(user_id=moved)
+        assert "JOIN" in per_model.touches(j.lazy(), m.lazy()).explain()
+        by_join = STRATEGIES[name](j.lazy(), m.lazy()).collect().with_columns(user_id=pl.col("user_id").replace(far, 1))
+        assert by_join.height == by_table.height > 0
+        assert by_join.sort(pl.all()).equals(by_table.sort(pl.all()))
+
+
+def test_strategies_carry_the_credits_stage_columns_through():
+    journeys = journeys_frame([CONV1, CONV2]).with_columns(
+        date_hour=pl.col("conv_time") // H * H, payout=pl.col("conv_id") * 1.5, cpc=pl.col("conv_id") * 0.25
+    )
+    models = models_frame({"model_id": 1, "half_life_hours": 48, "first_touch_weight": 0.3, "last_touch_weight": 0.4})
+    for name, credit in STRATEGIES.items():
+        out = credit(journeys.lazy(), models.lazy()).collect()
+        assert out.columns == [*STRATEGY_OUTPUT, *per_model.CARRIED], name
+        assert out.height > 0
+        assert out.select(
+            (pl.col("payout") == pl.col("conv_id") * 1.5).all(),
+            (pl.col("cpc") == pl.col("conv_id") * 0.25).all(),
+            (pl.col("date_hour") == T // H * H).all(),
+        ).row(0) == (True, True, True), name

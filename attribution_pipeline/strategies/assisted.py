@@ -8,16 +8,10 @@
 
 import polars as pl
 
-from attribution_pipeline.frames import STRATEGY_OUTPUT
+from attribution_pipeline.strategies.per_model import credited, touches
 
 
 def credit(journeys: pl.LazyFrame, models: pl.LazyFrame) -> pl.LazyFrame:
     n = pl.col("n")
-    return (
-        journeys.filter((n == 1) | (pl.col("position") < n - 1))
-        .select("user_id", "conv_id", "position", "n", "click_id")
-        .join(models.select("model_id", "user_id"), on="user_id")
-        .with_columns(credit=1.0 / (n - 1).clip(lower_bound=1))
-        .select(*STRATEGY_OUTPUT)
-        .cast(STRATEGY_OUTPUT)
-    )
+    assists = journeys.filter((n == 1) | (pl.col("position") < n - 1))
+    return credited(touches(assists, models).with_columns(credit=1.0 / (n - 1).clip(lower_bound=1)), journeys)

@@ -6,15 +6,8 @@ One row per (model, conversion).
 
 import polars as pl
 
-from attribution_pipeline.frames import STRATEGY_OUTPUT
+from attribution_pipeline.strategies.per_model import credited, touches
 
 
 def credit(journeys: pl.LazyFrame, models: pl.LazyFrame) -> pl.LazyFrame:
-    return (
-        journeys.filter(pl.col("position") == 0)
-        .select("user_id", "conv_id", "position", "click_id")
-        .join(models.select("model_id", "user_id"), on="user_id")
-        .with_columns(credit=pl.lit(1.0))
-        .select(*STRATEGY_OUTPUT)
-        .cast(STRATEGY_OUTPUT)
-    )
+    return credited(touches(journeys.filter(pl.col("position") == 0), models).with_columns(credit=pl.lit(1.0)), journeys)

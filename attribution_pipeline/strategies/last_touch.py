@@ -8,16 +8,9 @@ semantics, D13) holds the converting click more than once.
 
 import polars as pl
 
-from attribution_pipeline.frames import STRATEGY_OUTPUT
+from attribution_pipeline.strategies.per_model import credited, touches
 
 
 def credit(journeys: pl.LazyFrame, models: pl.LazyFrame) -> pl.LazyFrame:
-    return (
-        journeys.filter(pl.col("is_converting"))
-        .select("user_id", "conv_id", "click_id")
-        .unique(subset="conv_id", keep="any")
-        .join(models.select("model_id", "user_id"), on="user_id")
-        .with_columns(position=pl.lit(0, pl.Int32), credit=pl.lit(1.0))
-        .select(*STRATEGY_OUTPUT)
-        .cast(STRATEGY_OUTPUT)
-    )
+    converting = journeys.filter(pl.col("is_converting")).unique(subset="conv_id", keep="any")
+    return credited(touches(converting, models).with_columns(position=pl.lit(0, pl.Int32), credit=pl.lit(1.0)), journeys)

@@ -17,12 +17,14 @@ Credits <= 0 are left out (first = last = 0 credits only the middles; first + la
 ends).
 
 The credits depend only on (model, n), so they are computed once per (model, journey length)
-in a small table, then joined onto the touches by (user, n) and picked by position.
+in a small table of the three shares (first, middle, last); each touch then looks its share up by
+(model, n, which of the three) with one ``replace_strict``, instead of a join that would copy
+every column of the touches.
 """
 
 import polars as pl
 
-from attribution_pipeline.frames import STRATEGY_OUTPUT
+from attribution_pipeline.strategies.per_model import credited, touches
 
 DEFAULT_WEIGHT = 0.4
 DRIFT_TOLERANCE = 0.0001
@@ -34,14 +36,13 @@ def _php_order_sum(first: pl.Expr, last: pl.Expr, middle: pl.Expr) -> pl.Expr:
     return terms.list.eval(pl.element().cum_sum()).list.last()
 
 
-def _shares(journeys: pl.LazyFrame, models: pl.LazyFrame) -> pl.LazyFrame:
-    """One row per (model, journey length n of its user): the credit of the first, a middle and the last touch."""
+def _shares(lengths: pl.LazyFrame, models: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per (model, journey length n in ``lengths``): the credit of the first, a middle and the last touch."""
     first0 = pl.col("first_touch_weight").fill_null(DEFAULT_WEIGHT)
     last0 = pl.col("last_touch_weight").fill_null(DEFAULT_WEIGHT)
     reset = (first0 < 0) | (last0 < 0)
     weights = models.select(
-        "model_id",
-        "user_id",
+        "model",
         first=pl.when(reset).then(DEFAULT_WEIGHT).otherwise(first0),
         last=pl.when(reset).then(DEFAULT_WEIGHT).otherwise(last0),
         middle=pl.when(reset)
@@ -58,9 +59,7 @@ def _shares(journeys: pl.LazyFrame, models: pl.LazyFrame) -> pl.LazyFrame:
     drift = (total - 1.0).abs() > DRIFT_TOLERANCE
 
     return (
-        journeys.select("user_id", "n")
-        .unique()
-        .join(weights, on="user_id")
+        weights.join(lengths, how="cross")
         .with_columns(raw_middle=pl.col("middle").clip(lower_bound=0.0) / (n - 2))
         .with_columns(s=_php_order_sum(f, l, pl.col("raw_middle")))
         .with_columns(scale=1.0 / s)
@@ -71,8 +70,7 @@ def _shares(journeys: pl.LazyFrame, models: pl.LazyFrame) -> pl.LazyFrame:
         )
         .with_columns(total=_php_order_sum(c_first, c_last, c_middle))
         .select(
-            "model_id",
-            "user_id",
+            "model",
             "n",
             c_first=pl.when(n == 1)
             .then(1.0)
@@ -94,18 +92,20 @@ def _shares(journeys: pl.LazyFrame, models: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def credit(journeys: pl.LazyFrame, models: pl.LazyFrame) -> pl.LazyFrame:
+    models = models.with_row_index("model", offset=0).with_columns(pl.col("model").cast(pl.Int64))
+    lengths = journeys.select(pl.col("n").unique()).collect()
+    shares = _shares(lengths.lazy(), models).collect()
+    # key of (model, n, share): 3 x (model x (longest + 1) + n) + 0 (first), 1 (middle) or 2 (last)
+    span = int(lengths.get_column("n").max() or 0) + 1
+    key = (pl.col("model") * span + pl.col("n")) * 3
+    keys = shares.select(key).to_series()
     position, n = pl.col("position"), pl.col("n")
-    return (
-        journeys.select("user_id", "conv_id", "position", "n", "click_id")
-        .join(_shares(journeys, models), on=["user_id", "n"])
-        .with_columns(
-            credit=pl.when(position == 0)
-            .then(pl.col("c_first"))
-            .when(position == n - 1)
-            .then(pl.col("c_last"))
-            .otherwise(pl.col("c_middle"))
-        )
-        .filter(pl.col("credit") > 0)
-        .select(*STRATEGY_OUTPUT)
-        .cast(STRATEGY_OUTPUT)
+    share = pl.when(position == 0).then(0).when(position == n - 1).then(2).otherwise(1)
+    looked_up = (key + share).replace_strict(
+        pl.concat([keys, keys + 1, keys + 2]),
+        pl.concat([shares.get_column("c_first"), shares.get_column("c_middle"), shares.get_column("c_last")]),
+        return_dtype=pl.Float64,
     )
+    # (with no shares at all, Polars 2.1 returns the keys' Int64 despite return_dtype)
+    credit = looked_up if shares.height else pl.lit(0.0)
+    return credited(touches(journeys, models, ["model"]).with_columns(credit=credit).filter(pl.col("credit") > 0), journeys)

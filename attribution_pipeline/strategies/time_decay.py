@@ -40,7 +40,7 @@ import operator
 
 import polars as pl
 
-from attribution_pipeline.frames import STRATEGY_OUTPUT
+from attribution_pipeline.strategies.per_model import credited, touches
 
 DEFAULT_HALF_LIFE_HOURS = 48
 
@@ -51,11 +51,9 @@ MAX_PADDING = 4
 
 def credit(journeys: pl.LazyFrame, models: pl.LazyFrame) -> pl.LazyFrame:
     half_life = pl.col("half_life_hours").fill_null(DEFAULT_HALF_LIFE_HOURS).clip(lower_bound=1)
-    decay = models.select(
-        "model_id",
-        "user_id",
+    decay = models.with_columns(
         k=math.log(2) / half_life.cast(pl.Float64),
-        # 3600 as a column derived from a column, so that the join gathers it as a column (a
+        # 3600 as a column derived from a column, so that it reaches the touches as a column (a
         # literal would stay a scalar, and Polars divides by a scalar via its reciprocal).
         seconds_per_hour=pl.col("model_id") * 0 + 3600,
     )
@@ -63,19 +61,14 @@ def credit(journeys: pl.LazyFrame, models: pl.LazyFrame) -> pl.LazyFrame:
     age = ((pl.col("conv_time") - pl.col("click_time")) / pl.col("seconds_per_hour")).clip(lower_bound=0.0)
     w, total = pl.col("w"), pl.col("total")
 
-    weighted = (
-        journeys.select("user_id", "conv_id", "conv_time", "position", "n", "click_id", "click_time")
-        .join(decay, on="user_id", maintain_order="left")
-        .with_columns(w=(-pl.col("k") * age).exp())
-    )
+    weighted = touches(journeys, decay, ["k", "seconds_per_hour"]).with_columns(w=(-pl.col("k") * age).exp())
     schema = weighted.collect_schema()
     schema["total"] = pl.Float64
-    return (
+    return credited(
         weighted.map_batches(with_sequential_total, schema=schema)
         .with_columns(credit=pl.when(total > 0).then((w / total).clip(lower_bound=0.0)).otherwise(1.0 / pl.col("n")))
-        .filter(pl.col("credit") > 0)
-        .select(*STRATEGY_OUTPUT)
-        .cast(STRATEGY_OUTPUT)
+        .filter(pl.col("credit") > 0),
+        journeys,
     )
 
 
