@@ -29,7 +29,7 @@ MAX_TABLE_USER_ID = 1 << 20
 
 def touches(journeys: pl.LazyFrame, models: pl.LazyFrame, params: Sequence[str] = ()) -> pl.LazyFrame:
     """Each touch of ``journeys`` once per model of its user, plus ``model_id`` and the model's ``params``."""
-    models = models.select("model_id", "user_id", *params).collect()
+    models = models.select("model_id", "user_id", *params).collect(engine="in-memory")  # small: no streaming start-up
     users = models.get_column("user_id")
     if (
         models.height == 0

@@ -93,8 +93,8 @@ def _shares(lengths: pl.LazyFrame, models: pl.LazyFrame) -> pl.LazyFrame:
 
 def credit(journeys: pl.LazyFrame, models: pl.LazyFrame) -> pl.LazyFrame:
     models = models.with_row_index("model", offset=0).with_columns(pl.col("model").cast(pl.Int64))
-    lengths = journeys.select(pl.col("n").unique()).collect()
-    shares = _shares(lengths.lazy(), models).collect()
+    lengths = journeys.select(pl.col("n").unique()).collect(engine="in-memory")
+    shares = _shares(lengths.lazy(), models).collect(engine="in-memory")
     # key of (model, n, share): 3 x (model x (longest + 1) + n) + 0 (first), 1 (middle) or 2 (last)
     span = int(lengths.get_column("n").max() or 0) + 1
     key = (pl.col("model") * span + pl.col("n")) * 3
