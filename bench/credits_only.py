@@ -62,7 +62,7 @@ def main() -> None:
 
     def strategies() -> None:
         for j, _, m in chunks:
-            credit_all(j.lazy(), valid_models(m).lazy()).collect()
+            credit_all(j.lazy(), valid_models(m).lazy()).collect(engine="in-memory")  # as the credits stage runs it
 
     full_s, credits = timed_passes(args.passes, full)
     strategies_s, _ = timed_passes(args.passes, strategies)

@@ -19,7 +19,9 @@ In one invocation, on one seeded MariaDB database (``attr_bench_<tag>``, re-used
 
 Each measured thing runs in its own process: wall time is measured by the parent; peak RSS is the
 child's own VmHWM, reported by the child (``wait4``'s ``ru_maxrss`` would include the parent's RSS
-at fork, which Linux carries into the child across ``exec``).
+at fork, which Linux carries into the child across ``exec``). Before each measurement that
+touches the server the parent waits until InnoDB has stopped writing in the background (under
+256 KiB/s over 5 s), so that no measurement competes with the seeding's background writes.
 """
 
 import argparse
@@ -116,6 +118,8 @@ class Bench:
                                   {"n": self.database}).scalar()
             if exists and self.args.reuse:
                 print(f"re-using database {self.database}")
+                rows = {t: int(self.sql(f"SELECT COUNT(*) FROM `{t}`").split()[-1]) for t in ("202_clicks", "202_conversion_logs")}
+                self.results["seed"] = {"rows": rows, "reused": True}
                 return
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{self.database}`")
             conn.exec_driver_sql(f"CREATE DATABASE `{self.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
@@ -148,6 +152,25 @@ class Bench:
         self.sql("TRUNCATE TABLE `202_attribution_touchpoints`; TRUNCATE TABLE `202_attribution_snapshots`; "
                  "TRUNCATE TABLE `202_attribution_audit`; DELETE FROM `202_cronjob_logs`")
 
+    def settle(self, what: str, timeout_s: float = 600.0, quiet_bytes_per_s: int = 256 * 1024) -> None:
+        """Wait until InnoDB has stopped writing in the background, so that each measurement starts on
+        a quiet server: right after seeding, the server spends minutes writing the new tables back,
+        and a run measured then competes with it (a range run took 164.7 s just after a fresh seed and
+        124.1 s on the same data an hour later; its LOAD DATA 49.6 s vs 34.8 s). Quiet means under
+        ``quiet_bytes_per_s`` written over 5 s (a few hundred pages may stay dirty for good)."""
+        def written() -> int:
+            return int(self.sql("SHOW GLOBAL STATUS LIKE 'Innodb_data_written'").split()[-1])
+
+        started = time.perf_counter()
+        before = written()
+        while time.perf_counter() - started < timeout_s:
+            time.sleep(5)
+            now = written()
+            if now - before < quiet_bytes_per_s * 5:
+                break
+            before = now
+        self.results.setdefault("settle_s", {})[what] = round(time.perf_counter() - started, 1)
+
     # --------------------------------------------------------------------------------------
     def pipeline_run(self, name: str, first: int, last: int, record: bool = False):
         home = self.work / name
@@ -155,6 +178,7 @@ class Bench:
         home.mkdir(parents=True)
         recorded = home / "reads.sql" if record else None
         self.reset_outputs()
+        self.settle(name)
         wall, rss, out = measured(
             [PY, "-m", "bench.pipeline_run", "--db-url", self.url, "--first", str(first), "--last", str(last),
              "--chunk-hours", str(self.args.chunk_hours), "--report", str(home / "report.json")],
@@ -168,6 +192,7 @@ class Bench:
         """(a): the pipeline's reads replayed by the mariadb client + LOAD DATA of its writes."""
         reads = home / "reads.sql"
         rows_out = home / "floor_reads.tsv"
+        self.settle("floor reads")
         read_wall, _, _ = measured(self.mariadb_cmd(), stdin_path=str(reads), stdout_path=str(rows_out))
         rows_read = sum(1 for _ in open(rows_out))
         rows_out.unlink()
@@ -191,6 +216,7 @@ class Bench:
         for table, (path, cols, _) in written.items():
             statements.append(f"DROP TABLE IF EXISTS `floor_{table}`; CREATE TABLE `floor_{table}` LIKE `{table}`; ")
         self.sql("".join(statements))
+        self.settle("floor writes")
         load = "; ".join(
             f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE `floor_{table}` FIELDS TERMINATED BY ',' "
             f"OPTIONALLY ENCLOSED BY '\"' ({cols})"
@@ -216,6 +242,7 @@ class Bench:
         runs = []
         self.reset_outputs()
         for hour in hours:
+            self.settle(f"hour {hour}")
             home = self.work / f"hour-{hour}"
             shutil.rmtree(home, ignore_errors=True)
             home.mkdir(parents=True)
@@ -266,6 +293,7 @@ class Bench:
             f"data: {r.get('seed', {}).get('rows', {}).get('202_clicks', '?')} clicks, "
             f"{b.get('conversions')} conversions in {self.hours} hours; chunk {self.args.chunk_hours} h; "
             f"server (version, buffer pool, flush_log_at_trx_commit, max_allowed_packet): {r['server']}",
+            f"waited for InnoDB's background writes to stop before each measurement (s): {r.get('settle_s', {})}",
             f"{'measure':58} {'wall s':>8} {'peak RSS MiB':>13} {'rows/s':>12}",
             f"{'(a) I/O floor: mariadb client reads (same queries)':58} {a['reads_s']:>8} {'':>13} {a['rows_read'] / max(a['reads_s'], 1e-9):>12,.0f}",
             f"{'(a) I/O floor: LOAD DATA of the rows written':58} {a['writes_s']:>8} {'':>13} {a['rows_written'] / max(a['writes_s'], 1e-9):>12,.0f}",
