@@ -47,7 +47,6 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -733,20 +732,12 @@ def export_chunk(engine: Engine, hours: Sequence[int], *, root: Path, frames_roo
     """Export whole ``hours``: under the export lock, read what is stored, plan the journeys,
     write every file. ``users`` None for a full run, else the users a scoped run rewrote."""
     stats = ExportStats()
-    with export_lock(root), ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-writer") as writer:
+    with export_lock(root):
         plan = plan_journeys(hours, root=root, frames_root=frames_root, users=users, recompute=recompute)
         stored = read_stored_rows(engine, hours, [_fresh_ids(plan)])
         journeys = pl.concat([journeys_export(plan.fresh, stored.names), plan.kept]).sort(SORT_KEYS["journeys"])
-        # a day's files are written (Parquet, fsync) in the background while the next day is built:
-        # both are mostly Polars work that releases the GIL, so they share the two cores
-        pending: Future | None = None
         for part in frames.chunk_hours(hours, BUILD_HOURS):
-            built = build_exports(stored, journeys, part)
-            if pending is not None:
-                stats.add(pending.result())
-            pending = writer.submit(write_exports, root, part, built)
-        if pending is not None:
-            stats.add(pending.result())
+            stats.add(write_exports(root, part, build_exports(stored, journeys, part)))
     stats.journeys = {"journey_hours_from_frames": plan.hours_from_frames,
                       "journey_hours_from_exports": plan.hours_from_exports,
                       "journey_hours_recomputed": plan.hours_recomputed}
