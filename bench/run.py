@@ -155,8 +155,8 @@ class Bench:
     def settle(self, what: str, timeout_s: float = 600.0, quiet_bytes_per_s: int = 256 * 1024) -> None:
         """Wait until InnoDB has stopped writing in the background, so that each measurement starts on
         a quiet server: right after seeding, the server spends minutes writing the new tables back,
-        and a run measured then competes with it (a range run took 164.7 s just after a fresh seed and
-        124.1 s on the same data an hour later; its LOAD DATA 49.6 s vs 34.8 s). Quiet means under
+        and a run measured then competes with it (the same code's range run took 164.7 s right after a
+        fresh seed, its write-back 70.8 s, and 118.8-120.3 s on a quiet server, write-back 49.5-50.7 s). Quiet means under
         ``quiet_bytes_per_s`` written over 5 s (a few hundred pages may stay dirty for good)."""
         def written() -> int:
             return int(self.sql("SHOW GLOBAL STATUS LIKE 'Innodb_data_written'").split()[-1])
