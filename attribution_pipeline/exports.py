@@ -536,7 +536,8 @@ def journeys_export(journeys: pl.DataFrame, names: Names) -> pl.DataFrame:
 def shared_journeys(frames_root: Path, hours: Sequence[int]) -> tuple[pl.DataFrame, list[int]]:
     """The complete ``journeys`` frames of ``hours`` (written by full runs) and the hours without one."""
     present = [h for h in hours if hour_file(Path(frames_root), "journeys", h).exists()]
-    missing = [h for h in hours if h not in set(present)]
+    found = set(present)
+    missing = [h for h in hours if h not in found]
     if not present:
         return frames.empty(frames.JOURNEYS), missing
     df = read_hour_files(Path(frames_root), "journeys", present)
@@ -605,12 +606,14 @@ def plan_journeys(hours: Sequence[int], *, root: Path, frames_root: Path, users:
     selected = pl.col("user_id").is_in(list(users))
     existing = {h: read_part(root, "journeys", h) for h in hours}
     from_exports = [h for h in hours if existing[h] is not None]
-    from_frames = [h for h in hours if existing[h] is None and h not in set(missing)]
-    from_scratch = [h for h in hours if existing[h] is None and h in set(missing)]
+    not_framed = set(missing)
+    from_frames = [h for h in hours if existing[h] is None and h not in not_framed]
+    from_scratch = [h for h in hours if existing[h] is None and h in not_framed]
     kept = [frames.conform(existing[h], JOURNEYS_EXPORT, "journeys export").filter(~selected) for h in from_exports]
+    scratch = set(from_scratch)
     fresh = [
         shared.filter(pl.col("date_hour").is_in(from_frames) & ~selected),
-        recompute([h for h in hours if h not in set(from_scratch)], users),
+        recompute([h for h in hours if h not in scratch], users),
         recompute(from_scratch, None),
     ]
     return JourneyPlan(
@@ -791,7 +794,8 @@ def _file_hour_totals(root: Path, hours: Sequence[int]) -> tuple[pl.DataFrame, p
     """Per hour, read back from the Parquet files: snapshot rows and totals, touchpoint share
     totals; and the hours missing one of their three files."""
     missing = sorted({h for h in hours for t in TABLES if not part_path(root, t, h).exists()})
-    present = [h for h in hours if h not in set(missing)]
+    absent = set(missing)
+    present = [h for h in hours if h not in absent]
     if not present:
         return frames.empty(_RECONCILE), frames.empty(_RECONCILE), missing
     snaps = _sum_by_hour([part_path(root, "snapshots", h) for h in present], "attributed_revenue", "attributed_cost")
@@ -812,7 +816,8 @@ def reconcile(engine: Engine, root: Path, hours: Sequence[int]) -> pl.DataFrame:
     with engine.connect() as conn:
         stored = _mysql_hour_totals(conn, hours)
     snaps, shares, missing = _file_hour_totals(root, hours)
-    every = pl.DataFrame({"date_hour": [h for h in hours if h not in set(missing)]}, schema={"date_hour": pl.Int64})
+    absent = set(missing)
+    every = pl.DataFrame({"date_hour": [h for h in hours if h not in absent]}, schema={"date_hour": pl.Int64})
     zero = {"rows": 0, "revenue_units": 0, "cost_units": 0}
     joined = (
         every.join(stored, on="date_hour", how="left")

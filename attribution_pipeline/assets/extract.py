@@ -42,7 +42,8 @@ def attribution_models(
 
     users, rows = with_retries(read, what="read models", logger=context.log)
     if scope.models:
-        rows = [r for r in rows if int(r["model_id"]) in set(scope.models)]
+        chosen = set(scope.models)
+        rows = [r for r in rows if int(r["model_id"]) in chosen]
     specs = [parse_model_row(r) for r in rows]
     table = models_frame(specs, hours)
     invalid = [s for s in specs if not s.is_valid]
