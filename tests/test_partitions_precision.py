@@ -98,3 +98,34 @@ def test_fast_quantize_equals_the_exact_decimal_path():
     for values, dtype in ((credits, CREDIT_DTYPE), (money, MONEY_DTYPE)):
         exact = values.to_frame().select(stored_decimal(pl.col("x"), dtype)).to_series()
         assert quantize(values, dtype).equals(exact)
+
+
+def test_credits_stage_stores_a_near_tie_credit_as_mysql_does():
+    """Position based 0.000035 / 0.5 over three touches credits the first exactly 0.000035, a
+    double whose x 10**5 rounds to just below the tie: MySQL stores 0.00004 (its shortest form
+    rounded half away), where rounding the double numerically gives 0.00003. The credits stage
+    flags it and takes the exact path; revenue and cost use the unrounded credit."""
+    from attribution_pipeline import frames
+    from attribution_pipeline.credits import compute_credits
+
+    journeys = pl.DataFrame({
+        "date_hour": [3600] * 3, "user_id": [1] * 3, "conv_id": [7] * 3, "conv_time": [3700] * 3,
+        "position": [0, 1, 2], "n": [3] * 3, "click_id": [11, 12, 13], "click_time": [100, 200, 300],
+        "is_converting": [False, False, True], "multi_touch": [True] * 3,
+    }).with_columns(**{c: pl.lit(None) for c in frames.JOURNEYS if c.startswith("touch_")})
+    conversions = pl.DataFrame({"date_hour": [3600], "conv_id": [7], "user_id": [1], "payout": [10.0], "cpc": [0.5]})
+    conversions = conversions.with_columns(**{c: pl.lit(None) for c in frames.CONVERSIONS if c not in conversions.columns})
+    models = pl.DataFrame({
+        "date_hour": [3600], "model_id": [4], "user_id": [1], "strategy": ["position_based"],
+        "first_touch_weight": [0.000035], "last_touch_weight": [0.5], "is_valid": [True],
+    }).with_columns(**{c: pl.lit(None) for c in frames.MODELS if c not in ("date_hour", "model_id", "user_id", "strategy",
+                                                                          "first_touch_weight", "last_touch_weight", "is_valid")})
+    out = compute_credits(frames.conform(journeys, frames.JOURNEYS), frames.conform(conversions, frames.CONVERSIONS),
+                          frames.conform(models, frames.MODELS)).sort("position")
+    first = out.row(0, named=True)
+    assert first["credit"] == 0.000035 and round(0.000035 * 10**5) == 3  # the numeric path would store 0.00003
+    assert first["credit_stored"] == Decimal("0.00004")
+    assert (first["revenue"], first["cost"]) == (10.0 * 0.000035, 0.5 * 0.000035)
+    exact = out.select(stored_credit(pl.col("credit"))).to_series()
+    assert out.get_column("credit_stored").equals(exact) and exact[2] == Decimal("0.50000")
+    assert out.select("date_hour", "model_id", "user_id", "conv_id").unique().rows() == [(3600, 4, 1, 7)]
