@@ -182,12 +182,21 @@ def stored_touchpoints(conn: Connection, snapshot_ids: Sequence[int], reader=rea
     return pl.concat(parts).cast(STORED_TOUCHPOINTS)
 
 
-def inserted_touchpoints(conn: Connection, after_id: int, snapshot_ids: pl.Series) -> pl.DataFrame:
-    """Touchpoints this transaction inserted (id above ``after_id``, of ``snapshot_ids``), read back
-    before commit: a sequential primary-key range scan, 3x faster than looking the rows up by
-    snapshot id (bench/RESULTS.md). Rows another writer inserted meanwhile are filtered out by
-    snapshot id; should any belong to our snapshots, the comparison fails and the chunk rolls back."""
-    stmt = select(*[TOUCH.c[name] for name in STORED_TOUCHPOINTS]).where(TOUCH.c.touchpoint_id > after_id)
+def max_touchpoint_id(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(TOUCH.c.touchpoint_id), 0))).scalar())
+
+
+def inserted_touchpoints(conn: Connection, after_id: int, last_id: int, snapshot_ids: pl.Series) -> pl.DataFrame:
+    """Touchpoints this transaction inserted (id in ``(after_id, last_id]``, of ``snapshot_ids``),
+    read back before commit: a sequential primary-key range scan, 3x faster than looking the rows
+    up by snapshot id (bench/RESULTS.md). The upper bound (the highest id just after our insert)
+    keeps the scan to our rows even when later rows exist, and makes the statement mean the same
+    whenever it runs (the benchmark replays it). Rows another writer inserted meanwhile within the
+    range are filtered out by snapshot id; should any belong to our snapshots, the comparison fails
+    and the chunk rolls back."""
+    stmt = select(*[TOUCH.c[name] for name in STORED_TOUCHPOINTS]).where(
+        TOUCH.c.touchpoint_id > after_id, TOUCH.c.touchpoint_id <= last_id
+    )
     found = read_frame_uncommitted(conn, stmt, STORED_TOUCHPOINTS).cast(STORED_TOUCHPOINTS)
     return found.filter(pl.col("snapshot_id").is_in(snapshot_ids.implode()))
 
@@ -263,10 +272,11 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
         )
     with outcome.stage("load_touchpoints"):
         # AUTO_INCREMENT only grows: every row inserted below lies above this id
-        last_id = int(conn.execute(select(func.coalesce(func.max(TOUCH.c.touchpoint_id), 0))).scalar())
+        before = max_touchpoint_id(conn)
         outcome.touchpoints_written = bulk_load(conn, TOUCH, touch_rows, batch_rows=batch_rows)
     with outcome.stage("read_back_touchpoints"):
-        _check_touchpoints(touch_rows, inserted_touchpoints(conn, last_id, written.get_column("snapshot_id")))
+        inserted = inserted_touchpoints(conn, before, max_touchpoint_id(conn), written.get_column("snapshot_id"))
+        _check_touchpoints(touch_rows, inserted)
 
     per_model = (
         plan.snapshots.group_by("model_id").agg(snapshots=pl.len())

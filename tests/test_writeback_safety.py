@@ -6,6 +6,7 @@ rows written by the PHP engine are reported (D9, D19, D20; issue 4 items 2, 3 an
 import threading
 import time
 
+import polars as pl
 import pymysql
 import pytest
 from sqlalchemy import insert, select, text, update
@@ -188,3 +189,18 @@ def test_rows_written_by_the_php_engine_are_reported(loaded):
     assert check.event_specific_data.metadata["failing_hours"].value == ["2024-06-01-09:00"]
     _, report = run(url, T, LAST)
     assert report["foreign_rows"] == 0
+
+
+def test_touchpoint_read_back_reads_only_the_id_range_the_chunk_inserted(mysql_url):
+    """The read-back before commit scans ``(before, after]`` of the primary key: rows inserted later
+    (ids above the range) are not read, even of the same snapshot, and rows of other snapshots in
+    the range are filtered out; a replay of the statement later reads the same rows."""
+    engine = db.make_engine(mysql_url)
+    rows_ = [{"touchpoint_id": i, "snapshot_id": 7 if i != 4 else 8, "conv_id": 100 + i, "click_id": 1000 + i,
+              "position": 0, "credit": "0.50000", "weight": "0.50000", "created_at": 1} for i in range(1, 11)]
+    with engine.begin() as conn:
+        conn.execute(insert(schema.attribution_touchpoints), rows_)
+        assert writeback.max_touchpoint_id(conn) == 10
+        got = writeback.inserted_touchpoints(conn, 2, 6, pl.Series([7]))
+    assert got.get_column("conv_id").to_list() == [103, 105, 106]
+    assert got.get_column("click_id").to_list() == [1003, 1005, 1006]
