@@ -47,6 +47,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -729,22 +730,71 @@ def write_exports(root: Path, hours: Sequence[int], exports: HourExports) -> Exp
     return stats
 
 
+@dataclass
+class ChunkRead:
+    """What the export of one chunk of hours needs, read under the export lock: where its journeys
+    come from and what MySQL stores for its hours."""
+
+    hours: tuple[int, ...]
+    plan: JourneyPlan
+    stored: StoredRows
+
+
+def read_chunk(engine: Engine, hours: Sequence[int], *, root: Path, frames_root: Path,
+               users: Sequence[int] | None,
+               recompute: Callable[[Sequence[int], Sequence[int] | None], pl.DataFrame]) -> ChunkRead:
+    """Plan the journeys of ``hours`` and read what is stored for them (hold the export lock)."""
+    plan = plan_journeys(hours, root=root, frames_root=frames_root, users=users, recompute=recompute)
+    return ChunkRead(tuple(hours), plan, read_stored_rows(engine, hours, [_fresh_ids(plan)]))
+
+
+def write_chunk(root: Path, chunk: ChunkRead) -> ExportStats:
+    """Build and write every file of a chunk read by :func:`read_chunk` (hold the export lock)."""
+    stats = ExportStats()
+    plan, stored = chunk.plan, chunk.stored
+    journeys = pl.concat([journeys_export(plan.fresh, stored.names), plan.kept]).sort(SORT_KEYS["journeys"])
+    for part in frames.chunk_hours(chunk.hours, BUILD_HOURS):
+        stats.add(write_exports(root, part, build_exports(stored, journeys, part)))
+    stats.journeys = {"journey_hours_from_frames": plan.hours_from_frames,
+                      "journey_hours_from_exports": plan.hours_from_exports,
+                      "journey_hours_recomputed": plan.hours_recomputed}
+    return stats
+
+
 def export_chunk(engine: Engine, hours: Sequence[int], *, root: Path, frames_root: Path,
                  users: Sequence[int] | None,
                  recompute: Callable[[Sequence[int], Sequence[int] | None], pl.DataFrame]) -> ExportStats:
     """Export whole ``hours``: under the export lock, read what is stored, plan the journeys,
     write every file. ``users`` None for a full run, else the users a scoped run rewrote."""
-    stats = ExportStats()
     with export_lock(root):
-        plan = plan_journeys(hours, root=root, frames_root=frames_root, users=users, recompute=recompute)
-        stored = read_stored_rows(engine, hours, [_fresh_ids(plan)])
-        journeys = pl.concat([journeys_export(plan.fresh, stored.names), plan.kept]).sort(SORT_KEYS["journeys"])
-        for part in frames.chunk_hours(hours, BUILD_HOURS):
-            stats.add(write_exports(root, part, build_exports(stored, journeys, part)))
-    stats.journeys = {"journey_hours_from_frames": plan.hours_from_frames,
-                      "journey_hours_from_exports": plan.hours_from_exports,
-                      "journey_hours_recomputed": plan.hours_recomputed}
-    return stats
+        return write_chunk(root, read_chunk(engine, hours, root=root, frames_root=frames_root, users=users,
+                                            recompute=recompute))
+
+
+def export_chunks(chunks: Sequence[Sequence[int]], *, root: Path,
+                  read: Callable[[Sequence[int]], ChunkRead]) -> Iterator[tuple[tuple[int, ...], ExportStats]]:
+    """Export every chunk of hours in order, under one hold of the export lock, yielding each
+    chunk's hours and stats once its files are written. ``read`` is :func:`read_chunk` for a chunk
+    (with the caller's retries). The next chunk is read in a background thread while this one's
+    files are built and written: the reads wait on MySQL, the build on the CPU (a month at the
+    default size: 15.7 s instead of 20.8 s for four chunks, bench/RESULTS.md). At most two chunks'
+    stored rows are in memory."""
+    chunks = [tuple(c) for c in chunks]
+    if not chunks:
+        return
+    with export_lock(root), ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-read") as pool:
+        pending = pool.submit(read, chunks[0])
+        for i, hours in enumerate(chunks):
+            current = pending.result()
+            pending = pool.submit(read, chunks[i + 1]) if i + 1 < len(chunks) else None
+            try:
+                stats = write_chunk(root, current)
+            except BaseException:
+                if pending is not None:
+                    pending.cancel()
+                raise
+            del current
+            yield hours, stats
 
 
 def exported_hours(root: Path, table: str = "snapshots") -> list[int]:

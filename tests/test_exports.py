@@ -383,6 +383,45 @@ def test_export_reconciliation_check_reads_the_files_back_and_names_the_hours_th
     assert_exports_match_mysql(mysql_url)
 
 
+def test_chunks_exported_with_the_next_read_in_the_background_write_the_same_files(mysql_url, tmp_path):
+    """export_chunks reads chunk k+1 while it writes chunk k: the files equal those of one chunk
+    at a time, chunks come back in order, and a read that fails stops the loop with its error
+    after the earlier chunks' files are written (and no later chunk's)."""
+    engine = seeded(mysql_url)
+    run(mysql_url, HOURS[0], HOURS[-1])
+    frames_root = attribution_home() / "frames"
+
+    def read(out):
+        return lambda hours: exports.read_chunk(engine, hours, root=out, frames_root=frames_root, users=None,
+                                                recompute=None)
+
+    one = tmp_path / "one"
+    for hour in HOURS:
+        exports.export_chunk(engine, [hour], root=one, frames_root=frames_root, users=None, recompute=None)
+    ahead = tmp_path / "ahead"
+    done = list(exports.export_chunks([HOURS[:1], HOURS[1:3], HOURS[3:]], root=ahead, read=read(ahead)))
+    assert [hours for hours, _ in done] == [tuple(HOURS[:1]), tuple(HOURS[1:3]), tuple(HOURS[3:])]
+    assert sum(stats.files for _, stats in done) == 3 * len(HOURS)
+    assert sum(stats.rows["touchpoints"] for _, stats in done) > 0
+    for table in exports.TABLES:
+        for hour in HOURS:
+            assert exports.read_part(ahead, table, hour).equals(exports.read_part(one, table, hour)), (table, hour)
+
+    failing = tmp_path / "failing"
+
+    def read_or_fail(hours):
+        if hours[0] == HOURS[2]:
+            raise RuntimeError("server gone")
+        return read(failing)(hours)
+
+    written = []
+    with pytest.raises(RuntimeError, match="server gone"):
+        for hours, _ in exports.export_chunks([HOURS[:2], HOURS[2:]], root=failing, read=read_or_fail):
+            written.append(hours)
+    assert written == [tuple(HOURS[:2])]
+    assert exports.exported_hours(failing) == HOURS[:2]
+
+
 def test_a_chunk_built_hour_by_hour_writes_the_same_files_as_built_at_once(mysql_url, monkeypatch, tmp_path):
     """The exports read a chunk's rows once and build its frames BUILD_HOURS at a time (memory):
     the files do not depend on that size."""

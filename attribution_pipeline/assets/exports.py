@@ -58,13 +58,15 @@ def attribution_exports(
         return exports.compute_journeys(engine, hours_, users_, journey_source=settings.journey_source,
                                         lookback_seconds=settings.lookback_seconds, touch_cap=settings.touch_cap)
 
-    total = exports.ExportStats()
-    for chunk in chunk_hours(hours, settings.chunk_hours):
-        stats = with_retries(
-            lambda: exports.export_chunk(engine, chunk, root=root, frames_root=settings.frames_path(), users=users,
-                                         recompute=recompute),
-            what=f"export {hour_key(chunk[0])}..{hour_key(chunk[-1])}", logger=context.log,
+    def read(chunk):
+        return with_retries(
+            lambda: exports.read_chunk(engine, chunk, root=root, frames_root=settings.frames_path(), users=users,
+                                       recompute=recompute),
+            what=f"export reads {hour_key(chunk[0])}..{hour_key(chunk[-1])}", logger=context.log,
         )
+
+    total = exports.ExportStats()
+    for chunk, stats in exports.export_chunks(chunk_hours(hours, settings.chunk_hours), root=root, read=read):
         total.add(stats)
         log_event(context.log, "export_chunk", stage="exports", first_hour=hour_key(chunk[0]),
                   last_hour=hour_key(chunk[-1]), files=stats.files, **{f"rows_{t}": n for t, n in stats.rows.items()},
