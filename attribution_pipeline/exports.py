@@ -692,9 +692,34 @@ def read_stored(engine: Engine, hours: Sequence[int], extra_touches: Sequence[pl
     return rows.snapshots, touch_frame(rows.touches, rows.snapshots, rows.clicks), rows.names
 
 
-#: The export frames of a chunk are built and written this many hours at a time: the MySQL reads
-#: stay one set per chunk, while the wide joined frames (names, shares) only ever hold a day.
+#: The export frames of a chunk are built and written a few hours at a time: the MySQL reads stay
+#: one set per chunk, while the wide joined frames (names, shares: ~0.5 KiB per touchpoint row
+#: while they are built) only ever hold at most a day and at most about BUILD_ROWS touchpoints
+#: (an hour with more is built alone).
 BUILD_HOURS = 24
+BUILD_ROWS = 500_000
+
+
+def build_parts(hours: Sequence[int], touches: pl.DataFrame, *, max_hours: int | None = None,
+                max_rows: int | None = None) -> list[tuple[int, ...]]:
+    """Consecutive groups of ``hours`` to build together: at most ``max_hours`` hours and, unless
+    one hour alone has more, at most ``max_rows`` of the ``touches`` rows (by ``date_hour``)."""
+    max_hours = BUILD_HOURS if max_hours is None else max(1, int(max_hours))
+    max_rows = BUILD_ROWS if max_rows is None else max(1, int(max_rows))
+    counts = dict(touches.group_by("date_hour").len().iter_rows()) if touches.height else {}
+    parts: list[tuple[int, ...]] = []
+    part: list[int] = []
+    rows = 0
+    for hour in sorted(hours):
+        n = counts.get(hour, 0)
+        if part and (len(part) >= max_hours or rows + n > max_rows):
+            parts.append(tuple(part))
+            part, rows = [], 0
+        part.append(hour)
+        rows += n
+    if part:
+        parts.append(tuple(part))
+    return parts
 
 
 def _fresh_ids(plan: JourneyPlan) -> pl.DataFrame:
@@ -753,7 +778,7 @@ def write_chunk(root: Path, chunk: ChunkRead) -> ExportStats:
     stats = ExportStats()
     plan, stored = chunk.plan, chunk.stored
     journeys = pl.concat([journeys_export(plan.fresh, stored.names), plan.kept]).sort(SORT_KEYS["journeys"])
-    for part in frames.chunk_hours(chunk.hours, BUILD_HOURS):
+    for part in build_parts(chunk.hours, stored.touches):
         stats.add(write_exports(root, part, build_exports(stored, journeys, part)))
     stats.journeys = {"journey_hours_from_frames": plan.hours_from_frames,
                       "journey_hours_from_exports": plan.hours_from_exports,

@@ -422,9 +422,22 @@ def test_chunks_exported_with_the_next_read_in_the_background_write_the_same_fil
     assert exports.exported_hours(failing) == HOURS[:2]
 
 
+def test_build_parts_cap_hours_and_touchpoint_rows():
+    """A chunk is built a few hours at a time: at most max_hours, at most max_rows touchpoints
+    unless one hour alone has more (it is then built alone); hours without rows count zero."""
+    hours = [1_699_999_200 + i * HOUR for i in range(6)]  # whole hours
+    touches = pl.DataFrame({"date_hour": [hours[0]] * 3 + [hours[1]] * 9 + [hours[2]] * 2 + [hours[4]] * 4})
+    assert exports.build_parts(hours, touches, max_hours=24, max_rows=5) == [
+        (hours[0],), (hours[1],), (hours[2], hours[3]), (hours[4], hours[5])]
+    assert exports.build_parts(hours, touches, max_hours=2, max_rows=100) == [
+        (hours[0], hours[1]), (hours[2], hours[3]), (hours[4], hours[5])]
+    assert exports.build_parts(hours, touches.clear(), max_hours=4, max_rows=1) == [tuple(hours[:4]), tuple(hours[4:])]
+    assert exports.build_parts([], touches) == []
+
+
 def test_a_chunk_built_hour_by_hour_writes_the_same_files_as_built_at_once(mysql_url, monkeypatch, tmp_path):
-    """The exports read a chunk's rows once and build its frames BUILD_HOURS at a time (memory):
-    the files do not depend on that size."""
+    """The exports read a chunk's rows once and build its frames a few hours at a time (memory):
+    the files do not depend on how many hours (BUILD_HOURS) or touchpoint rows (BUILD_ROWS)."""
     engine = seeded(mysql_url)
     run(mysql_url, HOURS[0], HOURS[-1])
     frames_root = attribution_home() / "frames"
@@ -433,17 +446,19 @@ def test_a_chunk_built_hour_by_hour_writes_the_same_files_as_built_at_once(mysql
         raise AssertionError("a full run's frames are all there")
 
     written = {}
-    for size in (1, 3, 24):
+    for size, rows in ((1, 10**9), (3, 10**9), (24, 10**9), (24, 1000)):
         monkeypatch.setattr(exports, "BUILD_HOURS", size)
-        out = tmp_path / f"build-{size}"
+        monkeypatch.setattr(exports, "BUILD_ROWS", rows)
+        out = tmp_path / f"build-{size}-{rows}"
         stats = exports.export_chunk(engine, HOURS, root=out, frames_root=frames_root, users=None,
                                      recompute=no_recompute)
         assert stats.hours == len(HOURS) and stats.files == 3 * len(HOURS)
-        written[size] = {(t, h): exports.read_part(out, t, h) for t in exports.TABLES for h in HOURS}
-    assert sum(df.height for (t, _), df in written[24].items() if t == "touchpoints") > 5000
-    for size in (1, 3):
-        for key, df in written[24].items():
-            assert written[size][key].equals(df), (size, key)
+        written[size, rows] = {(t, h): exports.read_part(out, t, h) for t in exports.TABLES for h in HOURS}
+    at_once = written[24, 10**9]
+    assert sum(df.height for (t, _), df in at_once.items() if t == "touchpoints") > 5000
+    for variant in ((1, 10**9), (3, 10**9), (24, 1000)):
+        for key, df in at_once.items():
+            assert written[variant][key].equals(df), (variant, key)
     # and the run's own files (built by the asset) are the same
-    for (table, hour), df in written[24].items():
+    for (table, hour), df in at_once.items():
         assert exports.read_part(root(), table, hour).equals(df)
