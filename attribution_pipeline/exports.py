@@ -36,7 +36,8 @@ What an hour holds (column meanings in README, "Exports for analysts"):
   rows in the hour's existing file, so a scoped run never truncates the hour. An hour with neither
   an export nor a frame is recomputed for every user.
 
-Writers of one export folder take turns (an ``flock`` on ``.export.lock`` around read + write), so
+Writers of one export folder take turns (an ``flock`` on ``.export.lock`` around read + write; a
+run's export step holds it for all its chunks, reading the next chunk while it writes this one), so
 the last file written for an hour holds the latest committed state. No personal data: ``ip``, ``user_agent`` and referer-like columns are never selected. Reads are
 SQLAlchemy Core with bound parameters (``db.read_frame``); frames are built with Polars
 expressions.
