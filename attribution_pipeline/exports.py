@@ -694,9 +694,9 @@ def read_stored(engine: Engine, hours: Sequence[int], extra_touches: Sequence[pl
 
 
 #: The export frames of a chunk are built and written a few hours at a time: the MySQL reads stay
-#: one set per chunk, while the wide joined frames (names, shares: ~0.5 KiB per touchpoint row
-#: while they are built) only ever hold at most a day and at most about BUILD_ROWS touchpoints
-#: (an hour with more is built alone).
+#: one set per chunk, while the wide joined frames (names, shares: the step's peak memory) only
+#: ever hold at most a day and at most about BUILD_ROWS touchpoints (an hour with more is built
+#: alone; 10M clicks, 24-hour chunks: 1.35 instead of 3.2 GiB, bench/RESULTS.md).
 BUILD_HOURS = 24
 BUILD_ROWS = 500_000
 
@@ -802,8 +802,8 @@ def export_chunks(chunks: Sequence[Sequence[int]], *, root: Path,
     """Export every chunk of hours in order, under one hold of the export lock, yielding each
     chunk's hours and stats once its files are written. ``read`` is :func:`read_chunk` for a chunk
     (with the caller's retries). The next chunk is read in a background thread while this one's
-    files are built and written: the reads wait on MySQL, the build on the CPU (a month at the
-    default size: 15.7 s instead of 20.8 s for four chunks, bench/RESULTS.md). At most two chunks'
+    files are built and written: the reads wait on MySQL, the build on the CPU (default size,
+    four 168-hour chunks: 15.7 s instead of 20.8 s, bench/RESULTS.md). At most two chunks'
     stored rows are in memory."""
     chunks = [tuple(c) for c in chunks]
     if not chunks:
