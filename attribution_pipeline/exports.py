@@ -812,14 +812,10 @@ def export_chunks(chunks: Sequence[Sequence[int]], *, root: Path,
         pending = pool.submit(read, chunks[0])
         for i, hours in enumerate(chunks):
             current = pending.result()
-            pending = pool.submit(read, chunks[i + 1]) if i + 1 < len(chunks) else None
-            try:
-                stats = write_chunk(root, current)
-            except BaseException:
-                if pending is not None:
-                    pending.cancel()
-                raise
-            del current
+            if i + 1 < len(chunks):
+                pending = pool.submit(read, chunks[i + 1])
+            stats = write_chunk(root, current)
+            del current  # only the next chunk's rows stay in memory while the caller logs
             yield hours, stats
 
 
