@@ -12,6 +12,7 @@ from attribution_pipeline.core.hours import chunk_hours, hour_key
 from attribution_pipeline.exports.layout import table_glob
 from attribution_pipeline.exports.reconcile import reconcile
 from attribution_pipeline.exports.runner import ExportStats, export_chunks, read_chunk
+from attribution_pipeline.io_managers.hourly_parquet import remove_private_frames
 from attribution_pipeline.logs import log_event
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage.database import Database
@@ -34,7 +35,18 @@ def attribution_exports(context: dg.AssetExecutionContext, journeys: HourlyFrame
     one file per table and hour, replaced atomically, built from every row stored for the hour
     after the write-back's commit (all users and models, so a ``--user`` run or an inactive model
     never truncates an hour) and from the run's ``journeys``. Money is DECIMAL; no personal data
-    (docs/exports.md)."""
+    (docs/exports.md). The last step of a run: a scoped run's private frames are removed when it
+    ends."""
+    try:
+        return export_hours(context, journeys, db, settings, scope)
+    finally:
+        if not scope.is_full:
+            remove_private_frames(settings.frames_path, context.run.run_id)
+
+
+def export_hours(context: dg.AssetExecutionContext, journeys: HourlyFrame, db: Database, settings: Settings,
+                 scope: RunScope) -> dg.MaterializeResult:
+    """The exports of the run's hours, then their reconciliation with MySQL."""
     hours = run_hours(context)
     root = settings.export_path
     if scope.dry_run:

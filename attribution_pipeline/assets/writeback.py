@@ -1,6 +1,5 @@
 """The write-back asset: Prosper202's snapshot and touchpoint tables, rewritten for the run's keys."""
 
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -10,7 +9,7 @@ from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.assets.writeback_run import ChunkFrames, WritebackRun
 from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.core.hours import chunk_hours
-from attribution_pipeline.io_managers.hourly_parquet import RUNS_DIR
+from attribution_pipeline.io_managers.hourly_parquet import remove_private_frames
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage.database import Database
 
@@ -61,10 +60,10 @@ def attribution_writeback(context: dg.AssetExecutionContext, conversions: Hourly
     run.finish()
     path = Path(scope.report_path) if scope.report_path else settings.reports_path / f"{run_id}.json"
     report = run.write_report(path)
-    if not scope.is_full:  # the run's private frames (checks ran first: they carry dagster/priority)
-        shutil.rmtree(settings.frames_path / RUNS_DIR / run_id, ignore_errors=True)
     context.instance.add_run_tags(run_id, {OUTCOME_TAG: str(report["outcome"])})
     if report["outcome"] == 1:
+        if not scope.is_full:  # the exports will not run: nobody reads the run's private frames any more
+            remove_private_frames(settings.frames_path, run_id)
         reason = run.rolled_back[0]["reason"] if run.rolled_back else "every group was held"
         raise dg.Failure(description=f"nothing was committed: {reason}", metadata={"report": str(path)})
     return run.materialize_result(report, path)

@@ -1,4 +1,4 @@
-"""Hourly snapshots per (model, user, hour), global scope (spec 3.0, 4.1; D4, D5, D8, D14).
+"""Hourly snapshots per (model, user, hour), global scope (spec §3.0, §4.1; D4, D5, D8, D14).
 
 For each (model, user, hour H) with at least one conversion in H:
 
@@ -7,7 +7,7 @@ For each (model, user, hour H) with at least one conversion in H:
 * ``revenue`` = sum over conversions (conv_id order) of [sum over credited touches (journey
   order) of payout x credit]; ``cost`` likewise with the converting click's cpc.
 
-Both sums are left-to-right double sums, exactly as PHP accumulates them (spec 3.7): a
+Both sums are left-to-right double sums, exactly as PHP accumulates them (spec §3.7): a
 ``cum_sum`` over the ordered rows of the group, whose last value is the total (a ``sum()``
 reduction would be pairwise and could change the last bit). The stored DECIMAL(12,4) values are
 then derived as MySQL would round the double (D14). Hours without conversions produce no row (D4).

@@ -1,4 +1,4 @@
-"""Credits per (model, conversion, touch) for every valid model at once (spec 3; D1, D5, D7, D14).
+"""Credits per (model, conversion, touch) for every valid model at once (spec §3; D1, D5, D7, D14).
 
 Every valid model is computed independently of the others (D1: no PHP state aliasing), each by
 its strategy (``strategies/``). A credited touch carries:

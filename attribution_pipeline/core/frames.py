@@ -24,7 +24,7 @@ from attribution_pipeline.core.precision import CREDIT_DTYPE, MONEY_DTYPE
 
 CLICK_ID = pl.UInt64  # 202_clicks.click_id is BIGINT UNSIGNED
 
-#: One row per conversion of the hours (spec 2.1, D15, D16).
+#: One row per conversion of the hours (spec §2.1, D15, D16).
 CONVERSIONS = {
     "date_hour": pl.Int64,
     "conv_id": pl.Int64,
@@ -52,7 +52,7 @@ JOURNEYS = {
     "click_id": CLICK_ID,
     "click_time": pl.Int64,
     "is_converting": pl.Boolean,  # this touch is the conversion's own click
-    "multi_touch": pl.Boolean,  # multi-touch was enabled for the conversion (spec 5.1)
+    "multi_touch": pl.Boolean,  # multi-touch was enabled for the conversion (spec §5.1)
     "touch_campaign_id": pl.Int64,  # the touch click's aff_campaign_id (null if unknown)
     "touch_ppc_account_id": pl.Int64,
     "touch_landing_page_id": pl.Int64,
@@ -71,7 +71,7 @@ CLICKS = {
     "click_cpc": pl.Float64,
 }
 
-#: One row per (hour, active model of a selected user), valid or not (spec 3.6, D6, D7, D10).
+#: One row per (hour, active model of a selected user), valid or not (spec §3.6, D6, D7, D10).
 MODELS = {
     "date_hour": pl.Int64,
     "model_id": pl.Int64,
@@ -119,7 +119,7 @@ SNAPSHOTS = {
     "user_id": pl.Int64,
     "attributed_clicks": pl.Int64,
     "attributed_conversions": pl.Int64,
-    "revenue": pl.Float64,  # ordered double sum (spec 3.7)
+    "revenue": pl.Float64,  # ordered double sum (spec §3.7)
     "cost": pl.Float64,
     "attributed_revenue": MONEY_DTYPE,  # what DECIMAL(12,4) stores (D14)
     "attributed_cost": MONEY_DTYPE,

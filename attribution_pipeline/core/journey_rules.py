@@ -1,4 +1,4 @@
-"""Journeys: the ordered touches of each conversion (spec 2.2-2.4; D2, D13, D15).
+"""Journeys: the ordered touches of each conversion (spec §2.2-§2.4; D2, D13, D15).
 
 For a conversion of account ``u`` on campaign ``k`` at ``t`` (D2, mirroring PHP's
 ``fetchCandidateTouches`` + ``persistJourney``):
@@ -10,7 +10,7 @@ For a conversion of account ``u`` on campaign ``k`` at ``t`` (D2, mirroring PHP'
    (so a journey can have ``cap + 1`` touches);
 3. touches are sorted by ``(click_time, click_id)`` and numbered 0..n-1.
 
-Where multi-touch is disabled for the conversion (spec 5.1 precedence, D13) the journey is the
+Where multi-touch is disabled for the conversion (spec §5.1 precedence, D13) the journey is the
 converting click alone.
 
 Vectorised (no loop over conversions): clicks are sorted by ``(user, campaign, click_time,
@@ -47,7 +47,7 @@ def duplicated_click_ids(clicks: pl.DataFrame) -> pl.DataFrame:
 def multi_touch_flags(
     conversions: pl.DataFrame, settings: pl.DataFrame, campaign_networks: pl.DataFrame
 ) -> pl.DataFrame:
-    """``conversions`` with ``multi_touch``: PHP's ``isMultiTouchEnabled`` (spec 5.1, D13).
+    """``conversions`` with ``multi_touch``: PHP's ``isMultiTouchEnabled`` (spec §5.1, D13).
 
     On by default; then the user's global row, then the advertiser row (the campaign's
     ``aff_network_id``), then the campaign row: the most specific existing row wins. Several rows

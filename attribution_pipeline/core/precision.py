@@ -1,7 +1,7 @@
 """Stored precision (decision D14).
 
 PHP binds doubles; MySQL rounds the *shortest round-trip decimal form* of the double half away
-from zero to the column's scale (spec 3.7: 0.123455 -> 0.12346, 99.99999999999999 -> 100.0000,
+from zero to the column's scale (spec §3.7: 0.123455 -> 0.12346, 99.99999999999999 -> 100.0000,
 -0.000005 -> -0.00001). We reproduce that in the pipeline, vectorised: Polars prints a float in
 its shortest round-trip form, that string is parsed exactly as a decimal, then rounded half away
 from zero. Writing the resulting exact decimals makes SQLite and MariaDB store the same values.

@@ -36,7 +36,7 @@ class GeneratorConfig:
     conversions: int | None = None  # total 202_conversion_logs rows; default round(1_000 * scale)
     models: str = "all"  # "all" | "main6" | "none"
     invalid_models: bool = True  # with models="all": a few invalid model rows (D6)
-    settings: bool = True  # 202_attribution_settings rows (spec 5.1)
+    settings: bool = True  # 202_attribution_settings rows (spec §5.1)
     anomalies: bool = True  # D15 duplicates, D16 orphans / soft deletes / a deleted user
 
     def __post_init__(self):

@@ -9,7 +9,7 @@ What is generated, and why
 --------------------------
 * **Accounts** (``202_users``) with their advertisers (``202_aff_networks``), campaigns
   (``202_aff_campaigns``; several campaigns of an account share a network, the advertiser of
-  spec 5.1), traffic sources (``202_ppc_accounts``) and landing pages (``202_landing_pages``).
+  spec §5.1), traffic sources (``202_ppc_accounts``) and landing pages (``202_landing_pages``).
   Accounts keep Prosper202's default ``user_timezone`` (America/Los_Angeles): the engine must
   ignore it and work in UTC (D17).
 * **Clicks** (``202_clicks``): a stream per (account, campaign) over
@@ -44,7 +44,7 @@ What is generated, and why
   models per account. JSON is stored compactly, as PHP's ``json_encode`` does.
 * **Settings** (``202_attribution_settings``): about a third of the accounts switch multi-touch
   off globally, one of them switches it back on for one advertiser, another account switches it
-  off for one campaign (D13, spec 5.1: the most specific row wins).
+  off for one campaign (D13, spec §5.1: the most specific row wins).
 * **Anomalies** (``anomalies=True``): a few exactly duplicated click rows, some of them
   converting clicks (D15: one click, counted once); about 0.5% of conversions whose click id is
   not in ``202_clicks`` (D16: skipped); about 2% soft-deleted conversions (D16: never count); the

@@ -75,7 +75,7 @@ def journey_index(journeys: pl.DataFrame) -> pl.DataFrame:
 def _journey_positions(touch: pl.DataFrame, index: pl.DataFrame | None) -> pl.DataFrame:
     """``journey_position``/``journey_length`` of each touch: its click's place in the conversion's
     journey. The stored ``position`` is not always that: PHP records last-touch (and algorithmic)
-    credit at position 0 (spec 3.1, Q11). A touch whose click appears twice in a stored journey
+    credit at position 0 (spec §3.1, Q11). A touch whose click appears twice in a stored journey
     (D13 stored mode) takes the occurrence at its stored position, else the first."""
     if index is None or index.height == 0:
         return touch.with_columns(journey_position=pl.lit(None, pl.Int32), journey_length=pl.lit(None, pl.Int32))

@@ -19,6 +19,7 @@ that can do without some hours (the exports recompute their journeys) decides wh
 """
 
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -32,6 +33,8 @@ from attribution_pipeline.core.hours import hours_in
 from attribution_pipeline.errors import MissingUpstreamHours
 
 RUNS_DIR = "_runs"
+#: A run's private frames older than this are left over by a run that crashed: removed.
+STALE_PRIVATE_SECONDS = 86400
 
 
 def hour_file(root: Path, asset: str, hour: int) -> Path:
@@ -77,6 +80,28 @@ def stored_frame(root: Path, asset: str, hours: Sequence[int]) -> HourlyFrame:
                        missing=missing)
 
 
+def private_root(base: Path, run_id: str) -> Path:
+    """Where a scoped run keeps its frames."""
+    return Path(base) / RUNS_DIR / run_id
+
+
+def remove_private_frames(base: Path, run_id: str) -> None:
+    """Drop a scoped run's frames once its last reader is done (the export step, or the write-back
+    when nothing was committed and the exports will not run)."""
+    shutil.rmtree(private_root(base, run_id), ignore_errors=True)
+
+
+def prune_private_frames(base: Path, now: float | None = None) -> None:
+    """Remove the private frames of runs that ended without removing them (a crash) a day ago."""
+    cutoff = (time.time() if now is None else now) - STALE_PRIVATE_SECONDS
+    for folder in (Path(base) / RUNS_DIR).glob("*"):
+        try:
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except FileNotFoundError:
+            pass
+
+
 def asset_name(key: dg.AssetKey) -> str:
     return "__".join(key.path)
 
@@ -90,7 +115,7 @@ class HourlyParquetIOManager(dg.ConfigurableIOManager):
         return Path(self.base_dir)
 
     def _private(self, run_id: str) -> Path:
-        return Path(self.base_dir) / RUNS_DIR / run_id
+        return private_root(Path(self.base_dir), run_id)
 
     def handle_output(self, context: dg.OutputContext, obj: HourlyFrame) -> None:
         if not isinstance(obj, HourlyFrame):
@@ -100,6 +125,8 @@ class HourlyParquetIOManager(dg.ConfigurableIOManager):
         if tuple(hours) != obj.hours:
             raise ValueError(f"{obj.name}: frame covers {len(obj.hours)} hours, partition range {len(hours)}")
         asset = asset_name(context.asset_key)
+        if obj.scoped:
+            prune_private_frames(self._shared())
         root = self._private(context.run_id) if obj.scoped else self._shared()
         started = time.perf_counter()
         for chunk, df in obj.chunks():

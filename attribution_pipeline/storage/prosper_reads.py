@@ -37,7 +37,7 @@ def user_rows(conn: Connection, users: Sequence[int]) -> dict[int, int]:
 
 
 def model_rows(conn: Connection, users: Sequence[int], active_only: bool = True) -> list[dict]:
-    """Rows of ``202_attribution_models`` of ``users`` (spec 4.2 step 2: ``is_active = 1``)."""
+    """Rows of ``202_attribution_models`` of ``users`` (spec §4.2 step 2: ``is_active = 1``)."""
     if not users:
         return []
     m = tables.attribution_models
@@ -218,7 +218,7 @@ SETTINGS = {
 
 
 def multi_touch_settings(conn: Connection, users: Sequence[int]) -> pl.DataFrame:
-    """The users' global, advertiser and campaign rows of ``202_attribution_settings`` (spec 5.1)."""
+    """The users' global, advertiser and campaign rows of ``202_attribution_settings`` (spec §5.1)."""
     if not users:
         return frames.empty(SETTINGS)
     s = tables.attribution_settings
@@ -246,7 +246,7 @@ STORED_TOUCHES = {"conv_id": pl.Int64, "click_id": frames.CLICK_ID, "click_time"
 
 
 def stored_touchpoints(conn: Connection, conv_ids: Sequence[int]) -> pl.DataFrame:
-    """Rows of ``202_conversion_touchpoints`` for ``conv_ids`` (PHP's rebuild read, spec 2.1)."""
+    """Rows of ``202_conversion_touchpoints`` for ``conv_ids`` (PHP's rebuild read, spec §2.1)."""
     t = tables.conversion_touchpoints
     ids = sorted(set(int(c) for c in conv_ids))
     if not ids:

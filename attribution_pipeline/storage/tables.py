@@ -1,7 +1,7 @@
 """SQLAlchemy Core tables for every Prosper202 table the engine reads or writes.
 
 Names, columns, types, keys and indexes follow Prosper202's canonical fresh-install DDL
-(`202-config/Database/Tables/*.php`, spec section 1). MySQL/MariaDB get the exact types
+(`202-config/Database/Tables/*.php`, spec §1). MySQL/MariaDB get the exact types
 (unsigned ints, DECIMAL, TEXT variants, InnoDB utf8mb4); SQLite, the embedded demo default, gets
 the nearest portable types (every auto-increment key becomes ``INTEGER PRIMARY KEY``).
 
