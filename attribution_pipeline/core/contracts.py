@@ -227,7 +227,7 @@ class Snapshots(_Contract):
         return data.lazyframe.select(pl.col("revenue").is_finite() & pl.col("cost").is_finite())
 
 
-#: Each model and the frames.py (or extract.py) contract it mirrors; a test keeps them equal.
+#: Each model and the ``core/frames.py`` contract it mirrors; a test keeps them equal.
 CONTRACTS: dict[type[pa.DataFrameModel], dict] = {
     Conversions: frames.CONVERSIONS,
     ClickSlice: frames.CLICKS,

@@ -1,4 +1,4 @@
-"""The generator's large tables: clicks and conversions, vectorised Polars (see generator.py)."""
+"""The generator's large tables: clicks and conversions, vectorised Polars (what and why: ``demo/generator.py``)."""
 
 import polars as pl
 

@@ -18,7 +18,7 @@ exported hour has exactly one file per table (an hour without rows has an empty 
 a temporary name and renamed into place, so a reader never sees a partial file or two versions of
 an hour, and a crash leaves the previous file (plus, at worst, an ignored ``.tmp``).
 
-What an hour holds (column meanings in README, "Exports for analysts"):
+What an hour holds (column meanings in ``docs/exports.md``):
 
 * ``snapshots``: every global row of ``202_attribution_snapshots`` stored for the hour *after the
   write-back committed*: all users and all models, including rows of inactive models and of users a

@@ -151,7 +151,7 @@ class HourExports:
 #: The export frames of a chunk are built and written a few hours at a time: the MySQL reads stay
 #: one set per chunk, while the wide joined frames (names, shares: the step's peak memory) only
 #: ever hold at most a day and at most about BUILD_ROWS touchpoints (an hour with more is built
-#: alone; 10M clicks, 24-hour chunks: 1.35 instead of 3.2 GiB, bench/RESULTS.md).
+#: alone; 10M clicks, 24-hour chunks: 1.35 instead of 3.2 GiB, bench/HISTORY.md).
 BUILD_HOURS = 24
 BUILD_ROWS = 500_000
 

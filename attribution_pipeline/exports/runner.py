@@ -102,7 +102,7 @@ def export_chunks(chunks: Sequence[Sequence[int]], *, root: Path,
     chunk's hours and stats once its files are written. ``read`` is :func:`read_chunk` for a chunk
     (with the caller's retries). The next chunk is read in a background thread while this one's
     files are built and written: the reads wait on MySQL, the build on the CPU (default size,
-    four 168-hour chunks: 15.7 s instead of 20.8 s, bench/RESULTS.md). At most two chunks'
+    four 168-hour chunks: 15.7 s instead of 20.8 s, bench/HISTORY.md). At most two chunks'
     stored rows are in memory."""
     chunks = [tuple(c) for c in chunks]
     if not chunks:

@@ -126,9 +126,9 @@ class ConversionIndex:
 
     Prosper202 has no index on ``conv_time``, so each chunk's :func:`conversions` query scans the
     whole table: a range run of k chunks scanned it k times (30 scans of 14 s each for a month of
-    1M conversions in 24-hour chunks; bench/RESULTS.md). The index instead scans the table once,
+    1M conversions in 24-hour chunks; bench/HISTORY.md). The index instead scans the table once,
     for the ids and times of the range's conversions, and reads each chunk's rows by primary key
-    (conv_id ranges or lists, :func:`db.read_by_ids`) with :func:`conversions`' whole predicate
+    (conv_id ranges or lists, :func:`~attribution_pipeline.storage.frame_io.read_by_ids`) with :func:`conversions`' whole predicate
     applied again. Rows added after the scan (conv_id above the maximum read just before it) are
     read by primary key too, and the scan ignores ``deleted``, so a chunk returns what
     :func:`conversions` returns at the time it is read. Two things it cannot see, both rarer than

@@ -78,7 +78,7 @@ def max_touchpoint_id(conn: Connection) -> int:
 def inserted_touchpoints(conn: Connection, after_id: int, last_id: int, snapshot_ids: pl.Series) -> pl.DataFrame:
     """Touchpoints this transaction inserted (id in ``(after_id, last_id]``, of ``snapshot_ids``),
     read back before commit: a sequential primary-key range scan, 3x faster than looking the rows
-    up by snapshot id (bench/RESULTS.md). The upper bound (the highest id just after our insert)
+    up by snapshot id (bench/HISTORY.md). The upper bound (the highest id just after our insert)
     keeps the scan to our rows even when later rows exist, and makes the statement mean the same
     whenever it runs (the benchmark replays it). Rows another writer inserted meanwhile within the
     range are filtered out by snapshot id; should any belong to our snapshots, the comparison fails
