@@ -49,3 +49,13 @@ def timed(logger, event: str, **fields):
 
 
 stdlib_logger = logging.getLogger("attribution_pipeline")
+
+
+@contextmanager
+def timed_into(totals: dict[str, float], name: str):
+    """Add the wall seconds the block takes to ``totals[name]`` (stage timings of a run)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        totals[name] = totals.get(name, 0.0) + time.perf_counter() - started

@@ -253,7 +253,9 @@ def test_logs_of_a_full_demo_run_hold_no_personal_data(monkeypatch, private_home
             assert needle.lower() not in text_.lower(), needle
 
 
-def test_logs_and_alerts_never_show_the_database_password(mysql_url, mysql_server, webhook):
+@pytest.fixture
+def password_url(mysql_url, mysql_server):
+    """(url, password): the test database through a MariaDB user of its own with a password."""
     user, password = f"attrleak_{secrets.token_hex(3)}", f"pw-{secrets.token_hex(8)}"
     database = make_url(mysql_url).database
     with mysql_server.cursor() as cur:
@@ -262,25 +264,29 @@ def test_logs_and_alerts_never_show_the_database_password(mysql_url, mysql_serve
         cur.execute(f"GRANT ALL ON `{database}`.* TO '{user}'@'%'")
         cur.execute(f"GRANT ALL ON `{database}`.* TO '{user}'@'localhost'")
     try:
-        url = make_url(mysql_url).set(username=user, password=password).render_as_string(hide_password=False)
-        load(url)
-        instance = dg.DagsterInstance.ephemeral()
-        result, _ = run(url, H0, H2, instance=instance)
-        context = dg.build_run_status_sensor_context(
-            sensor_name="attribution_check_failure_alert", dagster_event=result.get_run_success_event(),
-            dagster_instance=instance, dagster_run=result.dagster_run, resources=sensor_resources(),
-        )
-        sensors.attribution_check_failure_alert(context)
-        assert webhook.bodies
-        for text_ in (_events_text(instance), json.dumps([b["json"] for b in webhook.bodies])):
-            assert password not in text_
+        yield make_url(mysql_url).set(username=user, password=password).render_as_string(hide_password=False), password
     finally:
         with mysql_server.cursor() as cur:
             cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
             cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
 
 
-def test_the_database_password_reaches_no_stored_dagster_record(mysql_url, mysql_server, tmp_path, capsys):
+def test_logs_and_alerts_never_show_the_database_password(password_url, webhook):
+    url, password = password_url
+    load(url)
+    instance = dg.DagsterInstance.ephemeral()
+    result, _ = run(url, H0, H2, instance=instance)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="attribution_check_failure_alert", dagster_event=result.get_run_success_event(),
+        dagster_instance=instance, dagster_run=result.dagster_run, resources=sensor_resources(),
+    )
+    sensors.attribution_check_failure_alert(context)
+    assert webhook.bodies
+    for text_ in (_events_text(instance), json.dumps([b["json"] for b in webhook.bodies])):
+        assert password not in text_
+
+
+def test_the_database_password_reaches_no_stored_dagster_record(password_url, tmp_path, capsys):
     """A run through the CLI with a password in --db-url, recorded in a persistent (SQLite) Dagster
     instance: the password is in no byte the instance stored (run config, job snapshot, events),
     in nothing printed, and not in the environment the run leaves behind."""
@@ -290,35 +296,23 @@ def test_the_database_password_reaches_no_stored_dagster_record(mysql_url, mysql
 
     from attribution_pipeline.cli import main
 
-    user, password = f"attrleak_{secrets.token_hex(3)}", f"pw-{secrets.token_hex(8)}"
-    database = make_url(mysql_url).database
-    with mysql_server.cursor() as cur:
-        cur.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", (password,))  # names made here, not input
-        cur.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY %s", (password,))
-        cur.execute(f"GRANT ALL ON `{database}`.* TO '{user}'@'%'")
-        cur.execute(f"GRANT ALL ON `{database}`.* TO '{user}'@'localhost'")
+    url, password = password_url
     home = tmp_path / "dagster"
     home.mkdir()
     shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", home / "dagster.yaml")
-    try:
-        url = make_url(mysql_url).set(username=user, password=password).render_as_string(hide_password=False)
-        load(url)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("DAGSTER_HOME", str(home))
-            code = main(["rebuild", "--db-url", url, "--start", str(H0), "--end", str(H2 + HOUR)])
-            assert code in (0, 2)
-            assert password not in json.dumps(dict(os.environ))  # --db-url never goes through os.environ
-        printed = capsys.readouterr()
-        assert password not in printed.out + printed.err and "***" in printed.out
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            [record] = instance.get_run_records()
-            run_ = record.dagster_run
-            assert password not in json.dumps(run_.run_config, default=str)
-            assert password not in dg.serialize_value(instance.get_job_snapshot(run_.job_snapshot_id))
-            assert password not in _events_text(instance)
-        stored = [p for p in home.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
-        assert stored == []
-    finally:
-        with mysql_server.cursor() as cur:
-            cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
-            cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
+    load(url)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        code = main(["rebuild", "--db-url", url, "--start", str(H0), "--end", str(H2 + HOUR)])
+        assert code in (0, 2)
+        assert password not in json.dumps(dict(os.environ))  # --db-url never goes through os.environ
+    printed = capsys.readouterr()
+    assert password not in printed.out + printed.err and "***" in printed.out
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [record] = instance.get_run_records()
+        run_ = record.dagster_run
+        assert password not in json.dumps(run_.run_config, default=str)
+        assert password not in dg.serialize_value(instance.get_job_snapshot(run_.job_snapshot_id))
+        assert password not in _events_text(instance)
+    stored = [p for p in home.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
+    assert stored == []

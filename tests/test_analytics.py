@@ -1,4 +1,4 @@
-"""DuckDB access to the exports and the model comparison: the README's queries run as written,
+"""DuckDB access to the exports and the model comparison: the documented queries (docs/exports.md) run as written,
 ``attribution query``/``duckdb``/``compare`` and the ``model_comparison`` asset (real pipeline on
 MariaDB, one generated dataset shared by the module)."""
 
@@ -24,7 +24,7 @@ from attribution_pipeline.storage import database, tables
 from conftest import _new_database
 from pipeline import HOUR, run, settings
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+EXPORTS_DOC = Path(__file__).resolve().parents[1] / "docs" / "exports.md"
 START = int(datetime(2025, 5, 12, 6, tzinfo=timezone.utc).timestamp())
 HOURS = 4
 WINDOW = ["--start", "2025-05-12T06:00", "--end", "2025-05-12T10:00"]
@@ -58,15 +58,15 @@ def cli(*args) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-def readme_queries() -> list[str]:
-    text = README.read_text()
-    section = text.split("## Exports for analysts (DuckDB)", 1)[1].split("\n## ", 1)[0]
+def documented_queries() -> list[str]:
+    text = EXPORTS_DOC.read_text()
+    section = text.split("\n## Querying", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```sql\n(.*?)```", section, re.S)
 
 
-def test_readme_queries_run_as_written_and_return_rows(dataset):
+def test_documented_queries_run_as_written_and_return_rows(dataset):
     url, root = dataset
-    queries = readme_queries()
+    queries = documented_queries()
     assert len(queries) >= 5
     con = connect(root)
     for sql in queries:

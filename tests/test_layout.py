@@ -152,7 +152,8 @@ def headings(path: Path, pattern: str) -> set[str]:
 
 
 def test_no_file_cites_a_document_outside_the_repository():
-    outside = re.compile(r"\.\./shared|shared/reference|prosper202-engine\.md")
+    # the pattern is assembled so that this file does not match it itself
+    outside = re.compile("|".join([r"\.\./" + "shared", "shared" + "/reference", "prosper202-engine" + r"\.md"]))
     assert [str(p.relative_to(REPO)) for p in tracked_files() if outside.search(p.read_text())] == []
 
 

@@ -23,11 +23,6 @@ from attribution_pipeline.storage.database import Database
 from attribution_pipeline.storage.journey_source import JourneyRule, JourneySource, counted
 
 
-def journey_rule(settings: Settings) -> JourneyRule:
-    return JourneyRule(lookback_seconds=settings.lookback_seconds, touch_cap=settings.touch_cap,
-                       source=settings.journey_source)
-
-
 def journeys(context: dg.AssetExecutionContext, conversions: HourlyFrame, db: dg.ResourceParam[Database],
              settings: dg.ResourceParam[Settings], scope: RunScope) -> HourlyFrame:
     """The touches of each conversion, positions 0..n-1 (D2), built from 202_clicks at run time.
@@ -41,7 +36,7 @@ def journeys(context: dg.AssetExecutionContext, conversions: HourlyFrame, db: dg
     instead (PHP rebuild semantics).
     """
     hours = run_hours(context)
-    source = JourneySource(db, journey_rule(settings), logger=context.log)
+    source = JourneySource(db, JourneyRule.from_settings(settings), logger=context.log)
 
     def produce(chunk: tuple[int, ...], stats: FrameStats) -> pl.DataFrame:
         conv = counted(conversions.read(chunk))

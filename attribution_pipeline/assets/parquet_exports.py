@@ -5,7 +5,6 @@ import time
 import dagster as dg
 
 from attribution_pipeline.assets.hourly import FRAMES_IO, Hourly, run_fields, run_hours, scope_users
-from attribution_pipeline.assets.journeys import journey_rule
 from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.core.hours import chunk_hours, hour_key
@@ -16,7 +15,7 @@ from attribution_pipeline.io_managers.hourly_parquet import remove_private_frame
 from attribution_pipeline.logs import log_event
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage.database import Database
-from attribution_pipeline.storage.journey_source import journeys_of
+from attribution_pipeline.storage.journey_source import JourneyRule, journeys_of
 
 RECONCILIATION = dg.AssetCheckSpec(
     "export_reconciliation",
@@ -58,7 +57,7 @@ def export_hours(context: dg.AssetExecutionContext, journeys: HourlyFrame, db: D
     started = time.perf_counter()
     engine = db.engine()
     users = None if scope.is_full else scope_users(db, scope)
-    rule = journey_rule(settings)
+    rule = JourneyRule.from_settings(settings)
 
     def recompute(hours_, users_):
         return journeys_of(db, rule, list(hours_), None if users_ is None else list(users_), logger=context.log)

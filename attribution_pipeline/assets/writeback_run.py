@@ -9,7 +9,6 @@ CLI prints), the outcome (D19) and the check results.
 
 import json
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from attribution_pipeline.core.hours import HOUR, hour_key
 from attribution_pipeline.core.invariants import GROUP
 from attribution_pipeline.core.run_summary import FOREIGN, audit_rows, run_summary
 from attribution_pipeline.errors import AttributionError
-from attribution_pipeline.logs import log_event
+from attribution_pipeline.logs import log_event, timed_into
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage.audit import finish_run
 from attribution_pipeline.storage.database import Database
@@ -67,13 +66,9 @@ class WritebackRun:
         self.stage_seconds: dict[str, float] = {}
         self.started = time.perf_counter()
 
-    @contextmanager
     def stage(self, name: str):
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + time.perf_counter() - started
+        """Time a stage of the run into ``stage_seconds``."""
+        return timed_into(self.stage_seconds, name)
 
     # -- chunks --------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 Each model mirrors a column contract of :mod:`attribution_pipeline.core.frames` (names, order and
 dtypes: ``strict`` and ``ordered``, so an extra, missing or re-typed column fails) and adds the value
-rules the pipeline relies on. The asset checks of :mod:`attribution_pipeline.checks` validate the
+rules the pipeline relies on. The ``frame_schema`` checks (``assets/check_kit.py``) validate the
 *stored* frames with them, chunk by chunk; a failure is an ERROR-severity check naming the failing
 hours and a sample of ids. All checks are vectorised Polars expressions.
 

@@ -19,7 +19,7 @@ from attribution_pipeline.core.hours import chunk_hours
 from attribution_pipeline.core.precision import CREDIT_DTYPE, MONEY_DTYPE
 
 # ------------------------------------------------------------------------------------------
-# Column contracts (name -> dtype). Pandera schemas in `checks` mirror these.
+# Column contracts (name -> dtype). The pandera models of core/contracts.py mirror these.
 # ------------------------------------------------------------------------------------------
 
 CLICK_ID = pl.UInt64  # 202_clicks.click_id is BIGINT UNSIGNED

@@ -18,7 +18,6 @@ invalid or unselected models and other hours are never touched.
 """
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -28,6 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from attribution_pipeline.core.invariants import GROUP
 from attribution_pipeline.core.run_summary import foreign_rows
 from attribution_pipeline.errors import WriteBackMismatch
+from attribution_pipeline.logs import timed_into
 from attribution_pipeline.storage import tables
 from attribution_pipeline.storage.bulk import bulk_load
 from attribution_pipeline.storage.frame_io import chunked
@@ -70,13 +70,9 @@ class ChunkOutcome:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     foreign: pl.DataFrame | None = None  # stored rows of owned keys someone else wrote (D20)
 
-    @contextmanager
     def stage(self, name: str):
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + time.perf_counter() - started
+        """Time a stage of the chunk's write into ``stage_seconds``."""
+        return timed_into(self.stage_seconds, name)
 
 
 # ------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import polars as pl
 from attribution_pipeline.core import frames
 from attribution_pipeline.core import journey_rules as rules
 from attribution_pipeline.core.frames import FrameStats
+from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage import prosper_reads
 from attribution_pipeline.storage.click_reads import ClickWindow, clicks_by_id
 from attribution_pipeline.storage.database import Database
@@ -34,6 +35,11 @@ class JourneyRule:
     lookback_seconds: int = 30 * 86400
     touch_cap: int = 25
     source: str = "clicks"  # "clicks" or "stored"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "JourneyRule":
+        return cls(lookback_seconds=settings.lookback_seconds, touch_cap=settings.touch_cap,
+                   source=settings.journey_source)
 
 
 class JourneySource:
