@@ -1,38 +1,52 @@
-"""Everything Dagster loads, in one screen."""
+"""Everything Dagster loads, in one screen.
 
-import os
+``defs`` is what ``dagster dev``, ``dg`` and the daemon load (``workspace.yaml``, ``[tool.dagster]``):
+it reads the settings from the environment when called, not at import. ``build_definitions`` is
+the factory the ``attribution`` CLI and the tests call with their own settings.
+"""
 
 import dagster as dg
 
-from attribution_pipeline.assets.exports import model_comparison
-from attribution_pipeline.checks import ASSET_CHECKS
+from attribution_pipeline.assets import credits, inputs, journeys, parquet_exports, writeback
+from attribution_pipeline.assets.freshness import writeback_latest_hour_fresh
+from attribution_pipeline.assets.hourly import Hourly, hourly_partitions
+from attribution_pipeline.assets.model_comparison import model_comparison
+from attribution_pipeline.assets.resources import RunScope
+from attribution_pipeline.automation.alerts import Alerter
+from attribution_pipeline.automation.jobs import attribution_job
+from attribution_pipeline.automation.schedules import hourly_attribution
+from attribution_pipeline.automation.sensors import SENSORS
 from attribution_pipeline.io_managers.hourly_parquet import HourlyParquetIOManager
-from attribution_pipeline.jobs import PIPELINE_ASSETS, attribution_job, hourly_attribution
-from attribution_pipeline.resources import DatabaseResource, PipelineSettings, RunScope
-from attribution_pipeline.sensors import SENSORS
+from attribution_pipeline.settings import Settings
+from attribution_pipeline.storage.database import Database
 
 
-def build_definitions(settings: PipelineSettings | None = None, database: DatabaseResource | None = None) -> dg.Definitions:
-    settings = settings or PipelineSettings.from_env()
-    if database is None:
-        # The URL goes through EnvVar so the UI shows the variable's name, never the credentials.
-        database = DatabaseResource(url=dg.EnvVar("ATTRIBUTION_DB_URL")) if os.environ.get("ATTRIBUTION_DB_URL") else DatabaseResource()
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """The pipeline's definitions for ``settings`` (partitions, resources, job, schedule, sensors)."""
+    hourly = Hourly(hourly_partitions(settings.partitions_start))
+    pipeline = [*inputs.build(hourly), *journeys.build(hourly), *credits.build(hourly), *writeback.build(hourly),
+                *parquet_exports.build(hourly)]  # each asset family with its checks beside it
+    checks = [d for d in pipeline if isinstance(d, dg.AssetChecksDefinition)]
     return dg.Definitions(
-        assets=[*PIPELINE_ASSETS, model_comparison],  # model_comparison: on demand, not in attribution_job
-        asset_checks=ASSET_CHECKS,  # checks.py: schemas and warnings (README "Checks and alerts")
+        assets=[d for d in pipeline if d not in checks] + [model_comparison],  # on demand, not in attribution_job
+        asset_checks=[*checks, writeback_latest_hour_fresh],
         jobs=[attribution_job],
         schedules=[hourly_attribution],
-        sensors=SENSORS,  # sensors.py: run failure, check failure, freshness alerts
+        sensors=SENSORS,
         # The steps form a chain and stream chunk by chunk: one process per run, no process start per
         # step (about 5-8 s each in a subprocess); backfills and scheduled runs use it too.
         executor=dg.in_process_executor,
         resources={
-            "db": database,
+            # plain objects without config: the URLs (and their secrets) never reach run config or snapshots
+            "db": Database.from_settings(settings),
             "settings": settings,
+            "alerts": Alerter.from_settings(settings),
             "scope": RunScope(),
-            "frames_io_manager": HourlyParquetIOManager(base_dir=str(settings.frames_path())),
+            "frames_io_manager": HourlyParquetIOManager(base_dir=str(settings.frames_path)),
         },
     )
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(Settings.from_env())

@@ -26,7 +26,7 @@ class ModelSelectionError(AttributionError):
 
 
 class InvalidModelConfig(AttributionError):
-    """A model row fails Prosper202's validation (spec 3.6; D6 skips it)."""
+    """A model row fails Prosper202's validation (spec §3.6; D6 skips it)."""
 
 
 class WriteBackMismatch(AttributionError):

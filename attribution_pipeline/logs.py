@@ -14,18 +14,20 @@ from contextlib import contextmanager
 _FORBIDDEN = re.compile(r"(\b\d{1,3}(\.\d{1,3}){3}\b)|(Mozilla/)|(://[^/\s:@]+:[^@\s]+@)", re.IGNORECASE)
 
 
-def _clean(value):
+def clean(value):
+    """``value`` with any string that looks like an IP address, a user agent or a URL with a
+    password replaced by ``[redacted]`` (recursively through dicts and lists)."""
     if isinstance(value, str) and _FORBIDDEN.search(value):
         return "[redacted]"
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [clean(v) for v in value]
     return value
 
 
 def event_line(event: str, level: str = "info", **fields) -> str:
-    payload = {"event": event, "level": level, **{k: _clean(v) for k, v in fields.items()}}
+    payload = {"event": event, "level": level, **{k: clean(v) for k, v in fields.items()}}
     return json.dumps(payload, separators=(",", ":"), default=str, sort_keys=False)
 
 
@@ -47,3 +49,13 @@ def timed(logger, event: str, **fields):
 
 
 stdlib_logger = logging.getLogger("attribution_pipeline")
+
+
+@contextmanager
+def timed_into(totals: dict[str, float], name: str):
+    """Add the wall seconds the block takes to ``totals[name]`` (stage timings of a run)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        totals[name] = totals.get(name, 0.0) + time.perf_counter() - started

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import polars as pl
 
-from attribution_pipeline.credits import compute_credits, valid_models
-from attribution_pipeline.frames import chunk_hours
+from attribution_pipeline.core.crediting import compute_credits, valid_models
+from attribution_pipeline.core.hours import chunk_hours
 from attribution_pipeline.io_managers.hourly_parquet import read_hours
 from attribution_pipeline.strategies import credit_all
 from bench.peak import own_peak_mib

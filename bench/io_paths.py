@@ -9,7 +9,7 @@ Reads (the journey click slice, every column the pipeline reads, into a Polars f
   * the ``mariadb`` command-line client, output discarded (reference)
 Writes (touchpoint-shaped rows into a copy of 202_attribution_touchpoints):
   * PyMySQL multi-row INSERT batches (``executemany``), batch sizes under max_allowed_packet
-  * LOAD DATA LOCAL INFILE from a Polars-written CSV (our MySQL path, ``db.bulk_load``)
+  * LOAD DATA LOCAL INFILE from a Polars-written CSV (our MySQL path, ``bulk.bulk_load``)
   * the ``mariadb`` client's LOAD DATA LOCAL INFILE (reference)
 """
 
@@ -23,7 +23,10 @@ import polars as pl
 import pymysql
 from sqlalchemy import create_engine, text
 
-from attribution_pipeline import db, schema
+from attribution_pipeline.storage import bulk
+from attribution_pipeline.storage import database
+from attribution_pipeline.storage import frame_io
+from attribution_pipeline.storage import tables
 
 
 def timed(fn):
@@ -39,8 +42,8 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=2_000_000, help="rows written per write path")
     args = p.parse_args()
     url = f"mysql+pymysql://root@{args.server}:3306/{args.database}"
-    engine = db.make_engine(url)
-    c = schema.clicks.c
+    engine = database.make_engine(url)
+    c = tables.clicks.c
     with engine.connect() as conn:
         users = [int(u) for u in conn.execute(text("SELECT DISTINCT user_id FROM `202_clicks`")).scalars()]
         campaigns = [int(u) for u in conn.execute(text("SELECT DISTINCT aff_campaign_id FROM `202_clicks`")).scalars()]
@@ -52,16 +55,16 @@ def main() -> None:
                                      c.click_time.between(0, 2**31))
     rows = []
     with engine.connect() as conn:
-        sql = db.literal_sql(conn, stmt)
-        seconds, df = timed(lambda: db._read_dbapi(conn, stmt, {"click_cpc": pl.Float64}))
+        sql = frame_io.literal_sql(conn, stmt)
+        seconds, df = timed(lambda: frame_io._read_dbapi(conn, stmt, {"click_cpc": pl.Float64}))
         rows.append(("read", "SQLAlchemy + PyMySQL rows -> Polars", df.height, seconds))
         seconds, df = timed(lambda: pl.read_database(stmt, conn))
         rows.append(("read", "polars.read_database (SQLAlchemy connection)", df.height, seconds))
-    seconds, df = timed(lambda: pl.read_database_uri(sql, db.connectorx_uri(engine), engine="connectorx"))
+    seconds, df = timed(lambda: pl.read_database_uri(sql, frame_io.connectorx_uri(engine), engine="connectorx"))
     rows.append(("read", "polars.read_database_uri (connectorx, Arrow)", df.height, seconds))
     with engine.connect() as conn:
-        seconds, df = timed(lambda: db.read_frame(conn, stmt, {"click_cpc": pl.Float64}))
-    rows.append(("read", "db.read_frame (connectorx + exact DECIMAL -> double)", df.height, seconds))
+        seconds, df = timed(lambda: frame_io.read_frame(conn, stmt, {"click_cpc": pl.Float64}))
+    rows.append(("read", "frame_io.read_frame (connectorx + exact DECIMAL -> double)", df.height, seconds))
     cli = ["mariadb", f"--host={args.server}", "--user=root", "--quick", "--batch", "--skip-column-names",
            args.database, "-e", sql]
     seconds, _ = timed(lambda: subprocess.run(cli, stdout=subprocess.DEVNULL, check=True))
@@ -86,7 +89,7 @@ def main() -> None:
 
     from sqlalchemy import MetaData
 
-    probe = schema.attribution_touchpoints.to_metadata(MetaData(), name="io_probe")
+    probe = tables.attribution_touchpoints.to_metadata(MetaData(), name="io_probe")
     per_row = 7 * 12  # about 84 bytes of SQL text per row
     batch = max(100, min(20_000, packet // per_row // 2))
     fresh_table()
@@ -108,10 +111,10 @@ def main() -> None:
 
     def load():
         with e2.begin() as conn:
-            return db.bulk_load(conn, probe, data)
+            return bulk.bulk_load(conn, probe, data)
 
     seconds, _ = timed(load)
-    rows.append(("write", "LOAD DATA LOCAL INFILE from Polars CSV (db.bulk_load)", n, seconds))
+    rows.append(("write", "LOAD DATA LOCAL INFILE from Polars CSV (bulk.bulk_load)", n, seconds))
     fresh_table()
     path = os.path.join(tempfile.mkdtemp(), "probe.csv")
     data.write_csv(path, include_header=False)

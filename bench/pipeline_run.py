@@ -6,7 +6,6 @@ stage) so the parent can report where time goes. Peak RSS is measured by the par
 
 import argparse
 import json
-import os
 import sys
 import time
 import warnings
@@ -22,17 +21,19 @@ def main() -> None:
     parser.add_argument("--chunk-hours", type=int, default=168)
     parser.add_argument("--report", required=True)
     args = parser.parse_args()
-    os.environ["ATTRIBUTION_DB_URL"] = args.db_url
-    os.environ["ATTRIBUTION_CHUNK_HOURS"] = str(args.chunk_hours)
 
     import dagster as dg
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     started = time.perf_counter()
-    from attribution_pipeline.cli import run_job
+    from attribution_pipeline.cli.jobrun import run_job
+    from attribution_pipeline.definitions import build_definitions
+    from attribution_pipeline.settings import Settings
 
     imported = time.perf_counter() - started
-    result, report = run_job(args.first, args.last, report_path=args.report, source="bench")
+    settings = Settings.from_env().replace(db_url=args.db_url, chunk_hours=args.chunk_hours)
+    result, report = run_job(build_definitions(settings), settings, args.first, args.last, report_path=args.report,
+                             source="bench")
     steps = {
         e.step_key: round(e.event_specific_data.duration_ms / 1000, 3)
         for e in result.all_events if e.event_type_value == "STEP_SUCCESS"

@@ -86,9 +86,9 @@ class Bench:
         return subprocess.run(self.mariadb_cmd("-e", statement), capture_output=True, text=True, check=True).stdout
 
     def engine(self):
-        from attribution_pipeline import db
+        from attribution_pipeline.storage import database
 
-        return db.make_engine(self.url)
+        return database.make_engine(self.url)
 
     def env(self, home: Path, record: Path | None = None) -> dict:
         env = dict(os.environ)
@@ -107,8 +107,8 @@ class Bench:
     def seed(self):
         from sqlalchemy import text
 
-        from attribution_pipeline import schema
-        from attribution_pipeline.generator import GeneratorConfig, generate, load
+        from attribution_pipeline.storage import tables
+        from attribution_pipeline.demo.generator import GeneratorConfig, generate, load
 
         admin = self.server.set(database=None).render_as_string(hide_password=False)
         from sqlalchemy import create_engine
@@ -124,7 +124,7 @@ class Bench:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{self.database}`")
             conn.exec_driver_sql(f"CREATE DATABASE `{self.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
         engine = self.engine()
-        schema.create_missing(engine)
+        tables.create_missing(engine)
         cfg = GeneratorConfig(seed=self.args.seed, start=START, hours=self.hours, clicks=self.args.clicks,
                               conversions=self.args.conversions, users=self.args.users, models="main6")
         started = time.perf_counter()
@@ -134,15 +134,15 @@ class Bench:
         # benchmark's own fresh database; the pipeline itself never alters a table)
         prep = engine.dialect.identifier_preparer
         with engine.begin() as conn:
-            for index in schema.clicks.indexes:
+            for index in tables.clicks.indexes:
                 index.drop(conn)
         counts = load(engine, frames)
         adds = ", ".join(
             f"ADD INDEX {prep.quote(ix.name)} ({', '.join(prep.quote(c.name) for c in ix.columns)})"
-            for ix in sorted(schema.clicks.indexes, key=lambda i: i.name)
+            for ix in sorted(tables.clicks.indexes, key=lambda i: i.name)
         )
         with engine.begin() as conn:
-            conn.exec_driver_sql(f"ALTER TABLE {prep.format_table(schema.clicks)} {adds}")
+            conn.exec_driver_sql(f"ALTER TABLE {prep.format_table(tables.clicks)} {adds}")
         self.results["seed"] = {"rows": counts, "generate_s": round(generated, 1),
                                 "load_s": round(time.perf_counter() - started - generated, 1)}
         print(f"seeded {self.database}: {counts['202_clicks']:,} clicks, {counts['202_conversion_logs']:,} conversions "
@@ -199,7 +199,7 @@ class Bench:
         # the rows the pipeline wrote, in the order it wrote them, loaded into copies of the tables
         import connectorx as cx
 
-        from attribution_pipeline.db import connectorx_uri
+        from attribution_pipeline.storage.frame_io import connectorx_uri
 
         written = {}
         for table, cols in (

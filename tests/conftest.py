@@ -14,7 +14,8 @@ import pymysql
 import pytest
 from sqlalchemy.engine import make_url
 
-from attribution_pipeline import db, schema
+from attribution_pipeline.storage import database
+from attribution_pipeline.storage import tables
 
 SERVER_URL = os.environ.get("ATTRIBUTION_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 SESSION_PREFIX = f"attrtest_{secrets.token_hex(3)}"
@@ -45,7 +46,7 @@ def mysql_server():
     try:
         conn = _server_connect()
     except pymysql.MySQLError as exc:
-        pytest.fail(f"MariaDB/MySQL is not reachable at {db.safe_url(SERVER_URL)}: {exc}\n{HOW_TO_GET_MYSQL}")
+        pytest.fail(f"MariaDB/MySQL is not reachable at {database.safe_url(SERVER_URL)}: {exc}\n{HOW_TO_GET_MYSQL}")
     yield conn
     with conn.cursor() as cur:
         cur.execute("SHOW DATABASES LIKE %s", (SESSION_PREFIX + "%",))
@@ -65,8 +66,8 @@ def _new_database(server) -> str:
 def mysql_url(mysql_server):
     """A fresh MariaDB database with Prosper202's tables; dropped after the test."""
     url = _new_database(mysql_server)
-    engine = db.make_engine(url)
-    schema.create_missing(engine)
+    engine = database.make_engine(url)
+    tables.create_missing(engine)
     engine.dispose()
     yield url
     with mysql_server.cursor() as cur:
@@ -86,8 +87,8 @@ def mysql_url_empty(mysql_server):
 def sqlite_url(tmp_path):
     """A fresh SQLite database file with Prosper202's tables."""
     url = f"sqlite:///{tmp_path / 'prosper202.sqlite'}"
-    engine = db.make_engine(url)
-    schema.create_missing(engine)
+    engine = database.make_engine(url)
+    tables.create_missing(engine)
     engine.dispose()
     return url
 

@@ -1,30 +1,28 @@
 """Run the real Dagster job from tests, against a given database, with explicit settings."""
 
 import uuid
-from pathlib import Path
 
-from attribution_pipeline.cli import run_job
-from attribution_pipeline.db import attribution_home
+from attribution_pipeline.cli.jobrun import run_job
 from attribution_pipeline.definitions import build_definitions
-from attribution_pipeline.resources import DatabaseResource, PipelineSettings
+from attribution_pipeline.settings import Settings
 
 HOUR = 3600
 
 
-def settings(**overrides) -> PipelineSettings:
-    values = {"frames_dir": str(attribution_home() / "frames")}
-    values.update(overrides)
-    return PipelineSettings(**values)
+def settings(db_url: str | None = None, **overrides) -> Settings:
+    """The environment's settings (each test has its own ATTRIBUTION_HOME) with ``overrides``."""
+    base = Settings.from_env()
+    return base.replace(**({"db_url": db_url} if db_url else {}), **overrides)
 
 
 def run(url, first_hour, last_hour=None, *, users=(), models=(), dry_run=False, instance=None, expect_success=True,
         **setting_overrides):
     """One run over [first_hour, last_hour]; returns (dagster result, report dict)."""
     last_hour = first_hour if last_hour is None else last_hour
-    defs = build_definitions(settings(**setting_overrides), DatabaseResource(url=url))
-    report_path = str(Path(attribution_home()) / "reports" / f"test-{uuid.uuid4().hex}.json")
-    result, report = run_job(first_hour, last_hour, users=users, models=models, dry_run=dry_run,
-                             report_path=report_path, source="test", defs=defs, instance=instance)
+    config = settings(url, **setting_overrides)
+    report_path = str(config.reports_path / f"test-{uuid.uuid4().hex}.json")
+    result, report = run_job(build_definitions(config), config, first_hour, last_hour, users=users, models=models,
+                             dry_run=dry_run, report_path=report_path, source="test", instance=instance)
     if expect_success:
         assert result.success, [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
     return result, report

@@ -7,21 +7,21 @@ the values the PHP engine stores for them, in the oracle's tuple formats
     touchpoint = (model_id, user_id, date_hour, conv_id, position, click_id, credit, weight)
 
 Every loader takes a SQLAlchemy Connection on a database that has Prosper202's tables
-(``schema.create_missing``) and inserts with Core and bound parameters. Section numbers refer to
-``/work/shared/reference/prosper202-engine.md``.
+(``tables.create_missing``) and inserts with Core and bound parameters. Section numbers (spec §N)
+refer to ``docs/php-engine.md``.
 """
 
 from dataclasses import dataclass
 from decimal import Decimal
 
-from attribution_pipeline import schema
+from attribution_pipeline.storage import tables
 
-T = 1717232400  # 2024-06-01 09:00:00 UTC (spec 2.4)
+T = 1717232400  # 2024-06-01 09:00:00 UTC (spec §2.4)
 HOUR = 3600
 DAY = 86400
 
 #: A valid weighting_config for each model type. The time-decay half-life 48 is the one that
-#: reproduces the spec's 4.6 credits (24, 36 and 72 do not); it is also the PHP default.
+#: reproduces the spec §4.6 credits (24, 36 and 72 do not); it is also the PHP default.
 MODEL_CONFIGS = {
     "last_touch": None,
     "position_based": '{"first_touch_weight":0.4,"last_touch_weight":0.4}',
@@ -39,12 +39,12 @@ MODEL_CONFIGS = {
 
 
 def add_user(conn, user_id, deleted=0):
-    conn.execute(schema.users.insert(), {"user_id": user_id, "user_name": f"user{user_id}",
+    conn.execute(tables.users.insert(), {"user_id": user_id, "user_name": f"user{user_id}",
                                          "user_deleted": deleted})
 
 
 def add_campaign(conn, campaign_id, user_id, network_id):
-    conn.execute(schema.aff_campaigns.insert(), {
+    conn.execute(tables.aff_campaigns.insert(), {
         "aff_campaign_id": campaign_id, "user_id": user_id, "aff_network_id": network_id,
         "aff_campaign_name": f"campaign {campaign_id}", "aff_campaign_url": "https://example.com/offer",
         "aff_campaign_payout": Decimal("0"), "aff_campaign_time": T - 90 * DAY,
@@ -53,14 +53,14 @@ def add_campaign(conn, campaign_id, user_id, network_id):
 
 
 def add_click(conn, click_id, user_id, campaign_id, click_time, cpc="0.10", ppc_account_id=1):
-    conn.execute(schema.clicks.insert(), {
+    conn.execute(tables.clicks.insert(), {
         "click_id": click_id, "user_id": user_id, "aff_campaign_id": campaign_id,
         "ppc_account_id": ppc_account_id, "click_cpc": Decimal(cpc), "click_time": click_time,
     })
 
 
 def add_conversion(conn, conv_id, click_id, campaign_id, user_id, payout, click_time, conv_time, deleted=0):
-    conn.execute(schema.conversion_logs.insert(), {
+    conn.execute(tables.conversion_logs.insert(), {
         "conv_id": conv_id, "click_id": click_id, "transaction_id": None, "campaign_id": campaign_id,
         "click_payout": Decimal(payout), "user_id": user_id, "click_time": click_time,
         "conv_time": conv_time, "time_difference": str(conv_time - click_time), "ip": "",
@@ -70,7 +70,7 @@ def add_conversion(conn, conv_id, click_id, campaign_id, user_id, payout, click_
 
 def add_model(conn, model_id, user_id, model_type, config=None, *, slug=None, name=None, active=1):
     slug = slug if slug is not None else f"{model_type.replace('_', '-')}-{model_id}"
-    conn.execute(schema.attribution_models.insert(), {
+    conn.execute(tables.attribution_models.insert(), {
         "model_id": model_id, "user_id": user_id, "model_name": name if name is not None else slug,
         "model_slug": slug, "model_type": model_type, "weighting_config": config,
         "is_active": active, "is_default": 0, "created_at": T - DAY + model_id, "updated_at": T - DAY + model_id,
@@ -78,19 +78,19 @@ def add_model(conn, model_id, user_id, model_type, config=None, *, slug=None, na
 
 
 def add_setting(conn, user_id, scope_type, scope_id, enabled, setting_id=None):
-    """A 202_attribution_settings row (spec 5.1); scope_id None for the global scope."""
+    """A 202_attribution_settings row (spec §5.1); scope_id None for the global scope."""
     row = {"user_id": user_id, "scope_type": scope_type, "scope_id": scope_id, "model_id": 0,
            "multi_touch_enabled": 1 if enabled else 0, "effective_at": T - DAY,
            "created_at": T - DAY, "updated_at": T - DAY}
     if setting_id is not None:
         row["setting_id"] = setting_id
-    conn.execute(schema.attribution_settings.insert(), row)
+    conn.execute(tables.attribution_settings.insert(), row)
 
 
 def add_stored_journey(conn, conv_id, touches, created_at=T):
     """202_conversion_touchpoints rows as PHP's persistJourney writes them: positions 0..n-1."""
     for position, (click_id, click_time) in enumerate(touches):
-        conn.execute(schema.conversion_touchpoints.insert(), {
+        conn.execute(tables.conversion_touchpoints.insert(), {
             "conv_id": conv_id, "click_id": click_id, "click_time": click_time,
             "position": position, "created_at": created_at,
         })
@@ -101,7 +101,7 @@ def store_expected(conn, expected, run_start=None, run_end=None, created_at=T):
     scope). Used to test ``stored_rows`` and ``diff``."""
     snapshot_ids = {}
     for model_id, user_id, date_hour, clicks, conversions, revenue, cost in expected.snapshots:
-        result = conn.execute(schema.attribution_snapshots.insert(), {
+        result = conn.execute(tables.attribution_snapshots.insert(), {
             "model_id": model_id, "user_id": user_id, "scope_type": "global", "scope_id": None,
             "date_hour": date_hour,
             "lookback_start": run_start if run_start is not None else date_hour,
@@ -112,7 +112,7 @@ def store_expected(conn, expected, run_start=None, run_end=None, created_at=T):
         })
         snapshot_ids[(model_id, user_id, date_hour)] = result.inserted_primary_key[0]
     for model_id, user_id, date_hour, conv_id, position, click_id, credit, weight in expected.touchpoints:
-        conn.execute(schema.attribution_touchpoints.insert(), {
+        conn.execute(tables.attribution_touchpoints.insert(), {
             "snapshot_id": snapshot_ids[(model_id, user_id, date_hour)], "conv_id": conv_id,
             "click_id": click_id, "position": position, "credit": Decimal(credit),
             "weight": Decimal(weight), "created_at": created_at,
@@ -138,7 +138,7 @@ SECTION_4_6_CLICKS = (
     (105, 10, T + 1200, "0.90"),
     (201, 20, T + 3650, "0.25"),
 )
-#: Clicks that must stay out of every journey (spec 2.4): another account's click on campaign 10,
+#: Clicks that must stay out of every journey (spec §2.4): another account's click on campaign 10,
 #: and account 1's click on another campaign (30), both at T-3600.
 SECTION_4_6_EXCLUDED_CLICKS = (
     (901, 2, 10, T - HOUR, "0.33"),  # (click_id, user_id, campaign, click_time, cpc)
@@ -158,16 +158,16 @@ SECTION_4_6_STORED_JOURNEYS = {
     3: (201,),
 }
 #: Campaign -> advertiser (aff_network_id). Two advertisers so that the advertiser scope of the
-#: multi-touch switch (spec 5.1) can tell the campaigns apart.
+#: multi-touch switch (spec §5.1) can tell the campaigns apart.
 SECTION_4_6_NETWORKS = {10: 1, 20: 2}
 
 
 def load_section_4_6(conn, models=("last_touch", "position_based", "time_decay", "assisted"),
                      extra_models=(), stored_journeys=True):
-    """Insert the spec 2.4 / 4.6 data for user 1 and return ``{key: model_id}``.
+    """Insert the spec §2.4 / §4.6 data for user 1 and return ``{key: model_id}``.
 
     ``models`` are model types, given ids 1, 2, ... in that order and keyed by their type (the
-    default order matches spec 4.4: LT 1, PB 2, TD 3, AS 4). ``extra_models`` are
+    default order matches spec §4.4: LT 1, PB 2, TD 3, AS 4). ``extra_models`` are
     ``(key, model_type, weighting_config)`` rows (e.g. invalid ones), given the next ids.
     With ``stored_journeys`` the journeys PHP had stored are written to 202_conversion_touchpoints.
     """
@@ -194,20 +194,20 @@ def load_section_4_6(conn, models=("last_touch", "position_based", "time_decay",
     return ids
 
 
-#: Per-bucket totals, identical for every model (spec 4.6): date_hour -> (conversions, revenue, cost).
+#: Per-bucket totals, identical for every model (spec §4.6): date_hour -> (conversions, revenue, cost).
 SECTION_4_6_BUCKETS = {
     T: (2, "35.5000", "1.5000"),
     T + HOUR: (1, "7.2500", "0.2500"),
     T + 2 * HOUR: (1, "11.0000", "0.9000"),
 }
-#: attributed_clicks per bucket (spec 4.6: bucket T differs per model, the others are 1).
+#: attributed_clicks per bucket (spec §4.6: bucket T differs per model, the others are 1).
 SECTION_4_6_CLICKS_PER_BUCKET = {
     "last_touch": {T: 2, T + HOUR: 1, T + 2 * HOUR: 1},
     "position_based": {T: 9, T + HOUR: 1, T + 2 * HOUR: 1},
     "time_decay": {T: 9, T + HOUR: 1, T + 2 * HOUR: 1},
     "assisted": {T: 7, T + HOUR: 1, T + 2 * HOUR: 1},
 }
-#: Stored touchpoints (position, click_id, credit) of conversions 1 and 2 (spec 4.6).
+#: Stored touchpoints (position, click_id, credit) of conversions 1 and 2 (spec §4.6).
 SECTION_4_6_CREDITS = {
     "last_touch": {
         1: ((0, 104, "1.00000"),),
@@ -232,7 +232,7 @@ SECTION_4_6_CREDITS = {
 #: With journeys built from 202_clicks (D13, the project default) conversion 4 (T+7300, click
 #: 105) is no longer single-touch: PHP stored no journey for it, but the journey rule (D2; what
 #: PHP's backfill would store) gives it campaign 10's clicks 101..105, the same touches as
-#: conversion 2. Not PHP-verified numbers: derived by hand from spec 3.2-3.4. The time-decay
+#: conversion 2. Not PHP-verified numbers: derived by hand from spec §3.2-§3.4. The time-decay
 #: credits equal conversion 2's, because every age is 5500 s (1.53 h) larger and exponential decay
 #: keeps the ratios (ages 74.03h/26.03h/3.03h/2.19h/1.69h, h=48).
 SECTION_4_6_CLICKS_SOURCE_CONV_4 = {
@@ -246,7 +246,7 @@ SECTION_4_6_CLICKS_SOURCE_CONV_4 = {
 
 
 def section_4_6_expected(ids, journey_source="stored"):
-    """(snapshots, touchpoints) the spec's 4.6 run stores, each model run alone, for the models in
+    """(snapshots, touchpoints) the spec §4.6 run stores, each model run alone, for the models in
     ``ids`` (as returned by :func:`load_section_4_6`, default model types only).
 
     ``journey_source="stored"`` is the PHP run exactly (conversion 4 single-touch);
@@ -273,7 +273,7 @@ def section_4_6_expected(ids, journey_source="stored"):
 
 
 # ============================================================================================
-# Single-conversion reference cases: spec 3.8 and PHPUnit items (section 6) expressed as data
+# Single-conversion reference cases: spec §3.8 and PHPUnit items (spec §6) expressed as data
 # ============================================================================================
 
 
@@ -337,7 +337,7 @@ def case_expected(case):
 
 
 PB_04_04 = '{"first_touch_weight":0.4,"last_touch_weight":0.4}'
-C = T + 600  # conversion time of the spec 3.8 cases
+C = T + 600  # conversion time of the spec §3.8 cases
 
 
 def _pb(first, last):
@@ -434,7 +434,7 @@ REFERENCE_CASES = (
          (1, 1, "5.0000", "0.5000")),
 )
 
-#: PHPUnit reference cases (spec 6) with one conversion each. Conversion ids, click ids, payouts
+#: PHPUnit reference cases (spec §6) with one conversion each. Conversion ids, click ids, payouts
 #: and costs are the test's; times the test does not fix are chosen here.
 PHPUNIT_CASES = (
     # 2. TimeDecayStrategyTest::testDistributesCreditByHalfLifeCurve

@@ -1,4 +1,4 @@
-"""DuckDB access to the exports and the model comparison: the README's queries run as written,
+"""DuckDB access to the exports and the model comparison: the documented queries (docs/exports.md) run as written,
 ``attribution query``/``duckdb``/``compare`` and the ``model_comparison`` asset (real pipeline on
 MariaDB, one generated dataset shared by the module)."""
 
@@ -15,15 +15,16 @@ import duckdb
 import pytest
 from sqlalchemy import func, select
 
-from attribution_pipeline import analytics, db, exports, schema
+from attribution_pipeline.analytics.duckdb_views import connect
 from attribution_pipeline.cli import main
-from attribution_pipeline.cli_analytics import repl
-from attribution_pipeline.generator import GeneratorConfig, seed
-from attribution_pipeline.resources import DatabaseResource
+from attribution_pipeline.cli.shell import repl
+from attribution_pipeline.demo.generator import GeneratorConfig, seed
+from attribution_pipeline.exports.columns import TABLES
+from attribution_pipeline.storage import database, tables
 from conftest import _new_database
-from pipeline import HOUR, run
+from pipeline import HOUR, run, settings
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+EXPORTS_DOC = Path(__file__).resolve().parents[1] / "docs" / "exports.md"
 START = int(datetime(2025, 5, 12, 6, tzinfo=timezone.utc).timestamp())
 HOURS = 4
 WINDOW = ["--start", "2025-05-12T06:00", "--end", "2025-05-12T10:00"]
@@ -34,8 +35,8 @@ def dataset(mysql_server, tmp_path_factory):
     """A generated Prosper202 database (two active accounts, every model type, invalid models) run
     through the whole job once; its exports live in the module's own folder."""
     url = _new_database(mysql_server)
-    engine = db.make_engine(url)
-    schema.create_missing(engine)
+    engine = database.make_engine(url)
+    tables.create_missing(engine)
     seed(engine, GeneratorConfig(seed=5, start=START, hours=HOURS, users=3, clicks=6000, conversions=240))
     home = tmp_path_factory.mktemp("analytics_home")
     with pytest.MonkeyPatch.context() as mp:
@@ -57,17 +58,17 @@ def cli(*args) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-def readme_queries() -> list[str]:
-    text = README.read_text()
-    section = text.split("## Exports for analysts (DuckDB)", 1)[1].split("\n## ", 1)[0]
+def documented_queries() -> list[str]:
+    text = EXPORTS_DOC.read_text()
+    section = text.split("\n## Querying", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```sql\n(.*?)```", section, re.S)
 
 
-def test_readme_queries_run_as_written_and_return_rows(dataset):
+def test_documented_queries_run_as_written_and_return_rows(dataset):
     url, root = dataset
-    queries = readme_queries()
+    queries = documented_queries()
     assert len(queries) >= 5
-    con = analytics.connect(root)
+    con = connect(root)
     for sql in queries:
         rows = con.execute(sql).fetchall()
         assert rows, sql
@@ -75,8 +76,8 @@ def test_readme_queries_run_as_written_and_return_rows(dataset):
         assert code == 0 and "│" in out, sql
     # the first query (revenue by model and day) and the reconciliation query agree with MySQL
     by_model_day = {(str(d), m): r for d, m, _, r, _ in con.execute(queries[0]).fetchall()}
-    s, m = schema.attribution_snapshots, schema.attribution_models
-    with db.make_engine(url).connect() as conn:
+    s, m = tables.attribution_snapshots, tables.attribution_models
+    with database.make_engine(url).connect() as conn:
         want = conn.execute(select(s.c.date_hour, m.c.model_name, s.c.attributed_revenue)
                             .join(m, m.c.model_id == s.c.model_id)).all()
         hourly = dict(conn.execute(select(s.c.date_hour, func.sum(s.c.attributed_revenue))
@@ -114,14 +115,14 @@ def test_duckdb_file_and_builtin_shell(dataset, tmp_path, monkeypatch, capsys):
     assert main(["duckdb", "--export-dir", str(root), str(target)]) == 0
     assert "written into" in capsys.readouterr().out
     with duckdb.connect(str(target), read_only=True) as con:
-        counts = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in exports.TABLES]
-        direct = analytics.connect(root)
-        assert counts == [direct.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in exports.TABLES]
+        counts = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES]
+        direct = connect(root)
+        assert counts == [direct.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES]
         assert min(counts) > 0
     out = io.StringIO()
     session = ".tables\n.schema snapshots\nSELECT count(*) AS n\n  FROM snapshots;\n.mode csv\n" \
               "SELECT DISTINCT model_type FROM snapshots ORDER BY 1;\nSELECT oops;\n.quit\n"
-    assert repl(analytics.connect(root), stdin=io.StringIO(session), out=out) == 0
+    assert repl(connect(root), stdin=io.StringIO(session), out=out) == 0
     text = out.getvalue()
     assert "snapshots  touchpoints  journeys" in text
     assert "attributed_revenue" in text and "DECIMAL(12,4)" in text
@@ -148,8 +149,8 @@ def test_compare_prints_sources_by_models_with_totals_spread_and_a_chart(dataset
     code, out = cli("compare", "--db-url", url, *WINDOW, "--out", str(png))
     assert code == 0, out
     assert "Window: 2025-05-12 06:00 to 2025-05-12 10:00 UTC (4 hours of conversions). Amounts in USD" in out
-    m, s, p = schema.attribution_models, schema.attribution_snapshots, schema.ppc_accounts
-    with db.make_engine(url).connect() as conn:
+    m, s, p = tables.attribution_models, tables.attribution_snapshots, tables.ppc_accounts
+    with database.make_engine(url).connect() as conn:
         active = conn.execute(select(m.c.user_id, m.c.model_id, m.c.model_name).where(m.c.is_active == 1)
                               .order_by(m.c.model_id)).all()
         written = dict(conn.execute(select(s.c.model_id, func.sum(s.c.attributed_revenue)).group_by(s.c.model_id)).all())
@@ -190,14 +191,16 @@ def test_compare_prints_sources_by_models_with_totals_spread_and_a_chart(dataset
 def test_model_comparison_asset_shows_the_table_and_is_not_in_the_hourly_job(dataset, tmp_path, monkeypatch):
     url, _ = dataset
     monkeypatch.setenv("ATTRIBUTION_EXPORT_DIR", str(tmp_path / "exports"))
-    from attribution_pipeline.assets.exports import model_comparison
-    from attribution_pipeline.definitions import defs
+    from attribution_pipeline.assets.model_comparison import model_comparison
+    from attribution_pipeline.definitions import build_definitions
+    from attribution_pipeline.storage.database import Database
 
+    defs = build_definitions(settings(url))
     job_keys = {k.to_user_string() for k in defs.resolve_job_def("attribution_job").asset_layer.selected_asset_keys}
     assert "attribution_exports" in job_keys and "model_comparison" not in job_keys
     result = dg.materialize(
         [model_comparison],
-        resources={"db": DatabaseResource(url=url)},
+        resources={"db": Database(url), "settings": settings(url)},
         run_config={"ops": {"model_comparison": {"config": {"start": WINDOW[1], "end": WINDOW[3]}}}},
     )
     assert result.success
@@ -206,6 +209,6 @@ def test_model_comparison_asset_shows_the_table_and_is_not_in_the_hourly_job(dat
     assert "| traffic source (ppc account) | Last Touch |" in table and "**total**" in table
     assert metadata["hours"].value == HOURS and metadata["models"].value == 14
     assert Path(metadata["chart"].value).exists()
-    with db.make_engine(url).connect() as conn:
-        total = conn.execute(select(func.sum(schema.attribution_snapshots.c.attributed_revenue))).scalar()
+    with database.make_engine(url).connect() as conn:
+        total = conn.execute(select(func.sum(tables.attribution_snapshots.c.attributed_revenue))).scalar()
     assert metadata["total_revenue_usd"].value == pytest.approx(float(total))

@@ -18,14 +18,15 @@ from pathlib import Path
 import pytest
 
 import scenarios
-from attribution_pipeline import db
-from attribution_pipeline.partitions import RANGE_END_TAG, RANGE_START_TAG, hour_key
+from attribution_pipeline.storage import database
+from attribution_pipeline.assets.hourly import RANGE_END_TAG, RANGE_START_TAG
+from attribution_pipeline.core.hours import hour_key
 from oracle import php_engine
 from pipeline import HOUR, run
 
 REPO = Path(__file__).resolve().parents[1]
 T = scenarios.T
-FIRST = T - 600 * HOUR  # 720 hours that contain the spec 4.6 conversions
+FIRST = T - 600 * HOUR  # 720 hours that contain the spec §4.6 conversions
 LAST = FIRST + 719 * HOUR
 
 
@@ -82,7 +83,7 @@ def dagster_home(tmp_path):
 
 
 def test_ui_backfill_of_720_hours_is_one_run_with_hour_by_hour_rows(mysql_url, tmp_path, dagster_home):
-    with db.make_engine(mysql_url).begin() as conn:
+    with database.make_engine(mysql_url).begin() as conn:
         scenarios.load_section_4_6(conn, stored_journeys=False)
     home = tmp_path / "home"
     shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
@@ -130,22 +131,22 @@ def test_ui_backfill_of_720_hours_is_one_run_with_hour_by_hour_rows(mysql_url, t
     tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
     assert runs[0]["status"] == "SUCCESS"
     assert tags[RANGE_START_TAG] == hour_key(FIRST) and tags[RANGE_END_TAG] == hour_key(LAST)
-    with db.make_engine(mysql_url).connect() as conn:
+    with database.make_engine(mysql_url).connect() as conn:
         backfilled = php_engine.stored_rows(conn)
     assert len(backfilled.snapshots) == 12
 
     # the same data, hour by hour, in another database
-    hour_by_hour_url = mysql_url.rsplit("/", 1)[0] + "/" + db.make_engine(mysql_url).url.database + "_h"
+    hour_by_hour_url = mysql_url.rsplit("/", 1)[0] + "/" + database.make_engine(mysql_url).url.database + "_h"
     from sqlalchemy import create_engine
 
     admin = create_engine(mysql_url)
     with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE `{db.make_engine(mysql_url).url.database}_h`")
+        conn.exec_driver_sql(f"CREATE DATABASE `{database.make_engine(mysql_url).url.database}_h`")
     try:
-        from attribution_pipeline import schema
+        from attribution_pipeline.storage import tables
 
-        engine = db.make_engine(hour_by_hour_url)
-        schema.create_missing(engine)
+        engine = database.make_engine(hour_by_hour_url)
+        tables.create_missing(engine)
         with engine.begin() as conn:
             scenarios.load_section_4_6(conn, stored_journeys=False)
         for hour in (FIRST, T - HOUR, T, T + HOUR, T + 2 * HOUR, LAST):
@@ -155,6 +156,6 @@ def test_ui_backfill_of_720_hours_is_one_run_with_hour_by_hour_rows(mysql_url, t
         engine.dispose()
     finally:
         with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{db.make_engine(mysql_url).url.database}_h`")
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{database.make_engine(mysql_url).url.database}_h`")
     assert sorted(backfilled.snapshots) == sorted(one_by_one.snapshots)
     assert sorted(backfilled.touchpoints) == sorted(one_by_one.touchpoints)

@@ -1,4 +1,4 @@
-"""Asset checks (checks.py, schemas.py) on real MariaDB runs of the Dagster job: each check fails on
+"""Asset checks (assets/check_kit.py and the checks beside each asset, core/contracts.py) on real MariaDB runs of the Dagster job: each check fails on
 crafted bad data and passes on good data, in one-hour and range runs. Results are read back from
 the Dagster instance: the run-level evaluation (failing hours and sample in its metadata) and the
 per-hour evaluations, which make the UI's partition view red exactly on the failing hours."""
@@ -8,19 +8,24 @@ import polars as pl
 import pytest
 
 import scenarios
-from attribution_pipeline import checks, db, frames, schemas
-from attribution_pipeline.assets.common import hourly_partitions
+from attribution_pipeline.assets import check_kit, freshness
+from attribution_pipeline.assets.hourly import hourly_partitions
+from attribution_pipeline.core import contracts as schemas
+from attribution_pipeline.core import frames
+from attribution_pipeline.core.hours import hour_key, key_hour
 from attribution_pipeline.definitions import build_definitions
 from attribution_pipeline.io_managers import hourly_parquet
-from attribution_pipeline.partitions import hour_key
-from attribution_pipeline.resources import DatabaseResource
+from attribution_pipeline.settings import DEFAULT_PARTITIONS_START
+from attribution_pipeline.storage import click_reads, database
 from pipeline import HOUR, run, settings
 
 T = scenarios.T
 H0, H1, H2 = T, T + HOUR, T + 2 * HOUR
 K0, K1, K2 = hour_key(H0), hour_key(H1), hour_key(H2)
+PARTITIONS = hourly_partitions(DEFAULT_PARTITIONS_START)  # the partitions of settings() in these tests
+FIRST = key_hour(DEFAULT_PARTITIONS_START)
 
-#: The data checks of checks.py (asset, check): every one is hourly-partitioned.
+#: The data checks (asset, check): every one is hourly-partitioned.
 DATA_CHECKS = [
     ("attribution_models", "frame_schema"),
     ("conversions", "frame_schema"),
@@ -79,7 +84,7 @@ def assert_failed_at(evals, check, failing, hours, severity):
 
 
 def load(url, anomalies=False):
-    with db.make_engine(url).begin() as conn:
+    with database.make_engine(url).begin() as conn:
         ids = scenarios.load_section_4_6(conn)
         if anomalies:
             add_anomalies(conn)
@@ -136,7 +141,7 @@ def _credit_rows(**changes):
 def test_schema_findings_name_the_failing_row_by_its_ids(changes, reason):
     df = _credit_rows(**changes)
     ids = {"model_id": pl.Int64, "conv_id": pl.Int64, "position": pl.Int32, "click_id": frames.CLICK_ID}
-    found = checks.schema_findings(schemas.Credits, df, (H0, H1), ids)
+    found = check_kit.schema_findings(schemas.Credits, df, (H0, H1), ids)
     assert found.height >= 1 and found["reason"].str.starts_with(reason.split("(")[0]).any(), found
     assert set(found["date_hour"]) == {H1}  # a row outside the chunk's hours is put in the chunk
     assert set(found.columns) == {"date_hour", *ids, "reason"}  # ids and a reason: never raw values
@@ -144,11 +149,11 @@ def test_schema_findings_name_the_failing_row_by_its_ids(changes, reason):
 
 def test_a_frame_level_failure_fails_every_hour_of_the_chunk():
     df = _credit_rows().drop("cost")
-    found = checks.schema_findings(schemas.Credits, df, (H0, H1, H2), {"model_id": pl.Int64})
+    found = check_kit.schema_findings(schemas.Credits, df, (H0, H1, H2), {"model_id": pl.Int64})
     assert set(found["date_hour"]) == {H0, H1, H2}
     assert found["reason"].str.contains("cost").any() and found["model_id"].is_null().all()
     wrong_type = _credit_rows().with_columns(pl.col("credit_stored").cast(pl.Decimal(12, 4)))
-    found = checks.schema_findings(schemas.Credits, wrong_type, (H1,), {"model_id": pl.Int64})
+    found = check_kit.schema_findings(schemas.Credits, wrong_type, (H1,), {"model_id": pl.Int64})
     assert found["reason"].str.contains("credit_stored").any()
 
 
@@ -177,7 +182,7 @@ def test_good_data_passes_every_check_in_one_hour_range_and_scoped_runs(mysql_ur
     assert meta(evals[("journeys", "frame_schema")]["run"], "rows_checked") == 15
     # the UI's per-partition state of a check
     key = dg.AssetCheckKey(dg.AssetKey("conversions"), "frame_schema")
-    state = instance.event_log_storage.get_asset_check_state([(key, hourly_partitions)])[key]
+    state = instance.event_log_storage.get_asset_check_state([(key, PARTITIONS)])[key]
     succeeded = state.subsets[next(s for s in state.subsets if s.value == "SUCCEEDED")]
     assert set(succeeded.value.get_partition_keys()) == {K0, K1, K2}
 
@@ -186,7 +191,7 @@ def test_a_single_partition_run_records_the_result_on_its_partition(mysql_url):
     """UI launches of one partition (tag dagster/partition): the run-level result is the hour's."""
     load(mysql_url, anomalies=True)
     instance = dg.DagsterInstance.ephemeral()
-    job = build_definitions(settings(), DatabaseResource(url=mysql_url)).resolve_job_def("attribution_job")
+    job = build_definitions(settings(mysql_url)).resolve_job_def("attribution_job")
     result = job.execute_in_process(partition_key=K2, instance=instance, raise_on_error=False)
     assert result.success
     evals = evaluations(instance, result.run_id)
@@ -221,7 +226,7 @@ def test_warning_checks_fail_on_crafted_data_naming_the_hours_and_ids(mysql_url)
     assert report["outcome"] == 0  # warnings never hold writes back
     # the UI's partition view: red exactly on the failing hour
     key = dg.AssetCheckKey(dg.AssetKey("conversions"), "orphan_conversions")
-    state = instance.event_log_storage.get_asset_check_state([(key, hourly_partitions)])[key]
+    state = instance.event_log_storage.get_asset_check_state([(key, PARTITIONS)])[key]
     by_status = {s.value: set(sub.value.get_partition_keys()) for s, sub in state.subsets.items()}
     assert by_status["FAILED"] == {K2} and by_status["SUCCEEDED"] == {K0, K1}
 
@@ -301,7 +306,7 @@ def test_a_check_that_cannot_read_its_frame_fails_instead_of_failing_the_run(mys
     def broken(*args, **kwargs):
         raise RuntimeError("simulated query failure")
 
-    monkeypatch.setattr(checks, "duplicated_click_rows", broken)
+    monkeypatch.setattr(click_reads, "duplicated_click_rows", broken)
     result, report = run(mysql_url, H0, H2, instance=instance)  # asserts the run succeeded
     evals = evaluations(instance, result.run_id)
     run_level = evals[("journeys", "duplicated_click_ids")]["run"]
@@ -314,10 +319,10 @@ def test_freshness_is_the_latest_hour_that_ended_two_hours_ago(mysql_url):
     instance = dg.DagsterInstance.ephemeral()
     run(mysql_url, H0, H2, instance=instance)
     # H2 ends at H2 + 1h; it is due 2 hours later
-    assert checks.due_hour(H2 + 3 * HOUR) == H2 and checks.due_hour(H2 + 3 * HOUR - 1) == H1
-    fresh = checks.evaluate_freshness(instance, now=H2 + 3 * HOUR + 1800)  # due: H2, written
+    assert freshness.due_hour(H2 + 3 * HOUR) == H2 and freshness.due_hour(H2 + 3 * HOUR - 1) == H1
+    fresh = freshness.evaluate_freshness(instance, FIRST, now=H2 + 3 * HOUR + 1800)  # due: H2, written
     assert fresh.passed and fresh.metadata["due_hour"].value == K2
-    stale = checks.evaluate_freshness(instance, now=H2 + 4 * HOUR + 600)  # due: H2 + 1h, never written
+    stale = freshness.evaluate_freshness(instance, FIRST, now=H2 + 4 * HOUR + 600)  # due: H2 + 1h, never written
     assert not stale.passed and stale.severity == dg.AssetCheckSeverity.WARN
     assert stale.metadata["due_hour"].value == hour_key(H2 + HOUR)
     assert stale.metadata["overdue_minutes"].value == 10 and stale.metadata["last_written_hour"].value == K2

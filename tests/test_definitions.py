@@ -9,14 +9,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from attribution_pipeline.partitions import RANGE_END_TAG, RANGE_START_TAG
+from attribution_pipeline.assets.hourly import RANGE_END_TAG, RANGE_START_TAG
+from pipeline import settings
 
 PACKAGE = Path(__file__).resolve().parents[1] / "attribution_pipeline"
 
 
 def test_definitions_load_and_resolve_every_job_with_deprecations_as_errors():
     code = (
-        "from attribution_pipeline.definitions import defs\n"
+        "from attribution_pipeline.definitions import defs as load\n"
+        "defs = load()\n"
         "jobs = [defs.resolve_job_def(j.name) for j in defs.jobs]\n"
         "defs.resolve_all_job_defs()\n"
         "print(sorted(j.name for j in jobs))\n"
@@ -30,7 +32,7 @@ def test_definitions_load_and_resolve_every_job_with_deprecations_as_errors():
 def test_every_pipeline_asset_shares_one_hourly_partitioning_and_single_run_backfills():
     from attribution_pipeline.definitions import defs
 
-    graph = defs.resolve_asset_graph()
+    graph = defs().resolve_asset_graph()
     partitioned = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None]
     pdefs = {type(graph.get(k).partitions_def).__name__ for k in partitioned}
     assert pdefs == {"HourlyPartitionsDefinition"}
@@ -41,18 +43,20 @@ def test_every_pipeline_asset_shares_one_hourly_partitioning_and_single_run_back
 
 
 def test_schedule_requests_one_run_over_the_trailing_24_complete_hours():
-    from attribution_pipeline.jobs import hourly_attribution
+    from attribution_pipeline.automation.schedules import hourly_attribution
 
     assert hourly_attribution.cron_schedule == "15 * * * *"
     assert hourly_attribution.default_status == dg.DefaultScheduleStatus.RUNNING
-    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2024, 6, 1, 9, 15, tzinfo=timezone.utc))
+    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2024, 6, 1, 9, 15, tzinfo=timezone.utc),
+                                    resources={"settings": settings()})
     request = hourly_attribution.evaluate_tick(ctx).run_requests[0]
     assert request.tags[RANGE_START_TAG] == "2024-05-31-09:00"
     assert request.tags[RANGE_END_TAG] == "2024-06-01-08:00"
 
 
 COMPUTE_MODULES = sorted((PACKAGE / "strategies").glob("*.py")) + [
-    PACKAGE / name for name in ("journeys.py", "credits.py", "snapshots.py", "invariants.py", "precision.py")
+    PACKAGE / "core" / name
+    for name in ("journey_rules.py", "crediting.py", "aggregation.py", "invariants.py", "precision.py")
 ]
 ROW_WISE = {"map_elements", "map_rows", "iter_rows", "to_dicts", "rows", "row", "apply", "to_numpy",
             "to_pandas", "iter_slices", "to_list", "item"}

@@ -40,15 +40,15 @@ def test_demo_runs_twice_under_a_minute(tmp_path, monkeypatch):
     assert {r.tags["dagster/asset_partition_range_end"] for r in runs} == {runs[0].tags["dagster/asset_partition_range_end"]}
 
 
-def test_readme_partition_range_command_runs_as_one_run(tmp_path, monkeypatch):
-    """README "Running a backfill": the shell command, as written (its range shortened to the
+def test_documented_partition_range_command_runs_as_one_run(tmp_path, monkeypatch):
+    """docs/operations.md "Running a backfill": the shell command, as written (its range shortened to the
     seeded hours), materialises every hourly asset in one run carrying the range tags."""
     import re
 
     import dagster as dg
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = next(b for b in re.findall(r"```bash\n(.*?)```", readme, re.S) if "dagster asset materialize" in b)
+    page = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", page, re.S) if "dagster asset materialize" in b)
     command = block.replace("\\\n", " ").strip()
     assert "--partition-range" in command and command.startswith("DAGSTER_HOME=$PWD/.attribution/dagster ")
     home = tmp_path / ".attribution"
@@ -59,7 +59,7 @@ def test_readme_partition_range_command_runs_as_one_run(tmp_path, monkeypatch):
     seeded = subprocess.run([str(BIN / "attribution"), "seed", "--hours", "3", "--start", "2024-06-01T00:00",
                              "--clicks", "3000", "--conversions", "120"], env=env, capture_output=True, text=True)
     assert seeded.returncode == 0, seeded.stderr
-    (tmp_path / ".venv").symlink_to(BIN.parent)  # the README runs from the repository, with ./.venv
+    (tmp_path / ".venv").symlink_to(BIN.parent)  # the page's command runs from the repository, with ./.venv
     shell = command.replace("2024-06-01-00:00...2024-06-30-23:00", "2024-06-01-00:00...2024-06-01-02:00")
     done = subprocess.run(["bash", "-c", shell], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -11,11 +11,17 @@ import pytest
 from sqlalchemy import func, select, update
 
 import scenarios
-from attribution_pipeline import analytics, db, exports, schema
-from attribution_pipeline.db import attribution_home
-from attribution_pipeline.generator import GeneratorConfig, seed
-from attribution_pipeline.partitions import hour_key
-from pipeline import HOUR, run
+from attribution_pipeline.analytics import duckdb_views
+from attribution_pipeline.exports import build, layout, runner
+from attribution_pipeline.exports.shares import allocate
+from attribution_pipeline.exports.columns import SCHEMAS, SNAPSHOTS_EXPORT, SORT_KEYS, TABLES
+from attribution_pipeline.exports.reconcile import reconcile
+from attribution_pipeline.io_managers.hourly_parquet import stored_frame
+from attribution_pipeline.storage import database
+from attribution_pipeline.storage import tables
+from attribution_pipeline.demo.generator import GeneratorConfig, seed
+from attribution_pipeline.core.hours import hour_key
+from pipeline import HOUR, run, settings
 
 START = int(datetime(2025, 3, 1, tzinfo=timezone.utc).timestamp())
 HOURS = [START + i * HOUR for i in range(4)]
@@ -23,23 +29,23 @@ CONFIG = GeneratorConfig(seed=23, start=START, hours=4, users=3, clicks=6000, co
 
 
 def seeded(url, config=CONFIG):
-    engine = db.make_engine(url)
+    engine = database.make_engine(url)
     seed(engine, config)
     return engine
 
 
 def root():
-    return exports.export_root()
+    return settings().export_path
 
 
 def con():
-    return analytics.connect(root())
+    return duckdb_views.connect(root())
 
 
 def mysql_hour_totals(url) -> dict[int, tuple]:
     """Per hour: (rows, clicks, conversions, revenue, cost) of the global snapshots, as MySQL sums them."""
-    s = schema.attribution_snapshots
-    with db.make_engine(url).connect() as conn:
+    s = tables.attribution_snapshots
+    with database.make_engine(url).connect() as conn:
         rows = conn.execute(
             select(s.c.date_hour, func.count(), func.sum(s.c.attributed_clicks), func.sum(s.c.attributed_conversions),
                    func.sum(s.c.attributed_revenue), func.sum(s.c.attributed_cost))
@@ -67,15 +73,15 @@ def assert_exports_match_mysql(url, hours=HOURS):
     assert got == want  # every hour: same rows, clicks, conversions and DECIMAL totals, exactly
     touches = touch_hour_totals()
     assert {h: (t[3], t[4]) for h, t in want.items()} == touches  # per-touch shares sum to the stored totals
-    t = schema.attribution_touchpoints
-    with db.make_engine(url).connect() as conn:
+    t = tables.attribution_touchpoints
+    with database.make_engine(url).connect() as conn:
         stored_touches = conn.execute(select(func.count()).select_from(t)).scalar()
     assert con().execute("SELECT count(*) FROM touchpoints").fetchone()[0] == stored_touches
     assert_one_file_per_table_and_hour(hours)
 
 
 def assert_one_file_per_table_and_hour(hours):
-    for table in exports.TABLES:
+    for table in TABLES:
         folders = sorted(p for p in (root() / table).glob("date=*/hour=*"))
         assert [p.relative_to(root() / table).as_posix() for p in folders] == [
             datetime.fromtimestamp(h, tz=timezone.utc).strftime("date=%Y-%m-%d/hour=%H") for h in hours]
@@ -87,7 +93,7 @@ def frame(table: str, **filters) -> pl.DataFrame:
     df = con().sql(f"SELECT * EXCLUDE (date, hour) FROM {table}").pl()
     for name, value in filters.items():
         df = df.filter(pl.col(name) == value)
-    return df.sort(exports.SORT_KEYS[table])
+    return df.sort(SORT_KEYS[table])
 
 
 # ------------------------------------------------------------------------------------------
@@ -99,7 +105,7 @@ def test_full_run_exports_every_stored_row_exactly_and_no_personal_data(mysql_ur
     assert report["outcome"] == 2  # the generator seeds invalid models on purpose
     assert_exports_match_mysql(mysql_url)
     c = con()
-    snaps, touches, journeys = (c.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in exports.TABLES)
+    snaps, touches, journeys = (c.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES)
     assert snaps > 20 and touches > 5000 and journeys > 1000
     # journeys: positions 0..n-1, one converting touch per conversion, same conversions as the touchpoints
     assert c.execute("SELECT count(*) FROM (SELECT conv_id, count(*) n, max(journey_length) l, max(position) p, "
@@ -111,11 +117,10 @@ def test_full_run_exports_every_stored_row_exactly_and_no_personal_data(mysql_ur
     assert c.execute("SELECT count(*) FROM touchpoints WHERE click_time IS NULL OR ppc_account_name IS NULL "
                  "OR campaign_name IS NULL OR touch_cpc IS NULL OR journey_position IS NULL").fetchone()[0] == 0
     # the journeys export is the pipeline's journeys frame, hour by hour
-    frames_root = attribution_home() / "frames"
-    shared, missing = exports.shared_journeys(frames_root, HOURS)
-    assert not missing and shared.height == journeys
+    shared = stored_frame(settings().frames_path, "journeys", HOURS)
+    assert not shared.missing and shared.collect().height == journeys
     # no personal data: not in the columns, not in the values, not in the bytes
-    for table in exports.TABLES:
+    for table in TABLES:
         cols = [r[0] for r in c.execute(f"DESCRIBE {table}").fetchall()]
         assert not [n for n in cols if n in ("ip", "user_agent") or "referer" in n]
         text = c.execute(f"SELECT string_agg(CAST(COLUMNS(*) AS VARCHAR), '|') FROM {table}").fetchone()
@@ -124,8 +129,8 @@ def test_full_run_exports_every_stored_row_exactly_and_no_personal_data(mysql_ur
     for path in root().rglob("*.parquet"):
         raw = path.read_bytes()
         assert b"203.0.113." not in raw and b"2001:db8::" not in raw and b"SyntheticAgent" not in raw
-    with db.make_engine(mysql_url).connect() as conn:  # the generator did write them into MySQL
-        assert conn.execute(select(func.count()).where(schema.conversion_logs.c.user_agent.like("%SyntheticAgent%"))
+    with database.make_engine(mysql_url).connect() as conn:  # the generator did write them into MySQL
+        assert conn.execute(select(func.count()).where(tables.conversion_logs.c.user_agent.like("%SyntheticAgent%"))
                             ).scalar() > 0
 
 
@@ -162,20 +167,20 @@ PINNED = {
 
 
 def test_export_schema_layout_and_spec_values_are_pinned(mysql_url):
-    """The documented schema, the layout README gives, and the spec 4.6 numbers read through DuckDB."""
+    """The documented schema, the layout README gives, and the spec §4.6 numbers read through DuckDB."""
     T = scenarios.T
-    with db.make_engine(mysql_url).begin() as conn:
+    with database.make_engine(mysql_url).begin() as conn:
         ids = scenarios.load_section_4_6(conn, stored_journeys=False)
     run(mysql_url, T, T + 2 * HOUR)
     c = con()
     for table, columns in PINNED.items():
         assert [(n, t) for n, t, *_ in c.execute(f"DESCRIBE {table}").fetchall()] == columns
-        assert analytics.view_columns(table) == columns
+        assert duckdb_views.view_columns(table) == columns
         # the layout README documents, read by plain DuckDB without the views
         raw = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{root()}/{table}/**/*.parquet', hive_partitioning = true)")
         assert raw.fetchone()[0] == c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     assert (root() / "touchpoints" / "date=2024-06-01" / "hour=09" / "part.parquet").exists()
-    # spec 4.6: hour T holds conversions 1 and 2, 35.5000 revenue and 1.5000 cost under every model
+    # spec §4.6: hour T holds conversions 1 and 2, 35.5000 revenue and 1.5000 cost under every model
     assert sorted(set(c.execute("SELECT model_id, attributed_revenue, attributed_cost FROM snapshots "
                             "WHERE date = DATE '2024-06-01' AND hour = 9").fetchall())) == sorted(
         (m, Decimal("35.5000"), Decimal("1.5000")) for m in ids.values())
@@ -191,9 +196,9 @@ def test_export_schema_layout_and_spec_values_are_pinned(mysql_url):
                  "GROUP BY ALL) JOIN snapshots USING (snapshot_id) WHERE r <> attributed_revenue "
                  "OR k <> attributed_cost").fetchone()[0] == 0
     # the Parquet files carry exactly the documented columns and types
-    for table in exports.TABLES:
-        path = exports.part_path(root(), table, T)
-        assert dict(pl.read_parquet_schema(path)) == exports.SCHEMAS[table]
+    for table in TABLES:
+        path = layout.part_path(root(), table, T)
+        assert dict(pl.read_parquet_schema(path)) == SCHEMAS[table]
 
 
 def test_user_run_never_truncates_and_refreshes_only_the_selected_users_journeys(mysql_url):
@@ -212,11 +217,11 @@ def test_user_run_never_truncates_and_refreshes_only_the_selected_users_journeys
     snapshots_before = frame("snapshots")
     # 3. user 1 loses a conversion; a --user 1 run rewrites user 1 only; user 2's rows stay exported
     with engine.connect() as conn:
-        gone = conn.execute(select(func.min(schema.conversion_logs.c.conv_id)).where(
-            schema.conversion_logs.c.user_id == 1, schema.conversion_logs.c.deleted == 0,
-            schema.conversion_logs.c.conv_time.between(HOURS[1], HOURS[1] + HOUR - 1))).scalar()
+        gone = conn.execute(select(func.min(tables.conversion_logs.c.conv_id)).where(
+            tables.conversion_logs.c.user_id == 1, tables.conversion_logs.c.deleted == 0,
+            tables.conversion_logs.c.conv_time.between(HOURS[1], HOURS[1] + HOUR - 1))).scalar()
     with engine.begin() as conn:
-        conn.execute(update(schema.conversion_logs).where(schema.conversion_logs.c.conv_id == gone).values(deleted=1))
+        conn.execute(update(tables.conversion_logs).where(tables.conversion_logs.c.conv_id == gone).values(deleted=1))
     run(mysql_url, HOURS[0], HOURS[-1], users=[1])
     assert_exports_match_mysql(mysql_url)
     after = frame("journeys")
@@ -234,17 +239,17 @@ def test_rematerialising_an_hour_replaces_its_files_and_inactive_models_stay(mys
     engine = seeded(mysql_url)
     hour = HOURS[2]
     run(mysql_url, hour)
-    first = {t: frame(t) for t in exports.TABLES}
+    first = {t: frame(t) for t in TABLES}
     # a crashed writer's leftover and a concurrent writer's temporary file are never read
-    folder = exports.hour_dir(root(), "snapshots", hour)
+    folder = layout.hour_dir(root(), "snapshots", hour)
     (folder / ".part.parquet.999.deadbeef.tmp").write_bytes(b"partial")
     run(mysql_url, hour)
     assert sorted(p.name for p in folder.iterdir()) == [".part.parquet.999.deadbeef.tmp", "part.parquet"]
-    for t in exports.TABLES:
+    for t in TABLES:
         assert frame(t).equals(first[t]), t
     assert export_hour_totals() == mysql_hour_totals(mysql_url)
     # deactivate a model: its stored rows stay in MySQL (D9), so they stay in the export
-    m = schema.attribution_models
+    m = tables.attribution_models
     with engine.begin() as conn:
         model_id = conn.execute(select(func.min(m.c.model_id)).where(m.c.model_type == "linear")).scalar()
         conn.execute(update(m).where(m.c.model_id == model_id).values(is_active=0))
@@ -265,15 +270,15 @@ def test_rematerialising_an_hour_replaces_its_files_and_inactive_models_stay(mys
 
 def test_stale_temporary_files_are_removed_on_the_next_write(tmp_path):
     hour = START
-    df = pl.DataFrame(schema=exports.SNAPSHOTS_EXPORT)
-    folder = exports.hour_dir(tmp_path, "snapshots", hour)
+    df = pl.DataFrame(schema=SNAPSHOTS_EXPORT)
+    folder = layout.hour_dir(tmp_path, "snapshots", hour)
     folder.mkdir(parents=True)
     stale = folder / ".part.parquet.1.aaaa.tmp"
     stale.write_bytes(b"x")
     os.utime(stale, (0, 0))
-    exports.write_part(tmp_path, "snapshots", hour, df)
+    layout.write_part(tmp_path, "snapshots", hour, df)
     assert sorted(p.name for p in folder.iterdir()) == ["part.parquet"]
-    assert pl.read_parquet(folder / "part.parquet").schema == pl.Schema(exports.SNAPSHOTS_EXPORT)
+    assert pl.read_parquet(folder / "part.parquet").schema == pl.Schema(SNAPSHOTS_EXPORT)
 
 
 @pytest.mark.parametrize(
@@ -292,7 +297,7 @@ def test_allocate_splits_a_total_exactly(total, weights, want):
     n = len(weights)
     df = pl.DataFrame({"g": [1] * n, "k": list(range(n)), "w": weights, "total": [Decimal(total)] * n},
                       schema={"g": pl.Int64, "k": pl.Int64, "w": pl.Int128, "total": pl.Decimal(12, 4)})
-    out = exports.allocate(df, total="total", weight=pl.col("w"), group="g", order=["k"], name="share").sort("k")
+    out = allocate(df, total="total", weight=pl.col("w"), group="g", order=["k"], name="share").sort("k")
     shares = out.get_column("share").to_list()
     assert sum(shares) == Decimal(total)
     if want is not None:
@@ -306,26 +311,24 @@ def test_export_asset_alone_recomputes_journeys_whose_frames_are_gone(mysql_url)
 
     import dagster as dg
 
-    from attribution_pipeline.assets.exports import attribution_exports
-    from attribution_pipeline.partitions import hour_key
-    from attribution_pipeline.resources import DatabaseResource, RunScope
-    from pipeline import settings
+    from attribution_pipeline.core.hours import hour_key
+    from attribution_pipeline.definitions import build_definitions
 
     seeded(mysql_url)
     run(mysql_url, HOURS[0], HOURS[1])
-    before = {t: frame(t) for t in exports.TABLES}
-    shutil.rmtree(attribution_home() / "frames")
+    before = {t: frame(t) for t in TABLES}
+    config = settings(mysql_url)
+    shutil.rmtree(config.frames_path)
     shutil.rmtree(root())
-    result = dg.materialize(
-        [attribution_exports],
-        partition_key=hour_key(HOURS[1]),
-        resources={"db": DatabaseResource(url=mysql_url), "settings": settings(), "scope": RunScope()},
-    )
+    # what the UI does when only the export is selected: the other assets' frames are loaded, not computed
+    job = build_definitions(config).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(asset_selection=[dg.AssetKey("attribution_exports")],
+                                    partition_key=hour_key(HOURS[1]), instance=dg.DagsterInstance.ephemeral())
     assert result.success
     metadata = result.asset_materializations_for_node("attribution_exports")[0].metadata
     assert metadata["journey_hours_recomputed"].value == 1 and metadata["files"].value == 3
     assert metadata["rows_journeys"].value == before["journeys"].filter(pl.col("date_hour") == HOURS[1]).height > 0
-    for t in exports.TABLES:
+    for t in TABLES:
         assert frame(t).equals(before[t].filter(pl.col("date_hour") == HOURS[1])), t
 
 
@@ -335,21 +338,21 @@ def test_export_reconciliation_check_reads_the_files_back_and_names_the_hours_th
     [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "export_reconciliation"]
     assert evaluation.passed
     assert evaluation.metadata["hours_checked"].value == 4 and evaluation.metadata["failing_hour_count"].value == 0
-    assert exports.reconcile(engine, root(), HOURS).height == 0
+    assert reconcile(engine, root(), HOURS).height == 0
 
     # crafted bad exports: a snapshot row lost from one hour's file, another hour's journeys file gone,
     # and a stored revenue changed in MySQL behind the export's back for a third hour
-    snaps = exports.read_part(root(), "snapshots", HOURS[0])
+    snaps = layout.read_part(root(), "snapshots", HOURS[0])
     assert snaps.height > 1
-    exports.write_part(root(), "snapshots", HOURS[0], snaps.head(snaps.height - 1))
-    exports.part_path(root(), "journeys", HOURS[1]).unlink()
-    s = schema.attribution_snapshots
+    layout.write_part(root(), "snapshots", HOURS[0], snaps.head(snaps.height - 1))
+    layout.part_path(root(), "journeys", HOURS[1]).unlink()
+    s = tables.attribution_snapshots
     with engine.begin() as conn:
         snapshot_id = conn.execute(select(func.min(s.c.snapshot_id)).where(s.c.date_hour == HOURS[2],
                                                                             s.c.attributed_revenue > 0)).scalar()
         conn.execute(update(s).where(s.c.snapshot_id == snapshot_id)
                      .values(attributed_revenue=s.c.attributed_revenue + Decimal("0.0001")))
-    wrong = exports.reconcile(engine, root(), HOURS)
+    wrong = reconcile(engine, root(), HOURS)
     reasons = dict(wrong.iter_rows())
     assert sorted(reasons) == HOURS[:3]
     assert reasons[HOURS[0]].startswith(f"snapshots file has {snaps.height - 1} rows, MySQL {snaps.height}")
@@ -359,7 +362,7 @@ def test_export_reconciliation_check_reads_the_files_back_and_names_the_hours_th
 
     # a run whose exports disagree is red and names the hour: the edit behind the export's back
     # happens between the export's write and its check (a writer committing meanwhile)
-    original = exports.write_exports
+    original = runner.write_exports
 
     def write_then_edit(root_, hours, exported):
         stats = original(root_, hours, exported)
@@ -368,10 +371,10 @@ def test_export_reconciliation_check_reads_the_files_back_and_names_the_hours_th
                          .values(attributed_cost=s.c.attributed_cost + Decimal("0.0001")))
         return stats
 
-    monkeypatch.setattr(exports, "write_exports", write_then_edit)
+    monkeypatch.setattr(runner, "write_exports", write_then_edit)
     result, _ = run(mysql_url, HOURS[2])
     # only this patch: monkeypatch.undo() would also restore the test's private ATTRIBUTION_HOME
-    monkeypatch.setattr(exports, "write_exports", original)
+    monkeypatch.setattr(runner, "write_exports", original)
     [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "export_reconciliation"]
     assert not evaluation.passed
     assert evaluation.metadata["failing_hours"].value == [hour_key(HOURS[2])]
@@ -379,7 +382,7 @@ def test_export_reconciliation_check_reads_the_files_back_and_names_the_hours_th
 
     # re-materialising the hours repairs every file
     run(mysql_url, HOURS[0], HOURS[-1])
-    assert exports.reconcile(engine, root(), HOURS).height == 0
+    assert reconcile(engine, root(), HOURS).height == 0
     assert_exports_match_mysql(mysql_url)
 
 
@@ -389,23 +392,23 @@ def test_chunks_exported_with_the_next_read_in_the_background_write_the_same_fil
     after the earlier chunks' files are written (and no later chunk's)."""
     engine = seeded(mysql_url)
     run(mysql_url, HOURS[0], HOURS[-1])
-    frames_root = attribution_home() / "frames"
+    journeys = stored_frame(settings().frames_path, "journeys", HOURS)
 
     def read(out):
-        return lambda hours: exports.read_chunk(engine, hours, root=out, frames_root=frames_root, users=None,
-                                                recompute=None)
+        return lambda hours: runner.read_chunk(engine, hours, root=out, journeys=journeys, users=None,
+                                               recompute=None)
 
     one = tmp_path / "one"
     for hour in HOURS:
-        exports.export_chunk(engine, [hour], root=one, frames_root=frames_root, users=None, recompute=None)
+        runner.export_chunk(engine, [hour], root=one, journeys=journeys, users=None, recompute=None)
     ahead = tmp_path / "ahead"
-    done = list(exports.export_chunks([HOURS[:1], HOURS[1:3], HOURS[3:]], root=ahead, read=read(ahead)))
+    done = list(runner.export_chunks([HOURS[:1], HOURS[1:3], HOURS[3:]], root=ahead, read=read(ahead)))
     assert [hours for hours, _ in done] == [tuple(HOURS[:1]), tuple(HOURS[1:3]), tuple(HOURS[3:])]
     assert sum(stats.files for _, stats in done) == 3 * len(HOURS)
     assert sum(stats.rows["touchpoints"] for _, stats in done) > 0
-    for table in exports.TABLES:
+    for table in TABLES:
         for hour in HOURS:
-            assert exports.read_part(ahead, table, hour).equals(exports.read_part(one, table, hour)), (table, hour)
+            assert layout.read_part(ahead, table, hour).equals(layout.read_part(one, table, hour)), (table, hour)
 
     failing = tmp_path / "failing"
 
@@ -416,10 +419,10 @@ def test_chunks_exported_with_the_next_read_in_the_background_write_the_same_fil
 
     written = []
     with pytest.raises(RuntimeError, match="server gone"):
-        for hours, _ in exports.export_chunks([HOURS[:2], HOURS[2:]], root=failing, read=read_or_fail):
+        for hours, _ in runner.export_chunks([HOURS[:2], HOURS[2:]], root=failing, read=read_or_fail):
             written.append(hours)
     assert written == [tuple(HOURS[:2])]
-    assert exports.exported_hours(failing) == HOURS[:2]
+    assert layout.exported_hours(failing) == HOURS[:2]
 
 
 def test_build_parts_cap_hours_and_touchpoint_rows():
@@ -427,12 +430,12 @@ def test_build_parts_cap_hours_and_touchpoint_rows():
     unless one hour alone has more (it is then built alone); hours without rows count zero."""
     hours = [1_699_999_200 + i * HOUR for i in range(6)]  # whole hours
     touches = pl.DataFrame({"date_hour": [hours[0]] * 3 + [hours[1]] * 9 + [hours[2]] * 2 + [hours[4]] * 4})
-    assert exports.build_parts(hours, touches, max_hours=24, max_rows=5) == [
+    assert build.build_parts(hours, touches, max_hours=24, max_rows=5) == [
         (hours[0],), (hours[1],), (hours[2], hours[3]), (hours[4], hours[5])]
-    assert exports.build_parts(hours, touches, max_hours=2, max_rows=100) == [
+    assert build.build_parts(hours, touches, max_hours=2, max_rows=100) == [
         (hours[0], hours[1]), (hours[2], hours[3]), (hours[4], hours[5])]
-    assert exports.build_parts(hours, touches.clear(), max_hours=4, max_rows=1) == [tuple(hours[:4]), tuple(hours[4:])]
-    assert exports.build_parts([], touches) == []
+    assert build.build_parts(hours, touches.clear(), max_hours=4, max_rows=1) == [tuple(hours[:4]), tuple(hours[4:])]
+    assert build.build_parts([], touches) == []
 
 
 def test_a_chunk_built_hour_by_hour_writes_the_same_files_as_built_at_once(mysql_url, monkeypatch, tmp_path):
@@ -440,20 +443,20 @@ def test_a_chunk_built_hour_by_hour_writes_the_same_files_as_built_at_once(mysql
     the files do not depend on how many hours (BUILD_HOURS) or touchpoint rows (BUILD_ROWS)."""
     engine = seeded(mysql_url)
     run(mysql_url, HOURS[0], HOURS[-1])
-    frames_root = attribution_home() / "frames"
+    journeys = stored_frame(settings().frames_path, "journeys", HOURS)
 
     def no_recompute(hours, users):
         raise AssertionError("a full run's frames are all there")
 
     written = {}
     for size, rows in ((1, 10**9), (3, 10**9), (24, 10**9), (24, 1000)):
-        monkeypatch.setattr(exports, "BUILD_HOURS", size)
-        monkeypatch.setattr(exports, "BUILD_ROWS", rows)
+        monkeypatch.setattr(build, "BUILD_HOURS", size)
+        monkeypatch.setattr(build, "BUILD_ROWS", rows)
         out = tmp_path / f"build-{size}-{rows}"
-        stats = exports.export_chunk(engine, HOURS, root=out, frames_root=frames_root, users=None,
+        stats = runner.export_chunk(engine, HOURS, root=out, journeys=journeys, users=None,
                                      recompute=no_recompute)
         assert stats.hours == len(HOURS) and stats.files == 3 * len(HOURS)
-        written[size, rows] = {(t, h): exports.read_part(out, t, h) for t in exports.TABLES for h in HOURS}
+        written[size, rows] = {(t, h): layout.read_part(out, t, h) for t in TABLES for h in HOURS}
     at_once = written[24, 10**9]
     assert sum(df.height for (t, _), df in at_once.items() if t == "touchpoints") > 5000
     for variant in ((1, 10**9), (3, 10**9), (24, 1000)):
@@ -461,4 +464,4 @@ def test_a_chunk_built_hour_by_hour_writes_the_same_files_as_built_at_once(mysql
             assert written[variant][key].equals(df), (variant, key)
     # and the run's own files (built by the asset) are the same
     for (table, hour), df in at_once.items():
-        assert exports.read_part(root(), table, hour).equals(df)
+        assert layout.read_part(root(), table, hour).equals(df)

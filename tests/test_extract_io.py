@@ -5,27 +5,28 @@ import pytest
 from sqlalchemy import select
 
 import scenarios
-from attribution_pipeline import db, extract, schema
+from attribution_pipeline.storage import click_reads, database, frame_io, prosper_reads, tables
+from attribution_pipeline.storage.database import Database
 
 T = scenarios.T
 DAY = 86400
 
 
 def test_click_window_reads_each_click_once_and_equals_fresh_reads(mysql_url):
-    engine = db.make_engine(mysql_url)
+    engine = database.make_engine(mysql_url)
     with engine.begin() as conn:
         for i in range(200):
             scenarios.add_click(conn, 10_000 + i, 1 + i % 2, 10 + i % 3, T + i * 6 * 3600)
         scenarios.add_click(conn, 10_050, 2, 10, T + 50 * 6 * 3600 + 7)  # a duplicate id with another time (D15)
-    window = extract.ClickWindow(engine, [1, 2], [10, 11])
+    window = click_reads.ClickWindow(Database(mysql_url), [1, 2], [10, 11])
     slices = [(T + d * DAY - 30 * DAY, T + d * DAY + 3599) for d in range(0, 50, 7)]
     for lo, hi in slices:
         got = window.between(lo, hi).sort("click_id", "click_time")
         with engine.connect() as conn:
-            fresh = extract.clicks(conn, [1, 2], [10, 11], lo, hi).sort("click_id", "click_time")
+            fresh = click_reads.clicks(conn, [1, 2], [10, 11], lo, hi).sort("click_id", "click_time")
         assert got.equals(fresh)
     with engine.connect() as conn:
-        total = extract.clicks(conn, [1, 2], [10, 11], slices[0][0], slices[-1][1]).height
+        total = click_reads.clicks(conn, [1, 2], [10, 11], slices[0][0], slices[-1][1]).height
     assert window.rows_read == total  # every click read exactly once
     assert window.queries == len(slices)
 
@@ -36,7 +37,7 @@ def test_conversion_index_scans_once_and_each_chunk_equals_a_fresh_read(mysql_ur
     and conversions, and rows added or undeleted after the scan."""
     import random
 
-    engine = db.make_engine(mysql_url)
+    engine = database.make_engine(mysql_url)
     rng = random.Random(7)
     hours = [T + h * 3600 for h in range(48)]
     with engine.begin() as conn:
@@ -55,7 +56,7 @@ def test_conversion_index_scans_once_and_each_chunk_equals_a_fresh_read(mysql_ur
                                      deleted=1 if i % 13 == 0 else 0)
 
     for users in (None, [2]):
-        index = extract.ConversionIndex(engine, hours, users)
+        index = prosper_reads.ConversionIndex(Database(mysql_url), hours, users)
         chunks = [hours[i:i + 7] for i in range(0, len(hours), 7)]
         for n, chunk in enumerate(chunks):
             if n == 2:  # after the scan: a new row in a later chunk, one undeleted, one deleted
@@ -64,45 +65,45 @@ def test_conversion_index_scans_once_and_each_chunk_equals_a_fresh_read(mysql_ur
                     scenarios.add_click(conn, 90_000 + new_id, 2, 10, chunks[4][0] + 5)
                     scenarios.add_conversion(conn, new_id, 90_000 + new_id, 10, 2, "2.00",
                                              chunks[4][0] + 5, chunks[4][0] + 65)
-                    c = schema.conversion_logs.c
+                    c = tables.conversion_logs.c
                     later = c.conv_time.between(chunks[3][0], hours[-1] + 3599) & c.user_id.in_(users or [1, 2])
                     for was, now in ((1, 0), (0, 1)):  # undelete one later row, delete another
                         conv_id = conn.execute(select(c.conv_id).where(later, c.deleted == was)).scalars().first()
-                        conn.execute(schema.conversion_logs.update().where(c.conv_id == conv_id).values(deleted=now))
+                        conn.execute(tables.conversion_logs.update().where(c.conv_id == conv_id).values(deleted=now))
             got = index.conversions(chunk)
             with engine.connect() as conn:
-                fresh = extract.conversions(conn, chunk, users)
+                fresh = prosper_reads.conversions(conn, chunk, users)
             assert got.sort("conv_id").equals(fresh.sort("conv_id")), (users, n)
             assert got.height > 0
         assert index.scans == 1
-    whole = extract.ConversionIndex(engine, hours)  # the range as one chunk: one query, no scan
+    whole = prosper_reads.ConversionIndex(Database(mysql_url), hours)  # the range as one chunk: one query, no scan
     with engine.connect() as conn:
-        assert whole.conversions(hours).equals(extract.conversions(conn, hours))
+        assert whole.conversions(hours).equals(prosper_reads.conversions(conn, hours))
     assert whole.scans == 0
     with pytest.raises(ValueError, match="outside the indexed range"):
-        extract.ConversionIndex(engine, hours).conversions([T - 3600])
+        prosper_reads.ConversionIndex(Database(mysql_url), hours).conversions([T - 3600])
 
 
 def test_literal_rendering_refuses_anything_but_integers_and_identifiers(mysql_url):
-    engine = db.make_engine(mysql_url)
-    c = schema.clicks.c
+    engine = database.make_engine(mysql_url)
+    c = tables.clicks.c
     with engine.connect() as conn:
-        sql = db.literal_sql(conn, select(c.click_id).where(c.user_id.in_([1, 2]), c.click_time.between(5, 9)))
+        sql = frame_io.literal_sql(conn, select(c.click_id).where(c.user_id.in_([1, 2]), c.click_time.between(5, 9)))
         assert "IN (1, 2)" in sql and "BETWEEN 5 AND 9" in sql
         with pytest.raises(ValueError, match="may not be rendered"):
-            db.literal_sql(conn, select(c.click_id).where(schema.conversion_logs.c.ip == "1.2.3.4' OR '1'='1"))
+            frame_io.literal_sql(conn, select(c.click_id).where(tables.conversion_logs.c.ip == "1.2.3.4' OR '1'='1"))
         with pytest.raises(ValueError):
-            db.literal_sql(conn, select(c.click_id).where(c.click_cpc == 0.5))
+            frame_io.literal_sql(conn, select(c.click_id).where(c.click_cpc == 0.5))
 
 
 def test_decimal_reads_are_correctly_rounded_doubles(mysql_url):
-    engine = db.make_engine(mysql_url)
+    engine = database.make_engine(mysql_url)
     values = ["0.70000", "1.23000", "0.10000", "12.34565", "0.00001", "2.50000", "0.33333"]
     with engine.begin() as conn:
         for i, v in enumerate(values):
             scenarios.add_click(conn, 500 + i, 1, 10, T, cpc=v)
     with engine.connect() as conn:
-        df = extract.clicks(conn, [1], [10], T, T)
+        df = click_reads.clicks(conn, [1], [10], T, T)
     got = dict(zip(df["click_id"].to_list(), df["click_cpc"].to_list()))
     assert [got[500 + i] for i in range(len(values))] == [float(v) for v in values]
 
@@ -117,31 +118,31 @@ def _describe(clause) -> tuple:
 
 
 def test_id_predicates_read_dense_ids_by_range_and_sparse_ids_by_list():
-    col = schema.clicks.c.click_id
+    col = tables.clicks.c.click_id
     dense = list(range(1000, 1100))  # 100 ids filling their span
     sparse = [10**6 + 1000 * i for i in range(10)]  # 10 ids, 1 in 1000
-    clauses = db.id_predicates(col, [*sparse, *dense, 1050], in_list=25, range_ids=60)
+    clauses = frame_io.id_predicates(col, [*sparse, *dense, 1050], in_list=25, range_ids=60)
     # dense batches of 25 merge into ranges of at most 60 ids; sparse ones stay IN lists of 25 at most
     assert [_describe(c) for c in clauses] == [
         ("between", 1000, 1049), ("between", 1050, 1099), ("in", 10),
     ]
-    assert db.id_predicates(col, []) == []
+    assert frame_io.id_predicates(col, []) == []
     # a sparse stretch between dense ids ends the range, so no range spans it
     gap = [*range(0, 25), *[10**6 * (i + 1) for i in range(25)], *range(10**8, 10**8 + 25)]
-    assert [_describe(c) for c in db.id_predicates(col, gap, in_list=25)] == [
+    assert [_describe(c) for c in frame_io.id_predicates(col, gap, in_list=25)] == [
         ("between", 0, 24), ("in", 25), ("between", 10**8, 10**8 + 24)]
     # half-filled spans are dense at density 0.5, lists above it
     evens = list(range(0, 200, 2))
-    assert [_describe(c) for c in db.id_predicates(col, evens, in_list=50, density=0.5)] == [("between", 0, 198)]
-    assert [_describe(c) for c in db.id_predicates(col, evens, in_list=50, density=0.6)] == [("in", 50), ("in", 50)]
+    assert [_describe(c) for c in frame_io.id_predicates(col, evens, in_list=50, density=0.5)] == [("between", 0, 198)]
+    assert [_describe(c) for c in frame_io.id_predicates(col, evens, in_list=50, density=0.6)] == [("in", 50), ("in", 50)]
 
 
 def test_range_reads_return_only_the_ids_asked_for(mysql_url, monkeypatch):
     """Duplicate-click counts and the export's click reads take ranges for dense ids: clicks in the
     gaps of a range (a duplicated id nobody asked for) must not leak into the answer."""
-    from attribution_pipeline import checks, exports
+    from attribution_pipeline.exports import stored
 
-    engine = db.make_engine(mysql_url)
+    engine = database.make_engine(mysql_url)
     far = 5 * 10**12
     with engine.begin() as conn:
         for i in range(1, 41):
@@ -151,12 +152,12 @@ def test_range_reads_return_only_the_ids_asked_for(mysql_url, monkeypatch):
         for _ in range(3):
             scenarios.add_click(conn, far, 2, 11, T + 700)  # sparse, 3 copies
     asked = [i for i in range(1, 41) if i != 11] + [far]
-    monkeypatch.setattr(checks, "_IN_LIST", 8)
-    dups = checks.duplicated_click_rows(engine, asked).sort("click_id")
+    monkeypatch.setattr(click_reads, "_IN_LIST", 8)
+    dups = click_reads.duplicated_click_rows(Database(mysql_url), asked).sort("click_id")
     assert dups.rows() == [(5, 2), (far, 3)]
-    monkeypatch.setattr(exports, "_IN_LIST", 8)
+    monkeypatch.setattr(stored, "_IN_LIST", 8)
     with engine.connect() as conn:
-        clicks = exports.read_clicks(conn, asked).sort("click_id")
+        clicks = stored.read_clicks(conn, asked).sort("click_id")
     assert clicks.get_column("click_id").to_list() == sorted(asked)
     assert clicks.filter(pl.col("click_id") == 5).get_column("click_time").to_list() == [T + 5]  # D15: earliest copy
 

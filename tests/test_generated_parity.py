@@ -6,8 +6,8 @@ stores the same values."""
 
 import pytest
 
-from attribution_pipeline import db
-from attribution_pipeline.generator import GeneratorConfig, generate, load
+from attribution_pipeline.storage import database
+from attribution_pipeline.demo.generator import GeneratorConfig, generate, load
 from oracle import php_engine
 from pipeline import HOUR, run
 
@@ -16,7 +16,7 @@ HOURS = 12
 
 
 def seed(url, seed_value, **kw):
-    engine = db.make_engine(url)
+    engine = database.make_engine(url)
     load(engine, generate(GeneratorConfig(seed=seed_value, start=START, hours=HOURS, scale=0.3, **kw)))
     return engine
 
@@ -54,9 +54,9 @@ def test_sqlite_and_mariadb_store_the_same_values_on_generated_data(mysql_url, s
     for url in (mysql_url, sqlite_url):
         seed(url, 14)
         run(url, START, START + (HOURS - 1) * HOUR)
-    with db.make_engine(mysql_url).connect() as conn:
+    with database.make_engine(mysql_url).connect() as conn:
         a = php_engine.stored_rows(conn)
-    with db.make_engine(sqlite_url).connect() as conn:
+    with database.make_engine(sqlite_url).connect() as conn:
         b = php_engine.stored_rows(conn)
     assert sorted(a.snapshots) == sorted(b.snapshots)
     assert sorted(a.touchpoints) == sorted(b.touchpoints)

@@ -10,8 +10,11 @@ import polars as pl
 import pytest
 from sqlalchemy import create_engine, select
 
-from attribution_pipeline import db, generator, schema
-from attribution_pipeline.generator import GeneratorConfig, generate, load
+from attribution_pipeline.storage import bulk
+from attribution_pipeline.storage import database
+from attribution_pipeline.demo import generator
+from attribution_pipeline.storage import tables
+from attribution_pipeline.demo.generator import GeneratorConfig, generate, load
 
 START = int(datetime(2025, 3, 10, 0, 0, tzinfo=timezone.utc).timestamp())
 LOOKBACK = 30 * 86400
@@ -58,8 +61,8 @@ def test_same_seed_gives_identical_frames_and_another_seed_differs(frames):
 
 
 def test_frames_have_the_tables_columns_and_counts(frames):
-    assert set(frames) == {t.name for t in schema.SOURCE_TABLES}
-    for table in schema.SOURCE_TABLES:
+    assert set(frames) == {t.name for t in tables.SOURCE_TABLES}
+    for table in tables.SOURCE_TABLES:
         df = frames[table.name]
         assert df.columns == [c.name for c in table.columns], table.name
         for col in table.columns:
@@ -272,7 +275,7 @@ def _stored(engine) -> dict[str, list[tuple]]:
     out = {}
     with engine.connect() as conn:
         for name, (key, cols) in _DECIMALS.items():
-            table = schema.metadata.tables[name]
+            table = tables.metadata.tables[name]
             rows = conn.execute(select(table.c[key], *[table.c[c] for c in cols])).fetchall()
             out[name] = sorted((int(r[0]), *(str(v) for v in r[1:])) for r in rows)
     return out
@@ -288,18 +291,18 @@ def _expected(frames) -> dict[str, list[tuple]]:
 
 def _count_inserts(monkeypatch) -> list[str]:
     calls = []
-    real = db.bulk_insert
+    real = bulk.bulk_insert
 
     def spy(conn, table, df, *args, **kw):
         calls.append(table.name)
         return real(conn, table, df, *args, **kw)
 
-    monkeypatch.setattr(db, "bulk_insert", spy)
+    monkeypatch.setattr(bulk, "bulk_insert", spy)
     return calls
 
 
 def test_load_gives_the_same_rows_and_decimals_on_mariadb_and_sqlite(frames, mysql_url, sqlite_url, monkeypatch):
-    maria, lite = db.make_engine(mysql_url), db.make_engine(sqlite_url)
+    maria, lite = database.make_engine(mysql_url), database.make_engine(sqlite_url)
     inserts = _count_inserts(monkeypatch)
     try:
         counts = load(maria, frames)
@@ -313,14 +316,14 @@ def test_load_gives_the_same_rows_and_decimals_on_mariadb_and_sqlite(frames, mys
         for engine in (maria, lite):
             with engine.connect() as conn:
                 for name, n in counts.items():
-                    table = schema.metadata.tables[name]
+                    table = tables.metadata.tables[name]
                     assert len(conn.execute(select(table)).fetchall()) == n, name
-                ip, ua = conn.execute(select(schema.conversion_logs.c.ip, schema.conversion_logs.c.user_agent)
-                                      .order_by(schema.conversion_logs.c.conv_id).limit(1)).one()
+                ip, ua = conn.execute(select(tables.conversion_logs.c.ip, tables.conversion_logs.c.user_agent)
+                                      .order_by(tables.conversion_logs.c.conv_id).limit(1)).one()
                 first = frames["202_conversion_logs"].row(0, named=True)
                 assert (ip, ua) == (first["ip"], first["user_agent"])
-                bad = conn.execute(select(schema.attribution_models.c.weighting_config)
-                                   .where(schema.attribution_models.c.weighting_config == "{bad json")).fetchall()
+                bad = conn.execute(select(tables.attribution_models.c.weighting_config)
+                                   .where(tables.attribution_models.c.weighting_config == "{bad json")).fetchall()
                 assert len(bad) > 0
     finally:
         maria.dispose()
@@ -328,7 +331,7 @@ def test_load_gives_the_same_rows_and_decimals_on_mariadb_and_sqlite(frames, mys
 
 
 def test_seed_creates_tables_and_loads(tmp_path):
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'seeded.sqlite'}")
+    engine = database.make_engine(f"sqlite:///{tmp_path / 'seeded.sqlite'}")
     cfg = GeneratorConfig(start=START, clicks=1_000, conversions=40, users=2, campaigns_per_user=3)
     counts = generator.seed(engine, cfg)
     assert counts["202_clicks"] == 1_000 and counts["202_conversion_logs"] == 40
@@ -340,7 +343,7 @@ _TRICKY = ['back\\slash', 'quote " and ""', "comma, here", "new\nline\r\n", "\\N
 
 
 def test_bulk_load_round_trips_awkward_strings_and_nulls(mysql_url):
-    engine = db.make_engine(mysql_url)
+    engine = database.make_engine(mysql_url)
     df = pl.DataFrame({
         "audit_id": list(range(1, len(_TRICKY) + 2)),
         "user_id": [1] * (len(_TRICKY) + 1),
@@ -350,10 +353,10 @@ def test_bulk_load_round_trips_awkward_strings_and_nulls(mysql_url):
         "created_at": [1] * (len(_TRICKY) + 1),
     })
     with engine.begin() as conn:
-        assert db.bulk_load(conn, schema.attribution_audit, df, chunk_rows=4) == df.height
+        assert bulk.bulk_load(conn, tables.attribution_audit, df, chunk_rows=4) == df.height
     with engine.connect() as conn:
-        rows = conn.execute(select(schema.attribution_audit.c.model_id, schema.attribution_audit.c.metadata)
-                            .order_by(schema.attribution_audit.c.audit_id)).fetchall()
+        rows = conn.execute(select(tables.attribution_audit.c.model_id, tables.attribution_audit.c.metadata)
+                            .order_by(tables.attribution_audit.c.audit_id)).fetchall()
     assert [r[1] for r in rows] == [None] + _TRICKY
     assert rows[0][0] is None
     engine.dispose()
@@ -372,10 +375,10 @@ def test_bulk_load_falls_back_to_inserts_when_load_data_is_refused(mysql_url, mo
         "click_time": [START, START + 1], "rotator_id": [0, 0], "rule_id": [0, 0],
     })
     with engine.begin() as conn:
-        assert db.bulk_load(conn, schema.clicks, df) == 2
+        assert bulk.bulk_load(conn, tables.clicks, df) == 2
     assert inserts == ["202_clicks"]
     with engine.connect() as conn:
-        rows = conn.execute(select(schema.clicks.c.click_id, schema.clicks.c.click_cpc)
-                            .order_by(schema.clicks.c.click_id)).fetchall()
+        rows = conn.execute(select(tables.clicks.c.click_id, tables.clicks.c.click_cpc)
+                            .order_by(tables.clicks.c.click_id)).fetchall()
     assert [(r[0], str(r[1])) for r in rows] == [(2**40, "0.12345"), (2**40 + 1, "2.50000")]
     engine.dispose()

@@ -1,9 +1,10 @@
-"""Journey construction (spec 2.2-2.4; D2, D13, D15): the vectorised builder on crafted cases."""
+"""Journey construction (spec §2.2-§2.4; D2, D13, D15): the vectorised builder on crafted cases."""
 
 import polars as pl
 
-from attribution_pipeline import extract, frames
-from attribution_pipeline import journeys as J
+from attribution_pipeline.storage import prosper_reads
+from attribution_pipeline.core import frames
+from attribution_pipeline.core import journey_rules as J
 
 T = 1717232400  # 2024-06-01 09:00 UTC
 DAY = 86400
@@ -22,7 +23,7 @@ def clicks_frame(rows):
             "landing_page_id": [3] * len(rows),
             "click_cpc": [float(r[4]) if len(r) > 4 else 0.5 for r in rows],
         },
-        schema=extract.CLICKS,
+        schema=frames.CLICKS,
     )
 
 
@@ -47,13 +48,13 @@ def conversions_frame(rows, clicks=None):
             "landing_page_id": [3] * len(rows),
             "click_campaign_id": [r[3] for r in rows],
         },
-        schema=extract._CONVERSION_READ_SCHEMA,
+        schema=prosper_reads._CONVERSION_READ_SCHEMA,
     )
-    return extract.collapse_conversion_rows(raw)
+    return prosper_reads.collapse_conversion_rows(raw)
 
 
-NO_SETTINGS = pl.DataFrame(schema=extract.SETTINGS)
-NO_NETWORKS = pl.DataFrame(schema=extract.CAMPAIGN_NETWORKS)
+NO_SETTINGS = pl.DataFrame(schema=prosper_reads.SETTINGS)
+NO_NETWORKS = pl.DataFrame(schema=prosper_reads.CAMPAIGN_NETWORKS)
 
 
 def build(convs, clicks, settings=NO_SETTINGS, networks=NO_NETWORKS, cap=25, lookback=LOOKBACK):
@@ -150,14 +151,14 @@ def _setting(setting_id, user, scope_type, scope_id, enabled):
 
 
 def settings_frame(rows):
-    return pl.DataFrame(rows, schema=extract.SETTINGS, orient="row")
+    return pl.DataFrame(rows, schema=prosper_reads.SETTINGS, orient="row")
 
 
 def test_multi_touch_disabled_at_each_level():
     clicks = clicks_frame([(1, 1, 10, T - 50), (2, 1, 10, T - 10), (3, 1, 20, T - 50), (4, 1, 20, T - 10),
                            (5, 1, 30, T - 50), (6, 1, 30, T - 10)])
     convs = conversions_frame([(1, 2, 1, 10, T), (2, 4, 1, 20, T), (3, 6, 1, 30, T)], clicks)
-    networks = pl.DataFrame({"campaign_id": [10, 20, 30], "aff_network_id": [100, 100, 300]}, schema=extract.CAMPAIGN_NETWORKS)
+    networks = pl.DataFrame({"campaign_id": [10, 20, 30], "aff_network_id": [100, 100, 300]}, schema=prosper_reads.CAMPAIGN_NETWORKS)
 
     # default (no rows): on everywhere
     j = build(convs, clicks, networks=networks)
@@ -198,10 +199,10 @@ def test_stored_journeys_mirror_php_rebuild():
     clicks = clicks_frame([(2000, 1, 10, 1699999900), (2002, 1, 10, 1700000400)])
     convs = conversions_frame([(42, 2002, 1, 10, 1700000500), (77, 3100, 1, 10, 1701000000, 1700999900)], clicks)
     stored = pl.DataFrame({"conv_id": [42, 42], "click_id": [2000, 2002], "click_time": [1699999900, 1700000400],
-                           "position": [0, 1]}, schema=extract.STORED_TOUCHES)
+                           "position": [0, 1]}, schema=prosper_reads.STORED_TOUCHES)
     j = J.stored_journeys(convs, stored, J.dedupe_clicks(clicks))
     assert touches(j, 42) == [2000, 2002]
-    assert touches(j, 77) == [3100]  # spec 6 item 8: no stored journey -> the converting click
+    assert touches(j, 77) == [3100]  # spec §6 item 8: no stored journey -> the converting click
     assert j.filter(pl.col("conv_id") == 77)["click_time"].to_list() == [1700999900]
 
 

@@ -1,13 +1,13 @@
-"""Model-row validation as PHP's ModelDefinition::fromDatabaseRow does it (spec 3.6; D6, D7, D10)."""
+"""Model-row validation as PHP's ModelDefinition::fromDatabaseRow does it (spec §3.6; D6, D7, D10)."""
 
 import json
 
 import polars as pl
 import pytest
 
-from attribution_pipeline import frames
+from attribution_pipeline.core import frames
 from attribution_pipeline.errors import InvalidModelConfig
-from attribution_pipeline.models import (
+from attribution_pipeline.core.model_rules import (
     MODEL_TYPES,
     ModelSpec,
     decode_config,

@@ -1,6 +1,6 @@
 """The oracle (tests/oracle/php_engine.py) reproduces every PHP reference number of the spec.
 
-Pure-function tests check the float arithmetic bit for bit against spec 3.8; database tests load
+Pure-function tests check the float arithmetic bit for bit against spec §3.8; database tests load
 the spec's worked data (tests/scenarios.py) into a fresh MariaDB database and compare the
 oracle's rows with the spec's stored values, then check each project decision (D3, D4, D6, D13,
 D15, D16) on data built for it.
@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 import scenarios as sc
-from attribution_pipeline import db
+from attribution_pipeline.storage import database
 from oracle import php_engine as oracle
 from oracle.php_engine import Conversion, Expected, Stored, expected_rows, stored_rows
 
@@ -23,7 +23,7 @@ HOURS = sc.SECTION_4_6_HOURS
 
 @pytest.fixture
 def mysql_conn(mysql_url):
-    engine = db.make_engine(mysql_url)
+    engine = database.make_engine(mysql_url)
     with engine.begin() as conn:
         yield conn
     engine.dispose()
@@ -31,7 +31,7 @@ def mysql_conn(mysql_url):
 
 @pytest.fixture
 def sqlite_conn(sqlite_url):
-    engine = db.make_engine(sqlite_url)
+    engine = database.make_engine(sqlite_url)
     with engine.begin() as conn:
         yield conn
     engine.dispose()
@@ -47,7 +47,7 @@ def journeys_by_conversion(expected, model_id):
 
 
 # ============================================================================================
-# Pure functions: spec 3.7 and 3.8 float arithmetic, bit for bit
+# Pure functions: spec §3.7 and §3.8 float arithmetic, bit for bit
 # ============================================================================================
 
 
@@ -154,7 +154,7 @@ def _model(model_type, config, name="Model", slug="model"):
 
 
 @pytest.mark.parametrize("model_type, config, fragment", [
-    # spec 6 item 7 (ModelDefinitionValidationTest) and spec 3.6
+    # spec §6 item 7 (ModelDefinitionValidationTest) and spec §3.6
     ("time_decay", '{"half_life_hours":0}', "half_life_hours"),
     ("time_decay", '{"half_life_hours":0.5}', "half_life_hours"),
     ("time_decay", '{"half_life_hours":"abc"}', "half_life_hours"),
@@ -397,7 +397,7 @@ SINGLE = {1: [104], 2: [103], 3: [201], 4: [105]}
     ((("global", None, False), ("advertiser", 2, True)), {**SINGLE, 3: MULTI[3]}),
     ((("global", None, False), ("advertiser", 1, False), ("campaign", 10, True)), {**MULTI, 3: SINGLE[3]}),
     ((("advertiser", 2, True), ("campaign", 20, False)), {**MULTI, 3: SINGLE[3]}),
-    # spec 6 item 12 precedence: global off, advertiser on, campaign off -> off
+    # spec §6 item 12 precedence: global off, advertiser on, campaign off -> off
     ((("global", None, False), ("advertiser", 1, True), ("campaign", 10, False)), SINGLE),
     # several global rows (the NULL hole in the unique key): the highest setting_id wins
     ((("global", None, True), ("global", None, False)), SINGLE),

@@ -6,9 +6,9 @@ import polars as pl
 import pytest
 
 from attribution_pipeline.errors import BeforePartitionsStartError, EmptySelectionError, InvalidWindowError
-from attribution_pipeline.jobs import trailing_window
-from attribution_pipeline.partitions import hour_key, key_hour, parse_time, select_hours
-from attribution_pipeline.precision import stored_credit, stored_money
+from attribution_pipeline.automation.schedules import trailing_window
+from attribution_pipeline.core.hours import hour_key, key_hour, parse_time, select_hours
+from attribution_pipeline.core.precision import stored_credit, stored_money
 
 T = 1717232400  # 2024-06-01 09:00 UTC
 START = key_hour("2023-01-01-00:00")
@@ -89,7 +89,7 @@ def test_stored_precision_matches_mysql_rounding_of_php_doubles(value, credit, m
 def test_fast_quantize_equals_the_exact_decimal_path():
     import random
 
-    from attribution_pipeline.precision import CREDIT_DTYPE, MONEY_DTYPE, quantize, stored_decimal
+    from attribution_pipeline.core.precision import CREDIT_DTYPE, MONEY_DTYPE, quantize, stored_decimal
 
     rng = random.Random(5)
     ties = [round(rng.randrange(0, 100000) / 100000 + 5e-6, 6) for _ in range(5000)]
@@ -105,8 +105,8 @@ def test_credits_stage_stores_a_near_tie_credit_as_mysql_does():
     double whose x 10**5 rounds to just below the tie: MySQL stores 0.00004 (its shortest form
     rounded half away), where rounding the double numerically gives 0.00003. The credits stage
     flags it and takes the exact path; revenue and cost use the unrounded credit."""
-    from attribution_pipeline import frames
-    from attribution_pipeline.credits import compute_credits
+    from attribution_pipeline.core import frames
+    from attribution_pipeline.core.crediting import compute_credits
 
     journeys = pl.DataFrame({
         "date_hour": [3600] * 3, "user_id": [1] * 3, "conv_id": [7] * 3, "conv_time": [3700] * 3,

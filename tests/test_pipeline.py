@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import func, insert, select, text, update
 
 import scenarios
-from attribution_pipeline import db, schema
+from attribution_pipeline.storage import database
+from attribution_pipeline.storage import tables
 from oracle import php_engine
 from pipeline import HOUR, run
 
@@ -20,7 +21,7 @@ HOURS_4_6 = [T, T + HOUR, T + 2 * HOUR]
 
 
 def engine_for(url):
-    return db.make_engine(url)
+    return database.make_engine(url)
 
 
 def stored(url, hours=None):
@@ -41,12 +42,12 @@ def load_4_6(url, **kw):
 def snapshot_rows(url):
     with engine_for(url).connect() as conn:
         return conn.execute(
-            select(schema.attribution_snapshots).order_by(schema.attribution_snapshots.c.snapshot_id)
+            select(tables.attribution_snapshots).order_by(tables.attribution_snapshots.c.snapshot_id)
         ).mappings().all()
 
 
 # ------------------------------------------------------------------------------------------
-# parity: spec 4.6, each model alone and all together (D1)
+# parity: spec §4.6, each model alone and all together (D1)
 # ------------------------------------------------------------------------------------------
 
 
@@ -78,8 +79,8 @@ def test_each_model_alone_equals_all_models_together(mysql_url, journey_source):
     assert not php_engine.diff(expected(mysql_url, HOURS_4_6, journey_source=journey_source), together)
     alone_snapshots, alone_touchpoints = [], []
     with engine_for(mysql_url).begin() as conn:
-        conn.execute(schema.attribution_touchpoints.delete())
-        conn.execute(schema.attribution_snapshots.delete())
+        conn.execute(tables.attribution_touchpoints.delete())
+        conn.execute(tables.attribution_snapshots.delete())
     for model_id in ids.values():
         run(mysql_url, T, T + 2 * HOUR, models=[model_id], journey_source=journey_source)
     alone = stored(mysql_url)
@@ -123,14 +124,14 @@ def test_range_run_equals_hour_by_hour_and_any_chunk_size(mysql_url):
     ranged = stored(mysql_url)
     for chunk_hours in (1, 2):
         with engine_for(mysql_url).begin() as conn:
-            conn.execute(schema.attribution_touchpoints.delete())
-            conn.execute(schema.attribution_snapshots.delete())
+            conn.execute(tables.attribution_touchpoints.delete())
+            conn.execute(tables.attribution_snapshots.delete())
         run(mysql_url, T, T + 2 * HOUR, chunk_hours=chunk_hours)
         assert sorted(stored(mysql_url).touchpoints) == sorted(ranged.touchpoints)
         assert sorted(stored(mysql_url).snapshots) == sorted(ranged.snapshots)
     with engine_for(mysql_url).begin() as conn:
-        conn.execute(schema.attribution_touchpoints.delete())
-        conn.execute(schema.attribution_snapshots.delete())
+        conn.execute(tables.attribution_touchpoints.delete())
+        conn.execute(tables.attribution_snapshots.delete())
     for hour in HOURS_4_6:
         run(mysql_url, hour)
     assert sorted(stored(mysql_url).touchpoints) == sorted(ranged.touchpoints)
@@ -171,12 +172,12 @@ def test_d4_stale_rows_and_php_duplicates_are_removed(mysql_url):
     with engine_for(mysql_url).begin() as conn:
         # a PHP duplicate placeholder (Q10) and an all-zero row (Q5) for hour T + 2h
         for clicks in (5, 0):
-            conn.execute(insert(schema.attribution_snapshots).values(
+            conn.execute(insert(tables.attribution_snapshots).values(
                 model_id=lt, user_id=1, scope_type="global", scope_id=None, date_hour=T, lookback_start=0,
                 lookback_end=0, attributed_clicks=clicks, attributed_conversions=0, attributed_revenue=0,
                 attributed_cost=0, created_at=1))
         # soft-delete the only conversion of hour T + 2h
-        conn.execute(update(schema.conversion_logs).where(schema.conversion_logs.c.conv_id == 4).values(deleted=1))
+        conn.execute(update(tables.conversion_logs).where(tables.conversion_logs.c.conv_id == 4).values(deleted=1))
     run(mysql_url, T, T + 2 * HOUR)
     got = stored(mysql_url)
     assert [s for s in got.snapshots if s[0] == lt and s[2] == T] == [(lt, 1, T, 2, 2, "35.5000", "1.5000")]
@@ -213,11 +214,11 @@ def test_d9_only_owned_keys_are_touched(mysql_url):
         scenarios.add_user(conn, 2)
         scenarios.add_model(conn, 90, 2, "last_touch")
         for model_id, user, hour in ((90, 2, T), (lt, 1, T - HOUR), (lt, 1, T + 3 * HOUR)):
-            conn.execute(insert(schema.attribution_snapshots).values(
+            conn.execute(insert(tables.attribution_snapshots).values(
                 model_id=model_id, user_id=user, scope_type="global", scope_id=None, date_hour=hour,
                 lookback_start=0, lookback_end=0, attributed_clicks=7, attributed_conversions=7,
                 attributed_revenue=7, attributed_cost=7, created_at=1))
-        conn.execute(insert(schema.attribution_snapshots).values(  # a campaign-scope row is never ours (D8)
+        conn.execute(insert(tables.attribution_snapshots).values(  # a campaign-scope row is never ours (D8)
             model_id=lt, user_id=1, scope_type="campaign", scope_id=10, date_hour=T, lookback_start=0,
             lookback_end=0, attributed_clicks=7, attributed_conversions=7, attributed_revenue=7,
             attributed_cost=7, created_at=1))
@@ -233,8 +234,8 @@ def test_d9_only_owned_keys_are_touched(mysql_url):
     run(mysql_url, T, T + 2 * HOUR)
     pb_rows = [r for r in snapshot_rows(mysql_url) if r["model_id"] == pb]
     with engine_for(mysql_url).begin() as conn:
-        conn.execute(update(schema.attribution_models).where(schema.attribution_models.c.model_id == pb).values(is_active=0))
-        conn.execute(update(schema.conversion_logs).values(deleted=1))
+        conn.execute(update(tables.attribution_models).where(tables.attribution_models.c.model_id == pb).values(is_active=0))
+        conn.execute(update(tables.conversion_logs).values(deleted=1))
     run(mysql_url, T, T + 2 * HOUR)
     assert [r for r in snapshot_rows(mysql_url) if r["model_id"] == pb] == pb_rows
     assert not [r for r in snapshot_rows(mysql_url) if r["model_id"] == lt and r["date_hour"] == T and r["scope_type"] == "global"]
@@ -245,7 +246,7 @@ def test_d9_cli_refuses_inactive_invalid_or_unknown_models_before_running(mysql_
     from attribution_pipeline.cli import main
 
     with engine_for(mysql_url).begin() as conn:
-        conn.execute(update(schema.attribution_models).where(schema.attribution_models.c.model_id == ids["assisted"]).values(is_active=0))
+        conn.execute(update(tables.attribution_models).where(tables.attribution_models.c.model_id == ids["assisted"]).values(is_active=0))
     args = ["rebuild", "--db-url", mysql_url, "--start", str(T), "--end", str(T + HOUR)]
     assert main([*args, "--model", str(ids["assisted"])]) == 1
     assert "inactive" in capsys.readouterr().err
@@ -263,8 +264,8 @@ def test_d11_d18_audit_rows_and_cron_log(mysql_url):
     before = int(__import__("time").time())
     run(mysql_url, T, T + 2 * HOUR, journey_source="stored")  # the spec's example (4.5) used PHP's stored journeys
     with engine_for(mysql_url).connect() as conn:
-        audits = conn.execute(select(schema.attribution_audit).order_by(schema.attribution_audit.c.model_id)).mappings().all()
-        cron = conn.execute(select(schema.cronjob_logs)).mappings().all()
+        audits = conn.execute(select(tables.attribution_audit).order_by(tables.attribution_audit.c.model_id)).mappings().all()
+        cron = conn.execute(select(tables.cronjob_logs)).mappings().all()
     assert [a["model_id"] for a in audits] == sorted(ids.values())
     assert {a["action"] for a in audits} == {"snapshot_rebuild"}
     pb = next(a for a in audits if a["model_id"] == ids["position_based"])
@@ -323,9 +324,9 @@ def test_d19_exit_codes_and_d20_dry_run(mysql_url, capsys):
     assert sum(line.endswith(": same") for line in out.splitlines()) == 12 and "differs" not in out
     assert "dry run, nothing written: same 12" in out
     with engine_for(mysql_url).begin() as conn:
-        conn.execute(update(schema.attribution_snapshots).where(
-            schema.attribution_snapshots.c.model_id == ids["assisted"],
-            schema.attribution_snapshots.c.date_hour == T).values(attributed_clicks=1))
+        conn.execute(update(tables.attribution_snapshots).where(
+            tables.attribution_snapshots.c.model_id == ids["assisted"],
+            tables.attribution_snapshots.c.date_hour == T).values(attributed_clicks=1))
     assert main([*args, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert f"model {ids['assisted']} (assisted) 2024-06-01-09:00: differs" in out
@@ -352,9 +353,9 @@ def test_persisted_journeys_are_php_compatible(mysql_url):
     load_4_6(mysql_url, stored_journeys=False)
     run(mysql_url, T, T + 2 * HOUR, persist_journeys=True)
     with engine_for(mysql_url).connect() as conn:
-        rows = conn.execute(select(schema.conversion_touchpoints.c.conv_id, schema.conversion_touchpoints.c.click_id,
-                                   schema.conversion_touchpoints.c.position)
-                            .order_by(schema.conversion_touchpoints.c.conv_id, schema.conversion_touchpoints.c.position)).all()
+        rows = conn.execute(select(tables.conversion_touchpoints.c.conv_id, tables.conversion_touchpoints.c.click_id,
+                                   tables.conversion_touchpoints.c.position)
+                            .order_by(tables.conversion_touchpoints.c.conv_id, tables.conversion_touchpoints.c.position)).all()
     journeys = {}
     for conv_id, click_id, position in rows:
         journeys.setdefault(conv_id, []).append((position, click_id))

@@ -1,22 +1,22 @@
-"""Every reference number of spec 3.8 and spec 6 that applies, through the whole pipeline
+"""Every reference number of spec §3.8 and spec §6 that applies, through the whole pipeline
 (Dagster job, MariaDB), compared with what the PHP engine stores (tests/scenarios.py)."""
 
 import pytest
 
 import scenarios
-from attribution_pipeline import db
+from attribution_pipeline.storage import database
 from oracle import php_engine
 from pipeline import HOUR, run
 
 
 def _rows(url):
-    with db.make_engine(url).connect() as conn:
+    with database.make_engine(url).connect() as conn:
         return php_engine.stored_rows(conn)
 
 
 @pytest.mark.parametrize("case", scenarios.REFERENCE_CASES + scenarios.PHPUNIT_CASES, ids=lambda c: c.name)
 def test_reference_case(mysql_url, case):
-    with db.make_engine(mysql_url).begin() as conn:
+    with database.make_engine(mysql_url).begin() as conn:
         hour = scenarios.load_case(conn, case)
     _, report = run(mysql_url, hour)
     assert report["outcome"] == 0
@@ -29,7 +29,7 @@ def test_reference_case(mysql_url, case):
 @pytest.mark.parametrize("loader", [scenarios.load_phpunit_last_touch, scenarios.load_phpunit_runner],
                          ids=["phpunit_1_last_touch_per_hour", "phpunit_6_runner"])
 def test_phpunit_multi_conversion_cases(mysql_url, loader):
-    with db.make_engine(mysql_url).begin() as conn:
+    with database.make_engine(mysql_url).begin() as conn:
         loaded = loader(conn)
     run(mysql_url, loaded.hours[0], loaded.hours[-1])
     got = _rows(mysql_url)

@@ -1,4 +1,4 @@
-"""The credit strategies against PHP's numbers (spec 3.8, 4.6, 6) and a scalar port of the PHP code.
+"""The credit strategies against PHP's numbers (spec §3.8, §4.6, §6) and a scalar port of the PHP code.
 
 The scalar port (``php_*`` below) follows the PHP source line by line with plain Python floats and
 left-to-right sums (``functools.reduce(operator.add)``), which is what PHP's ``array_sum`` does; the
@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from attribution_pipeline import strategies
-from attribution_pipeline.frames import STRATEGY_OUTPUT
+from attribution_pipeline.core.frames import STRATEGY_OUTPUT
 from attribution_pipeline.strategies import (
     MODEL_TYPE_STRATEGY,
     STRATEGIES,
@@ -31,7 +31,7 @@ from attribution_pipeline.strategies import (
     time_decay,
 )
 
-T = 1717232400  # 2024-06-01 09:00 UTC (spec 2.4)
+T = 1717232400  # 2024-06-01 09:00 UTC (spec §2.4)
 H = 3600
 DAY = 86400
 
@@ -71,7 +71,7 @@ def conversion(conv_id, conv_time, touches, converting=None, user_id=1):
 
 
 def journey_touches(conv):
-    """The touches in journey order: sorted by (click_time, click_id), as spec 2.3 / D2 number them."""
+    """The touches in journey order: sorted by (click_time, click_id), as spec §2.3 / D2 number them."""
     return sorted(conv["touches"], key=lambda t: (t[1], t[0]))
 
 
@@ -114,7 +114,7 @@ def credits_by_position(result, model_id=1, conv_id=1):
 
 
 def stored(x):
-    """What DECIMAL(10,5) stores for the double ``x`` (spec 3.7)."""
+    """What DECIMAL(10,5) stores for the double ``x`` (spec §3.7)."""
     return Decimal(repr(x)).quantize(Decimal("0.00001"), ROUND_HALF_UP)
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import make_url
 
 import scenarios
-from attribution_pipeline import db, schema, writeback
+from attribution_pipeline.storage import database, hour_rewrite, locks, stored_rows, tables
 from oracle import php_engine
 from pipeline import HOUR, run
 
@@ -28,14 +28,14 @@ def raw_connection(url):
 
 
 def rows(url):
-    with db.make_engine(url).connect() as conn:
+    with database.make_engine(url).connect() as conn:
         got = php_engine.stored_rows(conn)
     return sorted(got.snapshots), sorted(got.touchpoints)
 
 
 @pytest.fixture
 def loaded(mysql_url):
-    with db.make_engine(mysql_url).begin() as conn:
+    with database.make_engine(mysql_url).begin() as conn:
         ids = scenarios.load_section_4_6(conn)
     return mysql_url, ids
 
@@ -44,15 +44,15 @@ def test_connection_killed_mid_write_is_retried_and_result_equals_an_undisturbed
     url, _ = loaded
     run(url, T, LAST)
     undisturbed = rows(url)
-    with db.make_engine(url).begin() as conn:
-        conn.execute(schema.attribution_touchpoints.delete())
-        conn.execute(schema.attribution_snapshots.delete())
+    with database.make_engine(url).begin() as conn:
+        conn.execute(tables.attribution_touchpoints.delete())
+        conn.execute(tables.attribution_snapshots.delete())
 
-    real_bulk_load = writeback.bulk_load
+    real_bulk_load = hour_rewrite.bulk_load
     kills = []
 
     def kill_then_load(conn, table, df, **kw):
-        if table is schema.attribution_touchpoints and not kills:
+        if table is tables.attribution_touchpoints and not kills:
             thread_id = conn.connection.dbapi_connection.thread_id()
             killer = raw_connection(url)
             with killer.cursor() as cur:
@@ -61,7 +61,7 @@ def test_connection_killed_mid_write_is_retried_and_result_equals_an_undisturbed
             kills.append(thread_id)
         return real_bulk_load(conn, table, df, **kw)
 
-    monkeypatch.setattr(writeback, "bulk_load", kill_then_load)
+    monkeypatch.setattr(hour_rewrite, "bulk_load", kill_then_load)
     monkeypatch.setenv("ATTRIBUTION_DB_RETRY_DELAY", "0.05")
     _, report = run(url, T, LAST)
     assert len(kills) == 1
@@ -81,10 +81,10 @@ def test_lock_wait_timeout_is_retried_until_the_other_transaction_lets_go(loaded
     release = threading.Timer(2.5, blocker.rollback)
     release.start()
     monkeypatch.setenv("ATTRIBUTION_DB_RETRY_DELAY", "0.2")
-    real_connect = db.make_engine
+    real_connect = database.make_engine
 
-    def short_lock_wait_engine(u):
-        engine = real_connect(u)
+    def short_lock_wait_engine(u, **kw):
+        engine = real_connect(u, **kw)
         from sqlalchemy import event
 
         @event.listens_for(engine, "connect")
@@ -93,10 +93,7 @@ def test_lock_wait_timeout_is_retried_until_the_other_transaction_lets_go(loaded
                 cur.execute("SET SESSION innodb_lock_wait_timeout = 1")
         return engine
 
-    import attribution_pipeline.resources as resources
-
-    monkeypatch.setattr(resources, "make_engine", short_lock_wait_engine)
-    monkeypatch.setattr(resources, "_ENGINES", {})
+    monkeypatch.setattr(database, "make_engine", short_lock_wait_engine)
     started = time.monotonic()
     _, report = run(url, T, LAST)
     release.join()
@@ -110,7 +107,7 @@ def test_a_non_transient_error_fails_once_and_leaves_the_old_rows(loaded, capsys
     url, _ = loaded
     run(url, T, LAST)
     before = rows(url)
-    with db.make_engine(url).begin() as conn:
+    with database.make_engine(url).begin() as conn:
         conn.exec_driver_sql(
             "CREATE TRIGGER refuse_conv_2 BEFORE INSERT ON `202_attribution_touchpoints` FOR EACH ROW "
             "BEGIN IF NEW.conv_id = 2 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by test trigger'; END IF; END"
@@ -118,20 +115,20 @@ def test_a_non_transient_error_fails_once_and_leaves_the_old_rows(loaded, capsys
     from attribution_pipeline.cli import main
 
     attempts = []
-    real_write = writeback.write_chunk
+    real_write = hour_rewrite.write_chunk
 
     def counting(*a, **kw):
         attempts.append(1)
         return real_write(*a, **kw)
 
-    writeback.write_chunk, saved = counting, writeback.write_chunk
-    import attribution_pipeline.assets.writeback as asset_module
+    hour_rewrite.write_chunk, saved = counting, hour_rewrite.write_chunk
+    import attribution_pipeline.assets.writeback_run as asset_module
 
     asset_module.write_chunk, saved_asset = counting, asset_module.write_chunk
     try:
         code = main(["rebuild", "--db-url", url, "--start", str(T), "--end", str(LAST + HOUR)])
     finally:
-        writeback.write_chunk, asset_module.write_chunk = saved, saved_asset
+        hour_rewrite.write_chunk, asset_module.write_chunk = saved, saved_asset
     assert code == 1
     assert attempts == [1]  # not retried
     err = capsys.readouterr()
@@ -142,12 +139,12 @@ def test_a_non_transient_error_fails_once_and_leaves_the_old_rows(loaded, capsys
 def test_held_group_keeps_its_rows_while_other_hours_and_models_are_written(loaded):
     url, ids = loaded
     run(url, T, LAST, journey_source="stored")
-    with db.make_engine(url).begin() as conn:
+    with database.make_engine(url).begin() as conn:
         # a concurrent PHP writer left conversion 3's converting click twice in its stored journey
         scenarios.add_stored_journey(conn, 3, [(201, T + 3650), (201, T + 3650)])
         # and every other hour changes: a new payout for conversion 1 (hour T)
-        conn.execute(update(schema.conversion_logs).where(schema.conversion_logs.c.conv_id == 1).values(click_payout=21))
-        conn.execute(update(schema.attribution_snapshots).where(schema.attribution_snapshots.c.date_hour == T + HOUR)
+        conn.execute(update(tables.conversion_logs).where(tables.conversion_logs.c.conv_id == 1).values(click_payout=21))
+        conn.execute(update(tables.attribution_snapshots).where(tables.attribution_snapshots.c.date_hour == T + HOUR)
                      .values(attributed_clicks=99))  # mark the held hour's rows to see that they stay
     _, report = run(url, T, LAST, journey_source="stored")
     assert report["outcome"] == 2
@@ -163,8 +160,8 @@ def test_writers_of_the_same_hours_are_serialised(loaded, capsys):
     url, _ = loaded
     holder = raw_connection(url)
     with holder.cursor() as cur:
-        with db.make_engine(url).connect() as conn:
-            cur.execute("SELECT GET_LOCK(%s, 0)", (writeback.lock_name(conn, T + HOUR),))
+        with database.make_engine(url).connect() as conn:
+            cur.execute("SELECT GET_LOCK(%s, 0)", (locks.lock_name(conn, T + HOUR),))
     _, report = run(url, T, LAST, lock_timeout_seconds=1, expect_success=False)
     assert report["outcome"] == 1
     assert "LockTimeout" in report["rolled_back_chunks"][0]["reason"]
@@ -176,8 +173,8 @@ def test_writers_of_the_same_hours_are_serialised(loaded, capsys):
 
 def test_rows_written_by_the_php_engine_are_reported(loaded):
     url, ids = loaded
-    with db.make_engine(url).begin() as conn:
-        conn.execute(insert(schema.attribution_snapshots).values(
+    with database.make_engine(url).begin() as conn:
+        conn.execute(insert(tables.attribution_snapshots).values(
             model_id=ids["last_touch"], user_id=1, scope_type="global", scope_id=None, date_hour=T,
             lookback_start=T + 900 - 86400, lookback_end=T + 900, attributed_clicks=1, attributed_conversions=1,
             attributed_revenue=20, attributed_cost=0.8, created_at=1))
@@ -195,12 +192,12 @@ def test_touchpoint_read_back_reads_only_the_id_range_the_chunk_inserted(mysql_u
     """The read-back before commit scans ``(before, after]`` of the primary key: rows inserted later
     (ids above the range) are not read, even of the same snapshot, and rows of other snapshots in
     the range are filtered out; a replay of the statement later reads the same rows."""
-    engine = db.make_engine(mysql_url)
+    engine = database.make_engine(mysql_url)
     rows_ = [{"touchpoint_id": i, "snapshot_id": 7 if i != 4 else 8, "conv_id": 100 + i, "click_id": 1000 + i,
               "position": 0, "credit": "0.50000", "weight": "0.50000", "created_at": 1} for i in range(1, 11)]
     with engine.begin() as conn:
-        conn.execute(insert(schema.attribution_touchpoints), rows_)
-        assert writeback.max_touchpoint_id(conn) == 10
-        got = writeback.inserted_touchpoints(conn, 2, 6, pl.Series([7]))
+        conn.execute(insert(tables.attribution_touchpoints), rows_)
+        assert stored_rows.max_touchpoint_id(conn) == 10
+        got = stored_rows.inserted_touchpoints(conn, 2, 6, pl.Series([7]))
     assert got.get_column("conv_id").to_list() == [103, 105, 106]
     assert got.get_column("click_id").to_list() == [1003, 1005, 1006]

@@ -1,109 +1,116 @@
-"""The journeys asset: every conversion's ordered touches (D2, D13, D15)."""
-
-import time
+"""The journeys asset: every conversion's ordered touches (D2, D13, D15), and its checks."""
 
 import dagster as dg
 import polars as pl
 
-from attribution_pipeline import extract, frames
-from attribution_pipeline.db import with_retries
-from attribution_pipeline import journeys as journey_rules
-from attribution_pipeline.assets.common import hourly_frame_asset, run_hours
-from attribution_pipeline.frames import HourlyFrame, chunk_hours
-from attribution_pipeline.resources import DatabaseResource, PipelineSettings, RunScope
-
-
-def _multi_touch_context(engine, conversions: HourlyFrame, hours, chunk_size: int, logger=None):
-    """Settings and campaign networks of the range's users, and the (user, campaign) pairs whose
-    conversions are multi-touch: one pass over the stored conversions, two small queries."""
-    pairs = []
-    for chunk in chunk_hours(hours, chunk_size):
-        conv = conversions.read(chunk).filter(pl.col("click_rows") > 0)
-        pairs.append(conv.select("user_id", "campaign_id").unique())
-    pairs_df = pl.concat(pairs).unique() if pairs else pl.DataFrame(schema={"user_id": pl.Int64, "campaign_id": pl.Int64})
-    def read():
-        with engine.connect() as conn:
-            return (extract.multi_touch_settings(conn, pairs_df["user_id"].unique().to_list()),
-                    extract.campaign_networks(conn, pairs_df["campaign_id"].unique().to_list()))
-
-    settings, networks = with_retries(read, what="read multi-touch settings", logger=logger)
-    flagged = journey_rules.multi_touch_flags(pairs_df, settings, networks)
-    multi = flagged.filter(pl.col("multi_touch"))
-    return settings, networks, multi["user_id"].unique().to_list(), multi["campaign_id"].unique().to_list()
-
-
-@hourly_frame_asset(
-    kinds={"polars", "sql"},
+from attribution_pipeline.assets.check_kit import (
+    ERROR,
+    TOUCH_IDS,
+    WARN,
+    frame_check,
+    run_frame_check,
+    schema_check,
+    schema_findings,
 )
-def journeys(
-    context: dg.AssetExecutionContext,
-    conversions: HourlyFrame,
-    db: DatabaseResource,
-    settings: PipelineSettings,
-    scope: RunScope,
-) -> HourlyFrame:
+from attribution_pipeline.assets.hourly import Hourly, run_hours
+from attribution_pipeline.assets.resources import RunScope
+from attribution_pipeline.core import contracts, frames
+from attribution_pipeline.core.frames import FrameStats, HourlyFrame
+from attribution_pipeline.core.hours import chunk_hours
+from attribution_pipeline.settings import Settings
+from attribution_pipeline.storage import click_reads
+from attribution_pipeline.storage.database import Database
+from attribution_pipeline.storage.journey_source import JourneyRule, JourneySource, counted
+
+
+def journeys(context: dg.AssetExecutionContext, conversions: HourlyFrame, db: dg.ResourceParam[Database],
+             settings: dg.ResourceParam[Settings], scope: RunScope) -> HourlyFrame:
     """The touches of each conversion, positions 0..n-1 (D2), built from 202_clicks at run time.
 
     The click slice each chunk needs (its conversions' accounts and campaigns, from the lookback
-    before its first conversion to its last one) is read here rather than through a partition
-    mapping over hundreds of upstream hours, through a :class:`~attribution_pipeline.extract.ClickWindow`
-    that reads each click once per run. Multi-touch settings (spec 5.1) reduce a journey to the
-    converting click where disabled (D13). With ``journey_source="stored"`` the journeys of
-    202_conversion_touchpoints are used instead (PHP rebuild semantics).
+    before its first conversion to its last one) is read here, through a
+    :class:`~attribution_pipeline.storage.journey_source.JourneySource` that reads each click once
+    per run, rather than through a partition mapping over hundreds of upstream hours. Multi-touch
+    settings (spec §5.1) reduce a journey to the converting click where disabled (D13). With
+    ``ATTRIBUTION_JOURNEY_SOURCE=stored`` the journeys of 202_conversion_touchpoints are used
+    instead (PHP rebuild semantics).
     """
-    engine = db.engine()
     hours = run_hours(context)
-    frame: HourlyFrame
-    state: dict = {}
+    source = JourneySource(db, JourneyRule.from_settings(settings), logger=context.log)
 
-    def window_state():
-        if not state:
-            started = time.perf_counter()
-            mt_settings, networks, users, campaigns = _multi_touch_context(
-                engine, conversions, hours, settings.chunk_hours, logger=context.log
+    def produce(chunk: tuple[int, ...], stats: FrameStats) -> pl.DataFrame:
+        conv = counted(conversions.read(chunk))
+        if conv.height and not source.prepared:
+            # every (user, campaign) pair of the range: one pass over the stored conversions
+            pairs = [counted(conversions.read(c)).select("user_id", "campaign_id").unique()
+                     for c in chunk_hours(hours, settings.chunk_hours)]
+            source.prepare(pl.concat(pairs).unique(), stats)
+        return source.journeys(conv, stats)
+
+    return HourlyFrame.build(hours, produce, frames.JOURNEYS, chunk_size=settings.chunk_hours,
+                             scoped=not scope.is_full, name="journeys")
+
+
+def click_slice_schema(chunk, df: pl.DataFrame, tally) -> pl.DataFrame:
+    """Touches whose click-slice row breaks 202_clicks' contract (``contracts.ClickSlice``)."""
+    return schema_findings(contracts.ClickSlice, contracts.click_slice_of_journeys(df), chunk, TOUCH_IDS, source=df)
+
+
+def clicks_after_conversion(chunk, df: pl.DataFrame, tally) -> pl.DataFrame:
+    """Touches later than their conversion (in practice the converting click)."""
+    late = df.filter(pl.col("click_time") > pl.col("conv_time"))
+    tally.count("converting_clicks_after_conversion", int(late.get_column("is_converting").sum()))
+    return late.select(
+        "date_hour", "conv_id", "position", "click_id",
+        seconds_after=pl.col("click_time") - pl.col("conv_time"),
+        reason=pl.when(pl.col("is_converting")).then(pl.lit("converting click after its conversion"))
+        .otherwise(pl.lit("touch after its conversion")),
+    )
+
+
+def duplicated_click_ids_check(hourly: Hourly):
+    """WARN ``journeys.duplicated_click_ids``: touches on a click id stored twice (a MySQL read per chunk)."""
+
+    def duplicated_click_ids(context: dg.AssetCheckExecutionContext, journeys: HourlyFrame,
+                             db: dg.ResourceParam[Database]):
+        def finder(chunk, df, tally):
+            dups = click_reads.duplicated_click_rows(db, df.get_column("click_id").unique().to_list(),
+                                                     logger=context.log)
+            tally.count("duplicated_click_ids", dups.height)
+            return df.join(dups, on="click_id").select(
+                "date_hour", "conv_id", "position", "click_id", "copies",
+                reason=pl.format("click id stored {} times in 202_clicks", "copies"),
             )
-            state.update(settings=mt_settings, networks=networks,
-                         window=extract.ClickWindow(engine, users, campaigns, logger=context.log))
-            frame.stats.add_stage("read_settings", time.perf_counter() - started)
-        return state
 
-    def produce(chunk: tuple[int, ...]) -> pl.DataFrame:
-        conv = conversions.read(chunk).filter(pl.col("click_rows") > 0)
-        if conv.height == 0:
-            return frames.empty(frames.JOURNEYS)
-        started = time.perf_counter()
-        if settings.journey_source == "stored":
-            def read_stored():
-                with engine.connect() as conn:
-                    found = extract.stored_touchpoints(conn, conv.get_column("conv_id").to_list())
-                    return found, extract.clicks_by_id(conn, found.get_column("click_id").unique().to_list())
+        yield from run_frame_check(context, journeys, asset_key=dg.AssetKey("journeys"),
+                                   check_name="duplicated_click_ids", severity=WARN,
+                                   ids={**TOUCH_IDS, "copies": pl.Int64},
+                                   noun="touch(es) on a duplicated click id", finder=finder)
 
-            stored, clicks = with_retries(read_stored, what="read stored journeys", logger=context.log)
-        else:
-            ctx = window_state()
-            flagged = journey_rules.multi_touch_flags(conv, ctx["settings"], ctx["networks"])
-            multi = flagged.filter(pl.col("multi_touch"))
-            clicks = (
-                ctx["window"].between(int(multi["conv_time"].min()) - settings.lookback_seconds, int(multi["conv_time"].max()))
-                if multi.height else frames.empty(extract.CLICKS)
-            )
-        frame.stats.add_stage("read_clicks", time.perf_counter() - started)
-        frame.stats.count("duplicated_click_ids", journey_rules.duplicated_click_ids(clicks).height)
-        started = time.perf_counter()
-        unique_clicks = journey_rules.dedupe_clicks(clicks)
-        if settings.journey_source == "stored":
-            out = journey_rules.stored_journeys(conv, stored, unique_clicks)
-        else:
-            out = journey_rules.build_journeys(
-                flagged, unique_clicks, lookback_seconds=settings.lookback_seconds, touch_cap=settings.touch_cap
-            )
-        frame.stats.add_stage("build", time.perf_counter() - started)
-        frame.stats.count("touches", out.height)
-        if state:
-            frame.stats.counters["clicks_read"] = state["window"].rows_read
-            frame.stats.counters["click_queries"] = state["window"].queries
-        return out
+    return hourly.check(
+        "journeys", "duplicated_click_ids", WARN,
+        "Journey touches whose click id is stored more than once in 202_clicks (the table has no "
+        "unique key). The click counts once (D15; PHP counts the conversion twice). Red: the sample "
+        "names click_id, how many copies and a conversion using it; remove the duplicate rows.",
+    )(duplicated_click_ids)
 
-    frame = HourlyFrame(hours, produce, frames.JOURNEYS, chunk_size=settings.chunk_hours,
-                        scoped=not scope.is_full, name="journeys")
-    return frame
+
+def build(hourly: Hourly) -> list:
+    """The journeys asset and its checks, on ``hourly``'s partitions."""
+    return [
+        hourly.frame_asset(kinds={"polars", "sql"})(journeys),
+        schema_check(hourly, "journeys", contracts.Journeys, TOUCH_IDS, "touch rows breaking contracts.Journeys"),
+        frame_check(hourly, "journeys", "click_slice_schema", ERROR,
+                    "The clicks the journeys were built from (every touch's click-slice row, deduplicated: "
+                    "contracts.ClickSlice = frames.CLICKS) match 202_clicks' contract. Red: the stored frame "
+                    "breaks its contract; the sample names the rows (ids) and the rule.",
+                    ids=TOUCH_IDS, noun="touch clicks breaking contracts.ClickSlice", finder=click_slice_schema),
+        duplicated_click_ids_check(hourly),
+        frame_check(hourly, "journeys", "clicks_after_conversion", WARN,
+                    "Journey touches whose click_time is later than their conversion's conv_time: in practice the "
+                    "converting click, added with 202_conversion_logs.click_time (D2), dated after the conversion. "
+                    "Red: the sample names conv_id, click_id and the seconds; check the clocks or the click ids "
+                    "posted with these conversions.",
+                    ids={**TOUCH_IDS, "seconds_after": pl.Int64}, noun="touch(es) later than their conversion",
+                    finder=clicks_after_conversion),
+    ]

@@ -12,9 +12,14 @@ written to a temporary name and renamed into place (atomic: a crash never leaves
 Frames computed for only some users or models (``HourlyFrame.scoped``, e.g. a ``--user`` run) go
 to ``<base>/_runs/<run_id>/`` instead, so they never replace the complete frames; inputs are read
 from the run's private folder when it holds the asset, else from the shared one.
+
+An input is loaded lazily: the :class:`HourlyFrame` it returns lists the hours whose file is
+missing (``missing``), and reading one of them raises :class:`MissingUpstreamHours`, so an asset
+that can do without some hours (the exports recompute their journeys) decides what to do.
 """
 
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -23,11 +28,13 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from attribution_pipeline.core.frames import HourlyFrame
+from attribution_pipeline.core.hours import hours_in
 from attribution_pipeline.errors import MissingUpstreamHours
-from attribution_pipeline.frames import HourlyFrame
-from attribution_pipeline.partitions import hours_of_time_window
 
 RUNS_DIR = "_runs"
+#: A run's private frames older than this are left over by a run that crashed: removed.
+STALE_PRIVATE_SECONDS = 86400
 
 
 def hour_file(root: Path, asset: str, hour: int) -> Path:
@@ -62,6 +69,39 @@ def read_hour_files(root: Path, asset: str, hours: Sequence[int]) -> pl.DataFram
     return pl.read_parquet([hour_file(root, asset, h) for h in hours]).rechunk()
 
 
+def stored_frame(root: Path, asset: str, hours: Sequence[int]) -> HourlyFrame:
+    """The stored frame of ``asset`` over ``hours``, read lazily; ``missing`` lists the hours
+    without a file (reading one raises :class:`MissingUpstreamHours`)."""
+    missing = [h for h in hours if not hour_file(root, asset, h).exists()]
+    absent = set(missing)
+    probe = next((hour_file(root, asset, h) for h in hours if h not in absent), None)
+    schema = dict(pl.read_parquet_schema(probe)) if probe is not None else {}
+    return HourlyFrame(hours, lambda chunk, _stats: read_hours(root, asset, chunk), schema, name=asset,
+                       missing=missing)
+
+
+def private_root(base: Path, run_id: str) -> Path:
+    """Where a scoped run keeps its frames."""
+    return Path(base) / RUNS_DIR / run_id
+
+
+def remove_private_frames(base: Path, run_id: str) -> None:
+    """Drop a scoped run's frames once its last reader is done (the export step, or the write-back
+    when nothing was committed and the exports will not run)."""
+    shutil.rmtree(private_root(base, run_id), ignore_errors=True)
+
+
+def prune_private_frames(base: Path, now: float | None = None) -> None:
+    """Remove the private frames of runs that ended without removing them (a crash) a day ago."""
+    cutoff = (time.time() if now is None else now) - STALE_PRIVATE_SECONDS
+    for folder in (Path(base) / RUNS_DIR).glob("*"):
+        try:
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except FileNotFoundError:
+            pass
+
+
 def asset_name(key: dg.AssetKey) -> str:
     return "__".join(key.path)
 
@@ -75,15 +115,18 @@ class HourlyParquetIOManager(dg.ConfigurableIOManager):
         return Path(self.base_dir)
 
     def _private(self, run_id: str) -> Path:
-        return Path(self.base_dir) / RUNS_DIR / run_id
+        return private_root(Path(self.base_dir), run_id)
 
     def handle_output(self, context: dg.OutputContext, obj: HourlyFrame) -> None:
         if not isinstance(obj, HourlyFrame):
             raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}, expected HourlyFrame")
-        hours = hours_of_time_window(context.asset_partitions_time_window)
+        window = context.asset_partitions_time_window
+        hours = hours_in(window.start, window.end)
         if tuple(hours) != obj.hours:
             raise ValueError(f"{obj.name}: frame covers {len(obj.hours)} hours, partition range {len(hours)}")
         asset = asset_name(context.asset_key)
+        if obj.scoped:
+            prune_private_frames(self._shared())
         root = self._private(context.run_id) if obj.scoped else self._shared()
         started = time.perf_counter()
         for chunk, df in obj.chunks():
@@ -107,12 +150,9 @@ class HourlyParquetIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> HourlyFrame:
-        hours = hours_of_time_window(context.asset_partitions_time_window)
+        window = context.asset_partitions_time_window
+        hours = hours_in(window.start, window.end)
         asset = asset_name(context.asset_key)
         private = self._private(context.step_context.run_id)
         root = private if (private / asset).exists() else self._shared()
-        probe = hour_file(root, asset, hours[0])
-        if not probe.exists():
-            read_hours(root, asset, (hours[0],))  # raises the named error
-        schema = dict(pl.read_parquet_schema(probe))
-        return HourlyFrame(hours, lambda chunk: read_hours(root, asset, chunk), schema, name=asset)
+        return stored_frame(root, asset, hours)

@@ -5,7 +5,7 @@ Every strategy is ``credit(journeys, models) -> LazyFrame``: ``journeys`` has on
 row per model of that strategy (model_id, user_id and its parameters). Every model of a user
 applies to every journey of that user (``per_model.touches`` lays the touches out so). The result
 is ``frames.STRATEGY_OUTPUT``: one row per (model, conversion, touch) with credit > 0, the
-unrounded double PHP computes (spec section 3), followed by the ``per_model.CARRIED`` columns
+unrounded double PHP computes (spec §3), followed by the ``per_model.CARRIED`` columns
 (date_hour, payout, cpc) where ``journeys`` has them.
 """
 

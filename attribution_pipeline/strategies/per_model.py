@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from attribution_pipeline.frames import STRATEGY_OUTPUT
+from attribution_pipeline.core.frames import STRATEGY_OUTPUT
 
 #: Columns of ``journeys`` that go through every strategy unchanged when ``journeys`` has them: the
 #: credits stage adds each conversion's payout and cpc to its touches before crediting, so that the

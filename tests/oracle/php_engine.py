@@ -1,11 +1,11 @@
 """Oracle: what Prosper202's PHP attribution engine stores, computed row by row.
 
 This is a deliberately simple, scalar port of the PHP code paths described in
-``/work/shared/reference/prosper202-engine.md`` ("the spec"), with the project's decisions
-(``decisions.md``, D1-D20) applied. Each place where a decision changes PHP behaviour says so in
+``docs/php-engine.md`` ("the spec", cited as spec §N), with the project's decisions
+(``docs/decisions.md``, D1-D20) applied. Each place where a decision changes PHP behaviour says so in
 a comment. It exists only to be compared with the vectorised pipeline, so it favours being
 obviously right over being fast: explicit loops, one SQL query per thing it needs, every float
-sum a left-to-right ``+=`` (spec 3.7: never ``math.fsum``/NumPy/Polars reductions).
+sum a left-to-right ``+=`` (spec §3.7: never ``math.fsum``/NumPy/Polars reductions).
 
 It is independent of ``attribution_pipeline``: plain SQLAlchemy ``text()`` with bound
 parameters, works on MariaDB/MySQL and SQLite (backticks quote identifiers on both).
@@ -42,11 +42,11 @@ DAY = 86400
 MONEY = Decimal("0.0001")  # attributed_revenue / attributed_cost: DECIMAL(12,4)
 CREDIT = Decimal("0.00001")  # credit / weight: DECIMAL(10,5)
 
-#: ModelType enum values of the PHP engine (spec 3.0/3.5)...
+#: ModelType enum values of the PHP engine (spec §3.0/§3.5)...
 PHP_MODEL_TYPES = ("last_touch", "time_decay", "position_based", "algorithmic", "assisted")
 #: ...plus the two v3-only types this project computes (D7).
 MODEL_TYPES = PHP_MODEL_TYPES + ("first_touch", "linear")
-#: ModelType::requiresWeighting (spec 3.6).
+#: ModelType::requiresWeighting (spec §3.6).
 REQUIRES_WEIGHTING = ("time_decay", "position_based", "algorithmic")
 
 DEFAULT_HALF_LIFE_HOURS = 48  # TimeDecayStrategy L14
@@ -77,7 +77,7 @@ class Stored:
 
 @dataclass
 class Conversion:
-    """One row of the engine's conversion batch query (spec 2.1), hydrated as PHP does."""
+    """One row of the engine's conversion batch query (spec §2.1), hydrated as PHP does."""
 
     conv_id: int
     click_id: int
@@ -125,7 +125,7 @@ def _float_to_int(value: float, saturate: bool) -> int:
 
 
 def php_int(value) -> int:
-    """PHP ``(int)`` cast: ``"12.9"`` -> 12, ``"1e3"`` -> 1000, ``" 12"`` -> 12 (spec 3.2)."""
+    """PHP ``(int)`` cast: ``"12.9"`` -> 12, ``"1e3"`` -> 1000, ``" 12"`` -> 12 (spec §3.2)."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
@@ -173,7 +173,7 @@ def _parse_json_int(literal: str):
 
 
 def decode_weighting_config(raw) -> dict:
-    """``ModelDefinition`` config decoding (spec 3.6, L88-104).
+    """``ModelDefinition`` config decoding (spec §3.6, L88-104).
 
     NULL or '' -> {}; otherwise strict JSON; a JSON object or list becomes a PHP array (lists are
     keyed 0..n-1); anything else is "Invalid weighting configuration payload.".
@@ -194,7 +194,7 @@ def decode_weighting_config(raw) -> dict:
 
 
 def stored_decimal(value: float, quantum: Decimal) -> str:
-    """What MySQL stores when PHP binds the double ``value`` to a DECIMAL column (D14, spec 3.7):
+    """What MySQL stores when PHP binds the double ``value`` to a DECIMAL column (D14, spec §3.7):
     the shortest round-trip decimal form of the double, rounded half away from zero."""
     rounded = Decimal(repr(float(value))).quantize(quantum, rounding=ROUND_HALF_UP)
     if rounded == 0:
@@ -224,7 +224,7 @@ def format_stored(value, quantum: Decimal) -> str:
 
 
 # ============================================================================================
-# Model validation (spec 3.6), written independently of the pipeline
+# Model validation (spec §3.6), written independently of the pipeline
 # ============================================================================================
 
 
@@ -272,7 +272,7 @@ def validate_model(row) -> tuple:
 
 
 # ============================================================================================
-# Strategies (spec 3.1-3.5; D7): credits per journey position
+# Strategies (spec §3.1-§3.5; D7): credits per journey position
 # ============================================================================================
 
 
@@ -396,7 +396,7 @@ def credited_touches(model_type: str, config: dict, conversion: Conversion, jour
             continue
         touches.append((position, click_id, credit))
     if not touches:
-        # PHP fallbacks, unreachable because a journey is never empty (spec 3.2, 3.4).
+        # PHP fallbacks, unreachable because a journey is never empty (spec §3.2, §3.4).
         if model_type == "time_decay":
             touches.append((n - 1, conversion.click_id, 1.0))
         elif model_type == "assisted":
@@ -405,7 +405,7 @@ def credited_touches(model_type: str, config: dict, conversion: Conversion, jour
 
 
 def conversion_sums(payout: float, cpc: float, touches: list) -> tuple:
-    """A conversion's (revenue, cost): from 0.0, left to right in journey order (spec 3.0).
+    """A conversion's (revenue, cost): from 0.0, left to right in journey order (spec §3.0).
     D5: cost uses the converting click's cpc for every touch."""
     revenue = 0.0
     cost = 0.0
@@ -524,7 +524,7 @@ class _Source:
         return rows[0]["multi_touch_enabled"] if rows else None
 
     def journey_from_clicks(self, conversion: Conversion, lookback_days: int, touch_cap: int) -> list:
-        """D2 (= PHP persistJourney, spec 2.2) + D15 (duplicate click rows collapsed first)."""
+        """D2 (= PHP persistJourney, spec §2.2) + D15 (duplicate click rows collapsed first)."""
         start = max(0, conversion.conv_time - lookback_days * DAY)
         end = conversion.conv_time
         rows = self.rows(
@@ -552,7 +552,7 @@ class _Source:
         return journey
 
     def journey_from_stored(self, conversion: Conversion) -> list:
-        """PHP rebuild semantics (spec 2.1 last paragraph + 2.3): stored touches, no dedupe, the
+        """PHP rebuild semantics (spec §2.1 last paragraph + 2.3): stored touches, no dedupe, the
         converting click appended if missing, sorted by (click_time, click_id)."""
         rows = self.rows(
             "SELECT click_id, click_time FROM `202_conversion_touchpoints` "

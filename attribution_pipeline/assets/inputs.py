@@ -1,0 +1,147 @@
+"""The inputs of every hour: the active models of each user, and the conversions (with their checks)."""
+
+import dagster as dg
+import polars as pl
+
+from attribution_pipeline.assets.check_kit import CONV_IDS, MODEL_IDS, WARN, frame_check, schema_check
+from attribution_pipeline.assets.hourly import Hourly, run_fields, run_hours, scope_users
+from attribution_pipeline.assets.resources import RunScope
+from attribution_pipeline.core import contracts, frames
+from attribution_pipeline.core.frames import FrameStats, HourlyFrame
+from attribution_pipeline.core.hours import hour_key
+from attribution_pipeline.core.model_rules import models_frame, parse_model_row
+from attribution_pipeline.logs import log_event
+from attribution_pipeline.settings import Settings
+from attribution_pipeline.storage import prosper_reads
+from attribution_pipeline.storage.database import Database
+
+VALID_MODELS = dg.AssetCheckSpec(
+    "valid_models",
+    asset="attribution_models",
+    description="WARN: every active model row of the run's users passes Prosper202's validation "
+    "(D6: invalid ones are skipped, their stored rows untouched, and named here with the reason).",
+)
+
+
+def attribution_models(context: dg.AssetExecutionContext, db: dg.ResourceParam[Database],
+                       settings: dg.ResourceParam[Settings], scope: RunScope):
+    """The active models of each selected, non-deleted user, validated (spec §3.6; D6, D7, D10).
+
+    One row per (hour, model), so any hour of any later step knows the models it was computed with.
+    Invalid rows are kept with ``is_valid = false`` and their message; they are never computed and
+    their stored rows are never touched (D9). ``algorithmic`` models are computed as last touch.
+    """
+    hours = run_hours(context)
+    wanted_users = scope_users(db, scope)
+
+    def read():
+        with db.engine().connect() as conn:
+            found = [] if wanted_users == [] else prosper_reads.active_users(conn, wanted_users)
+            return found, prosper_reads.model_rows(conn, found)
+
+    users, rows = db.retry.run(read, what="read models", logger=context.log)
+    if scope.models:
+        chosen = set(scope.models)
+        rows = [r for r in rows if int(r["model_id"]) in chosen]
+    specs = [parse_model_row(r) for r in rows]
+    invalid = [s for s in specs if not s.is_valid]
+    algorithmic = [s.model_id for s in specs if s.is_valid and s.model_type == "algorithmic"]
+    log_event(context.log, "models_loaded", stage="attribution_models", models=len(specs),
+              invalid=len(invalid), users=len(users), **run_fields(context))
+    yield dg.Output(
+        HourlyFrame.from_frame(models_frame(specs, hours), hours, frames.MODELS, chunk_size=settings.chunk_hours,
+                               scoped=not scope.is_full, name="attribution_models"),
+        metadata={
+            "models": len(specs),
+            "valid_models": len(specs) - len(invalid),
+            "invalid_models": len(invalid),
+            "users": len(users),
+            "algorithmic_as_last_touch": dg.MetadataValue.json(algorithmic),
+            "note": "algorithmic models are computed as last touch, exactly like Prosper202 (D7)"
+            if algorithmic else "",
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="valid_models",
+        passed=not invalid,
+        severity=WARN,
+        metadata={
+            "invalid_models": len(invalid),
+            "failing_hours": dg.MetadataValue.json([hour_key(h) for h in hours][:100] if invalid else []),
+            "skipped": dg.MetadataValue.json(
+                [{"model_id": s.model_id, "user_id": s.user_id, "slug": s.model_slug, "type": s.model_type,
+                  "reason": s.error} for s in invalid[:100]]
+            ),
+        },
+        description="; ".join(f"model {s.model_id} ({s.model_slug}): {s.error}" for s in invalid[:20]) or "all valid",
+    )
+
+
+def conversions(context: dg.AssetExecutionContext, db: dg.ResourceParam[Database],
+                settings: dg.ResourceParam[Settings], scope: RunScope) -> HourlyFrame:
+    """The conversions of each hour: ``H <= conv_time <= H + 3599``, not soft-deleted, of users not
+    deleted, with their converting click's cpc (spec §2.1; D3, D15, D16).
+
+    Conversions whose click row is missing are kept with ``click_rows = 0`` (skipped downstream,
+    reported by a check); a click id stored several times counts once. A run of several chunks
+    scans 202_conversion_logs once for the whole range and reads each chunk by primary key; a
+    one-chunk run reads its hours with one query (``prosper_reads.ConversionIndex``).
+    """
+    users = scope_users(db, scope)
+    index = prosper_reads.ConversionIndex(db, run_hours(context), users, logger=context.log)
+
+    def produce(chunk: tuple[int, ...], stats: FrameStats) -> pl.DataFrame:
+        if users == []:
+            return frames.empty(frames.CONVERSIONS)
+        df = index.conversions(chunk)
+        stats.count("conversions", int((df["click_rows"] > 0).sum()))
+        stats.count("orphan_conversions", int((df["click_rows"] == 0).sum()))
+        stats.count("duplicated_converting_clicks", int((df["click_rows"] > 1).sum()))
+        return df
+
+    return HourlyFrame.build(run_hours(context), produce, frames.CONVERSIONS, chunk_size=settings.chunk_hours,
+                             scoped=not scope.is_full, name="conversions")
+
+
+def orphan_conversions(chunk, df: pl.DataFrame, tally) -> pl.DataFrame:
+    """Conversions whose click row is missing (``click_rows = 0``)."""
+    return df.filter(pl.col("click_rows") == 0).select(
+        "date_hour", "conv_id", "click_id", reason=pl.lit("click row missing from 202_clicks")
+    )
+
+
+def zero_or_null_payouts(chunk, df: pl.DataFrame, tally) -> pl.DataFrame:
+    """Counted conversions whose payout is 0, negative or NULL (counted by kind in ``tally``)."""
+    counted = df.filter(pl.col("click_rows") > 0)
+    payout = counted.get_column("payout")
+    tally.count("null_payouts", int(payout.is_null().sum()))
+    tally.count("zero_payouts", int((payout == 0).sum()))
+    tally.count("negative_payouts", int((payout < 0).sum()))
+    return counted.filter(pl.col("payout").is_null() | (pl.col("payout") <= 0)).select(
+        "date_hour", "conv_id", "click_id",
+        reason=pl.when(pl.col("payout").is_null()).then(pl.lit("payout is NULL"))
+        .when(pl.col("payout") == 0).then(pl.lit("payout is 0")).otherwise(pl.lit("payout is negative")),
+    )
+
+
+def build(hourly: Hourly) -> list:
+    """The two input assets and their checks, on ``hourly``'s partitions."""
+    return [
+        hourly.frame_asset(kinds={"polars", "sql"}, check_specs=[VALID_MODELS])(attribution_models),
+        hourly.frame_asset(kinds={"polars", "sql"})(conversions),
+        schema_check(hourly, "attribution_models", contracts.Models, MODEL_IDS,
+                     "model rows breaking contracts.Models"),
+        schema_check(hourly, "conversions", contracts.Conversions, CONV_IDS,
+                     "conversion rows breaking contracts.Conversions"),
+        frame_check(hourly, "conversions", "orphan_conversions", WARN,
+                    "Conversions whose click row is missing from 202_clicks (click_rows = 0). They are skipped, "
+                    "as in PHP (D16). Red: the sample names conv_id and click_id; find why the click row is gone "
+                    "(purge, partition drop, a conversion posted for an unknown click).",
+                    ids=CONV_IDS, noun="orphan conversion(s)", finder=orphan_conversions),
+        frame_check(hourly, "conversions", "zero_or_null_payouts", WARN,
+                    "Counted conversions (click row found) whose payout (202_conversion_logs.click_payout) is 0, "
+                    "negative or NULL: they attribute no revenue. Red: check the postback/pixel amount or the "
+                    "campaign payout of the conversions in the sample.",
+                    ids=CONV_IDS, noun="conversion(s) with a zero, negative or NULL payout",
+                    finder=zero_or_null_payouts),
+    ]

@@ -1,0 +1,268 @@
+"""One run of the write-back: chunk by chunk commit or roll back, then outcome, audit, report, checks.
+
+:class:`WritebackRun` owns what the ``attribution_writeback`` asset used to keep in a dozen local
+variables: the groups held back by an invariant (D19), the chunks committed or rolled back (D9),
+the rows written by someone else (D20), the dry run's comparison, the run's totals and timings. The
+asset feeds it each chunk's frames, then asks it for the audit rows (D18), the report (the JSON the
+CLI prints), the outcome (D19) and the check results.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+from sqlalchemy.exc import SQLAlchemyError
+
+from attribution_pipeline.assets.resources import RunScope
+from attribution_pipeline.core import invariants
+from attribution_pipeline.core.hours import HOUR, hour_key
+from attribution_pipeline.core.invariants import GROUP
+from attribution_pipeline.core.run_summary import FOREIGN, audit_rows, run_summary
+from attribution_pipeline.errors import AttributionError
+from attribution_pipeline.logs import log_event, timed_into
+from attribution_pipeline.settings import Settings
+from attribution_pipeline.storage.audit import finish_run
+from attribution_pipeline.storage.database import Database
+from attribution_pipeline.storage.hour_rewrite import ChunkOutcome, ChunkWrite, write_chunk
+from attribution_pipeline.storage.shadow import compare_with_stored
+
+ERROR = dg.AssetCheckSeverity.ERROR
+WARN = dg.AssetCheckSeverity.WARN
+_COUNTS = ("snapshots_written", "touchpoints_written", "snapshots_deleted", "touchpoints_deleted",
+           "journey_touches_written")
+
+
+@dataclass
+class ChunkFrames:
+    """The stored frames of one chunk of hours, as the write-back reads them."""
+
+    models: pl.DataFrame
+    conversions: pl.DataFrame
+    journeys: pl.DataFrame
+    credits: pl.DataFrame
+    snapshots: pl.DataFrame
+
+
+class WritebackRun:
+    """The write-back of one run over ``hours`` (see the module docstring)."""
+
+    def __init__(self, *, db: Database, settings: Settings, scope: RunScope, hours: list[int], run_id: str,
+                 logger, fields: dict):
+        self.db, self.settings, self.scope = db, settings, scope
+        self.hours, self.run_id, self.logger, self.fields = hours, run_id, logger, fields
+        self.now = int(time.time())
+        self.lookback_start, self.lookback_end = hours[0], hours[-1] + HOUR - 1
+        self.held: list[pl.DataFrame] = []
+        self.foreign: list[pl.DataFrame] = []
+        self.rolled_back: list[dict] = []
+        self.committed: list[pl.DataFrame] = []
+        self.compared: list[pl.DataFrame] = []
+        self.skipped: dict[int, dict] = {}
+        self.totals = {"conversions": 0, **{k: 0 for k in _COUNTS}, "chunks_committed": 0}
+        self.by_model: dict[int, dict[str, int]] = {}
+        self.stage_seconds: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    def stage(self, name: str):
+        """Time a stage of the run into ``stage_seconds``."""
+        return timed_into(self.stage_seconds, name)
+
+    # -- chunks --------------------------------------------------------------------------------
+
+    def plan(self, chunk: tuple[int, ...], frames: ChunkFrames) -> ChunkWrite:
+        """What to write for ``chunk``: the owned models' rows minus the groups an invariant holds."""
+        models = frames.models
+        for row in models.filter(~pl.col("is_valid")).unique(subset="model_id").iter_rows(named=True):
+            self.skipped[row["model_id"]] = {"model_id": row["model_id"], "user_id": row["user_id"],
+                                             "slug": row["model_slug"], "reason": row["error"]}
+        self.totals["conversions"] += int((frames.conversions["click_rows"] > 0).sum())
+        with self.stage("invariants"):
+            held = invariants.held_groups(conversions=frames.conversions, journeys=frames.journeys,
+                                          credits=frames.credits, snapshots=frames.snapshots, models=models,
+                                          touch_cap=self.settings.touch_cap)
+        keys = held.select(GROUP).unique()
+        persist = self.settings.persist_journeys and self.settings.journey_source == "clicks"
+        return ChunkWrite(
+            hours=chunk,
+            owned=models.filter(pl.col("is_valid")).select("model_id", "user_id").unique(),
+            snapshots=frames.snapshots.join(keys, on=GROUP, how="anti"),
+            credits=frames.credits.join(keys, on=GROUP, how="anti"),
+            held=held,
+            lookback_start=self.lookback_start,
+            lookback_end=self.lookback_end,
+            journeys=_journeys_to_persist(frames.journeys, held) if persist else None,
+        )
+
+    def process(self, chunk: tuple[int, ...], frames: ChunkFrames) -> None:
+        """Compare (dry run) or write ``chunk``: commit, or roll back and hold all its groups."""
+        plan = self.plan(chunk, frames)
+        if self.scope.dry_run:
+            def compare():
+                with self.db.engine().connect() as conn:
+                    return compare_with_stored(conn, plan)
+
+            self.compared.append(self.db.retry.run(compare, what="dry-run comparison", logger=self.logger))
+            self.held.append(plan.held)
+            return
+        span = f"{hour_key(chunk[0])}..{hour_key(chunk[-1])}"
+        try:
+            outcome = self.db.retry.run(
+                lambda: write_chunk(self.db.engine(), plan, now=self.now, batch_rows=self.settings.write_batch_rows,
+                                    lock_timeout=self.settings.lock_timeout_seconds),
+                what=f"write {span}", logger=self.logger,
+            )
+        except (AttributionError, SQLAlchemyError) as exc:
+            self._rolled_back(chunk, frames.snapshots, plan.owned, exc)
+            return
+        self._committed(chunk, plan, outcome)
+
+    def _rolled_back(self, chunk: tuple[int, ...], snapshots: pl.DataFrame, owned: pl.DataFrame,
+                     exc: Exception) -> None:
+        """The chunk kept its old rows: every owned group of it is held, with the error as reason."""
+        reason = f"chunk rolled back: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        self.rolled_back.append({"first_hour": hour_key(chunk[0]), "last_hour": hour_key(chunk[-1]), "reason": reason})
+        log_event(self.logger, "chunk_rolled_back", level="error", stage="writeback", first_hour=hour_key(chunk[0]),
+                  last_hour=hour_key(chunk[-1]), error=type(exc).__name__, **self.fields)
+        every_group = snapshots.select(GROUP).join(owned, on=["model_id", "user_id"], how="semi")
+        self.held.append(every_group.with_columns(reason=pl.lit(reason)).cast(invariants.HELD))
+
+    def _committed(self, chunk: tuple[int, ...], plan: ChunkWrite, outcome: ChunkOutcome) -> None:
+        self.held.append(plan.held)
+        if outcome.foreign is not None:
+            self.foreign.append(outcome.foreign)
+        self.committed.append(plan.snapshots.with_columns(chunk=pl.lit(chunk[0])))
+        self.totals["chunks_committed"] += 1
+        for key in _COUNTS:
+            self.totals[key] += getattr(outcome, key)
+        for model_id, counts in outcome.by_model.items():
+            acc = self.by_model.setdefault(model_id, {"snapshots": 0, "touchpoints": 0})
+            acc["snapshots"] += counts["snapshots"]
+            acc["touchpoints"] += counts["touchpoints"]
+        for stage, seconds in outcome.stage_seconds.items():
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+        log_event(self.logger, "chunk_committed", stage="writeback", first_hour=hour_key(chunk[0]),
+                  last_hour=hour_key(chunk[-1]), snapshots=outcome.snapshots_written,
+                  touchpoints=outcome.touchpoints_written, latency_ms=round(outcome.seconds * 1000, 1),
+                  stage_ms={k: round(v * 1000, 1) for k, v in outcome.stage_seconds.items()}, **self.fields)
+
+    # -- the end of the run ----------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """After the last chunk: the audit rows and the System Checks stamp, when a chunk committed."""
+        if not self.committed or self.scope.dry_run:
+            return
+        summary = run_summary(self.committed)
+        audits = audit_rows(summary, lookback_start=self.lookback_start, lookback_end=self.lookback_end, now=self.now)
+        self.db.retry.run(lambda: finish_run(self.db.engine(), audits, now=self.now, touch_cron_log=True),
+                          what="audit", logger=self.logger)
+        for row in summary.iter_rows(named=True):
+            log_event(self.logger, "attribution_job", stage="writeback", model_id=row["model_id"],
+                      user_id=row["user_id"], batches=row["batches"], hours_processed=row["hours_processed"],
+                      clicks=row["clicks"], conversions=row["conversions"], revenue=round(row["revenue"], 4),
+                      cost=round(row["cost"], 4), window=f"{self.lookback_start}-{self.lookback_end}", **self.fields)
+
+    def held_frame(self) -> pl.DataFrame:
+        return pl.concat(self.held) if self.held else pl.DataFrame(schema=invariants.HELD)
+
+    def foreign_frame(self) -> pl.DataFrame:
+        return pl.concat(self.foreign) if self.foreign else pl.DataFrame(schema=FOREIGN)
+
+    @property
+    def outcome(self) -> int:
+        """D19: 0 everything written and valid; 2 committed with skipped models or held groups;
+        1 nothing committed although something was to be written (a dry run is never 1)."""
+        held = self.held_frame().height
+        if not self.scope.dry_run and not self.committed and (self.rolled_back or held):
+            return 1
+        return 0 if (held == 0 and not self.skipped) else 2
+
+    def report(self) -> dict:
+        """The run's report (the CLI prints it; a dry run's includes the comparison)."""
+        held, foreign = self.held_frame(), self.foreign_frame()
+        report = {
+            "run_id": self.run_id,
+            "first_hour": hour_key(self.hours[0]),
+            "last_hour": hour_key(self.hours[-1]),
+            "hours": len(self.hours),
+            "dry_run": self.scope.dry_run,
+            "outcome": self.outcome,
+            **self.totals,
+            "rows_by_model": {str(k): v for k, v in sorted(self.by_model.items())},
+            "skipped_models": list(self.skipped.values()),
+            "held_groups": held.height,
+            "held": [{**r, "hour": hour_key(r["date_hour"])} for r in held.head(500).iter_rows(named=True)],
+            "rolled_back_chunks": self.rolled_back,
+            "foreign_rows": foreign.height,
+            "seconds": round(time.perf_counter() - self.started, 3),
+            "stage_seconds": {k: round(v, 3) for k, v in sorted(self.stage_seconds.items())},
+        }
+        if self.scope.dry_run:
+            comparison = (pl.concat(self.compared) if self.compared
+                          else pl.DataFrame(schema={**{g: pl.Int64 for g in GROUP}, "status": pl.String}))
+            report["comparison"] = [{**r, "hour": hour_key(r["date_hour"])} for r in comparison.iter_rows(named=True)]
+            report["comparison_counts"] = dict(comparison.group_by("status").len().iter_rows())
+        return report
+
+    def write_report(self, path: Path) -> dict:
+        report = self.report()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1, default=str))
+        log_event(self.logger, "writeback_done", stage="writeback", outcome=report["outcome"],
+                  held_groups=report["held_groups"], rolled_back_chunks=len(self.rolled_back),
+                  skipped_models=len(self.skipped), **self.totals, **self.fields)
+        return report
+
+    def check_results(self, report: dict) -> list[dg.AssetCheckResult]:
+        """``writeback_reconciliation``, ``foreign_writes`` and ``held_groups`` of this run."""
+        foreign = self.foreign_frame()
+        foreign_list = [{**r, "hour": hour_key(r["date_hour"])} for r in foreign.head(100).iter_rows(named=True)]
+        held_list = report["held"]
+        return [
+            dg.AssetCheckResult(
+                check_name="writeback_reconciliation", passed=not self.rolled_back, severity=ERROR,
+                metadata={"chunks_committed": self.totals["chunks_committed"],
+                          "chunks_rolled_back": len(self.rolled_back),
+                          "rolled_back": dg.MetadataValue.json(self.rolled_back[:50])},
+            ),
+            dg.AssetCheckResult(
+                check_name="foreign_writes", passed=foreign.height == 0, severity=WARN,
+                metadata={"foreign_rows": foreign.height, "sample": dg.MetadataValue.json(foreign_list[:20]),
+                          "failing_hours": dg.MetadataValue.json(sorted({f["hour"] for f in foreign_list})[:100])},
+                description=f"{foreign.height} stored row(s) of this run's keys were written by someone else"
+                if foreign.height else "no foreign writes",
+            ),
+            dg.AssetCheckResult(
+                check_name="held_groups", passed=report["held_groups"] == 0, severity=ERROR,
+                metadata={"held_groups": report["held_groups"], "held": dg.MetadataValue.json(held_list[:100]),
+                          "failing_hours": dg.MetadataValue.json(sorted({h["hour"] for h in held_list})[:100])},
+            ),
+        ]
+
+    def materialize_result(self, report: dict, path: Path) -> dg.MaterializeResult:
+        return dg.MaterializeResult(
+            metadata={
+                **self.totals,
+                "hours": len(self.hours),
+                "outcome": report["outcome"],
+                "dry_run": self.scope.dry_run,
+                "held_groups": report["held_groups"],
+                "rolled_back_chunks": len(self.rolled_back),
+                "skipped_models": len(self.skipped),
+                "foreign_rows": report["foreign_rows"],
+                "rows_by_model": dg.MetadataValue.json(report["rows_by_model"]),
+                "report": str(path),
+                "seconds": report["seconds"],
+                **{f"seconds_{k}": round(v, 3) for k, v in sorted(self.stage_seconds.items())},
+            },
+            check_results=self.check_results(report),
+        )
+
+
+def _journeys_to_persist(journeys: pl.DataFrame, held: pl.DataFrame) -> pl.DataFrame:
+    """Multi-touch journeys of the chunk, minus those of (user, hour) groups held back."""
+    return journeys.filter(pl.col("multi_touch")).join(
+        held.select("user_id", "date_hour").unique(), on=["user_id", "date_hour"], how="anti"
+    )

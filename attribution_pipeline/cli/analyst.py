@@ -1,0 +1,155 @@
+"""``attribution query``, ``attribution duckdb`` and ``attribution compare``: for analysts.
+
+* ``query "SQL"`` runs SQL in an in-memory DuckDB that has the views ``snapshots``,
+  ``touchpoints`` and ``journeys`` over the export folder and prints a table (``--csv``, ``--json``).
+* ``duckdb [FILE]`` is for interactive work. With FILE, the three views are written into that
+  DuckDB database file (views, not copies: they read the export folder at query time, so the file
+  stays current), which any DuckDB client opens: the ``duckdb`` CLI, a notebook, DBeaver. If the
+  ``duckdb`` CLI is installed it is started on the file (a temporary one without FILE): completion,
+  ``.mode``, ``.timer``, everything an analyst expects. Without it, FILE is written and how to open
+  it is printed; without FILE a small built-in shell runs (readline history, statements ending
+  with ``;``, ``.tables``, ``.schema``, ``.mode``, ``.quit``), so the command never dead-ends.
+* ``compare --start T --end T`` prints attributed revenue per traffic source under every active
+  model, side by side, with totals and spreads, and writes the same as a PNG bar chart.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from attribution_pipeline.analytics.comparison import compare
+from attribution_pipeline.analytics.duckdb_views import ExportsNotFound, connect, print_result, run_sql
+from attribution_pipeline.analytics.render import render_chart, render_text
+from attribution_pipeline.cli.common import EXIT_OK, db_arg, fail
+from attribution_pipeline.cli.shell import repl
+from attribution_pipeline.core.hours import hour_key, parse_time
+from attribution_pipeline.errors import AttributionError
+from attribution_pipeline.settings import Settings
+from attribution_pipeline.storage.database import Database
+
+
+def _pipe_safe(command):
+    """``attribution query ... | head`` closes the pipe early: stop quietly, as shell tools do."""
+    def run(args, settings: Settings) -> int:
+        try:
+            return command(args, settings)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_OK
+
+    run.__doc__ = command.__doc__
+    return run
+
+
+def _export_arg(p) -> None:
+    p.add_argument("--export-dir", help="export folder (default: $ATTRIBUTION_EXPORT_DIR, else "
+                   "$ATTRIBUTION_HOME/exports)")
+
+
+def export_dir(args, settings: Settings) -> Path:
+    """``--export-dir``, else the settings' export folder."""
+    return Path(args.export_dir).resolve() if args.export_dir else settings.export_path
+
+
+def cmd_query(args, settings: Settings) -> int:
+    import duckdb
+
+    sql = sys.stdin.read() if args.sql == "-" else args.sql
+    fmt = "csv" if args.csv else "json" if args.json else "table"
+    try:
+        con = connect(export_dir(args, settings))
+    except ExportsNotFound as exc:
+        return fail(str(exc))
+    try:
+        print_result(run_sql(con, sql), fmt=fmt, max_rows=args.max_rows)
+    except duckdb.Error as exc:
+        return fail(f"{type(exc).__name__}: {exc}")
+    finally:
+        con.close()
+    return EXIT_OK
+
+
+def duckdb_cli(settings: Settings) -> str | None:
+    """The ``duckdb`` command line shell, if installed (``$ATTRIBUTION_DUCKDB_CLI`` or on PATH)."""
+    return settings.duckdb_cli or shutil.which("duckdb")
+
+
+def cmd_duckdb(args, settings: Settings) -> int:
+    root = export_dir(args, settings)
+    cli = duckdb_cli(settings)
+    target = args.file
+    if target is None and cli:
+        target = str(Path(tempfile.mkdtemp(prefix="attribution-duckdb-")) / "attribution.duckdb")
+    try:
+        con = connect(root, database=target or ":memory:")
+    except ExportsNotFound as exc:
+        return fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - duckdb errors (file locked, wrong version) are shown as they are
+        return fail(f"cannot open {target}: {exc}")
+    if target is None:
+        try:
+            return repl(con, history=settings.home / "duckdb_history")
+        finally:
+            con.close()
+    con.close()
+    if cli and sys.stdin.isatty():
+        return subprocess.call([cli, target])
+    print(f"views snapshots, touchpoints, journeys (over {root}) written into {Path(target).resolve()}")
+    print("open it with any DuckDB client, for example:")
+    print(f"  duckdb {target}" + ("" if cli else "        (the DuckDB command line shell; not installed here)"))
+    print(f"  python -c \"import duckdb; print(duckdb.connect('{target}').sql('FROM snapshots LIMIT 5'))\"")
+    print("the views read the export folder at query time (new hours appear by themselves); run this "
+          "command again if the folder moves. For a built-in shell: attribution duckdb (without FILE).")
+    return EXIT_OK
+
+
+def cmd_compare(args, settings: Settings) -> int:
+    db = Database.from_settings(settings)
+    try:
+        start, end = parse_time(args.start), parse_time(args.end)
+        result = compare(db.engine(), start, end, users=sorted(set(args.user or [])) or None)
+    except AttributionError as exc:
+        return fail(f"{type(exc).__name__}: {exc}")
+    out = Path(args.out) if args.out else (
+        settings.reports_path
+        / f"model_comparison_{hour_key(result.first_hour)}_{hour_key(result.last_hour)}.png".replace(":", "")
+    )
+    render_chart(result, out)
+    print(f"database: {db.display_url()}")
+    print(render_text(result))
+    print(f"\nchart: {out.resolve()}")
+    return EXIT_OK
+
+
+def add_subcommands(sub) -> None:
+    """Add ``query``, ``duckdb`` and ``compare`` to the ``attribution`` parser's subcommands."""
+    p = sub.add_parser("query", help="run SQL (DuckDB) over the Parquet exports: views snapshots, touchpoints, journeys",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog='example: attribution query "SELECT date, model_name, sum(attributed_revenue) '
+                              'FROM snapshots GROUP BY ALL ORDER BY ALL"')
+    p.add_argument("sql", help="one or more SQL statements (the last one's result is printed); - reads stdin")
+    _export_arg(p)
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    form.add_argument("--json", action="store_true", help="print a JSON array of rows (decimals as exact strings)")
+    p.add_argument("--max-rows", type=int, default=100, help="rows shown in table output (default 100)")
+    p.set_defaults(func=_pipe_safe(cmd_query))
+
+    p = sub.add_parser("duckdb", help="interactive DuckDB over the exports, or write the views into a DuckDB file")
+    p.add_argument("file", nargs="?", help="DuckDB database file to write the views into (created if missing)")
+    _export_arg(p)
+    p.set_defaults(func=cmd_duckdb)
+
+    p = sub.add_parser("compare", help="attributed revenue per traffic source under every active model, "
+                       "side by side, with a PNG chart")
+    db_arg(p)
+    p.add_argument("--start", required=True, help="epoch seconds or ISO-8601 (UTC when no offset); inclusive")
+    p.add_argument("--end", required=True, help="epoch seconds or ISO-8601; exclusive")
+    p.add_argument("--user", type=int, action="extend", nargs="+", help="only these users (repeatable)")
+    p.add_argument("--out", help="PNG file for the chart (default: $ATTRIBUTION_HOME/reports/model_comparison_...png)")
+    p.set_defaults(func=_pipe_safe(cmd_compare))

@@ -1,0 +1,57 @@
+"""Hourly snapshots per (model, user, hour), global scope (spec §3.0, §4.1; D4, D5, D8, D14).
+
+For each (model, user, hour H) with at least one conversion in H:
+
+* ``attributed_clicks`` = number of credited touches (credit > 0);
+* ``attributed_conversions`` = number of conversions;
+* ``revenue`` = sum over conversions (conv_id order) of [sum over credited touches (journey
+  order) of payout x credit]; ``cost`` likewise with the converting click's cpc.
+
+Both sums are left-to-right double sums, exactly as PHP accumulates them (spec §3.7): a
+``cum_sum`` over the ordered rows of the group, whose last value is the total (a ``sum()``
+reduction would be pairwise and could change the last bit). The stored DECIMAL(12,4) values are
+then derived as MySQL would round the double (D14). Hours without conversions produce no row (D4).
+"""
+
+import polars as pl
+
+from attribution_pipeline.core import frames
+from attribution_pipeline.core.precision import MONEY_DTYPE, quantize
+
+
+def _ordered_total(column: str, over: list[str]) -> pl.Expr:
+    return pl.col(column).cum_sum().over(over).alias(column)
+
+
+def build_snapshots(credits: pl.DataFrame) -> pl.DataFrame:
+    """frames.SNAPSHOTS from frames.CREDITS."""
+    per_conversion = (
+        credits.lazy()
+        .sort(["model_id", "conv_id", "position"])
+        .with_columns(_ordered_total("revenue", ["model_id", "conv_id"]), _ordered_total("cost", ["model_id", "conv_id"]))
+        .group_by(["model_id", "conv_id"], maintain_order=True)
+        .agg(
+            pl.col("user_id").first(),
+            pl.col("date_hour").first(),
+            pl.len().alias("clicks"),
+            pl.col("revenue").last(),
+            pl.col("cost").last(),
+        )
+    )
+    bucket = ["model_id", "user_id", "date_hour"]
+    per_hour = (
+        per_conversion.sort([*bucket, "conv_id"])
+        .with_columns(_ordered_total("revenue", bucket), _ordered_total("cost", bucket))
+        .group_by(bucket, maintain_order=True)
+        .agg(
+            pl.col("clicks").sum().alias("attributed_clicks"),
+            pl.len().alias("attributed_conversions"),
+            pl.col("revenue").last(),
+            pl.col("cost").last(),
+        )
+    ).collect()
+    per_hour = per_hour.with_columns(
+        quantize(per_hour.get_column("revenue"), MONEY_DTYPE).alias("attributed_revenue"),
+        quantize(per_hour.get_column("cost"), MONEY_DTYPE).alias("attributed_cost"),
+    )
+    return frames.conform(per_hour, frames.SNAPSHOTS, "snapshots")

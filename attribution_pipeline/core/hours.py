@@ -1,0 +1,126 @@
+"""UTC hours: keys, parsing and the hour selection rule (decisions D3, D17).
+
+Hour ``H`` (an epoch second divisible by 3600) holds the conversions with
+``H <= conv_time <= H + 3599``. Hour keys are Dagster's hourly partition keys
+(``2024-06-01-09:00``).
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from attribution_pipeline.errors import (
+    BeforePartitionsStartError,
+    EmptySelectionError,
+    InvalidWindowError,
+)
+from attribution_pipeline.settings import KEY_FORMAT
+
+HOUR = 3600
+
+
+def floor_hour(epoch: int) -> int:
+    return epoch - epoch % HOUR
+
+
+def hour_key(hour: int) -> str:
+    return datetime.fromtimestamp(hour, tz=timezone.utc).strftime(KEY_FORMAT)
+
+
+def key_hour(key: str) -> int:
+    return int(datetime.strptime(key, KEY_FORMAT).replace(tzinfo=timezone.utc).timestamp())
+
+
+def hours_between(first_hour: int, last_hour: int) -> list[int]:
+    """Every hour start from ``first_hour`` to ``last_hour`` inclusive."""
+    return list(range(first_hour, last_hour + HOUR, HOUR))
+
+
+def hours_in(start: datetime, end: datetime) -> list[int]:
+    """The hour starts of ``[start, end)`` (a Dagster partition time window's bounds)."""
+    return list(range(int(start.timestamp()), int(end.timestamp()), HOUR))
+
+
+def chunk_hours(hours: Sequence[int], size: int) -> list[tuple[int, ...]]:
+    """Consecutive groups of at most ``size`` hours."""
+    ordered = sorted(hours)
+    size = max(1, int(size))
+    return [tuple(ordered[i : i + size]) for i in range(0, len(ordered), size)]
+
+
+def parse_time(value: str | int) -> int:
+    """Epoch seconds, or ISO-8601 (UTC when it has no offset), or a Dagster hour key."""
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if not text:
+        raise InvalidWindowError("empty time value")
+    if text.lstrip("-").isdigit():
+        return int(text)
+    for fmt in (KEY_FORMAT,):
+        try:
+            return int(datetime.strptime(text, fmt).replace(tzinfo=timezone.utc).timestamp())
+        except ValueError:
+            pass
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidWindowError(
+            f"cannot read time {text!r}: use epoch seconds or ISO-8601 such as 2024-06-01T09:00:00Z"
+        ) from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp())
+
+
+@dataclass(frozen=True)
+class HourSelection:
+    """The whole hours a run rewrites, and the hours of the window it left out (incomplete)."""
+
+    hours: tuple[int, ...]
+    incomplete: tuple[int, ...]
+
+    @property
+    def first(self) -> int:
+        return self.hours[0]
+
+    @property
+    def last(self) -> int:
+        return self.hours[-1]
+
+    @property
+    def start_key(self) -> str:
+        return hour_key(self.first)
+
+    @property
+    def end_key(self) -> str:
+        return hour_key(self.last)
+
+
+def select_hours(start: int, end: int, now: int, first_partition_hour: int) -> HourSelection:
+    """D3: the complete UTC hours overlapping ``[start, end)``.
+
+    Raises a named error, before anything runs, when ``start >= end``, when no complete hour is
+    selected, or when the window reaches before the first partition.
+    """
+    if start >= end:
+        raise InvalidWindowError(
+            f"start ({start}) must be earlier than end ({end}); the window is [start, end)"
+        )
+    first = floor_hour(start)
+    last = floor_hour(end - 1)
+    overlapping = hours_between(first, last)
+    hours = tuple(h for h in overlapping if now >= h + HOUR)
+    incomplete = tuple(h for h in overlapping if now < h + HOUR)
+    if not hours:
+        raise EmptySelectionError(
+            f"no complete UTC hour in [{start}, {end}): the hours from {hour_key(first)} on "
+            f"are not over yet (now is {now})"
+        )
+    if hours[0] < first_partition_hour:
+        raise BeforePartitionsStartError(
+            f"the window starts at {hour_key(hours[0])}, before the first partition "
+            f"{hour_key(first_partition_hour)} (set ATTRIBUTION_PARTITIONS_START earlier)"
+        )
+    return HourSelection(hours=hours, incomplete=incomplete)
+

@@ -1,0 +1,85 @@
+"""The export schema: every column and type of the three Parquet tables (pinned by tests)."""
+
+import polars as pl
+
+from attribution_pipeline.core import frames
+from attribution_pipeline.core.precision import CREDIT_DTYPE, MONEY_DTYPE
+
+TABLES = ("snapshots", "touchpoints", "journeys")
+
+TIMESTAMP = pl.Datetime("us")  # UTC wall time (D17), no zone: DuckDB TIMESTAMP
+PAYOUT_DTYPE = pl.Decimal(11, 5)  # 202_conversion_logs.click_payout
+CPC_DTYPE = pl.Decimal(7, 5)  # 202_clicks.click_cpc
+SHARE_DTYPE = pl.Decimal(18, 4)  # revenue_share / cost_share
+SHARE_SCALE = 4
+
+_HOUR = {"date_hour": pl.Int64, "hour_start": TIMESTAMP}
+_MODEL = {
+    "model_id": pl.Int64,
+    "model_name": pl.String,
+    "model_slug": pl.String,
+    "model_type": pl.String,
+    "model_active": pl.Boolean,
+}
+_TOUCH_DIMENSIONS = {
+    "campaign_id": pl.Int64,
+    "campaign_name": pl.String,
+    "ppc_account_id": pl.Int64,
+    "ppc_account_name": pl.String,
+    "landing_page_id": pl.Int64,
+    "landing_page_name": pl.String,
+    "touch_cpc": CPC_DTYPE,
+}
+
+SNAPSHOTS_EXPORT = {
+    **_HOUR,
+    "snapshot_id": pl.Int64,
+    "user_id": pl.Int64,
+    **_MODEL,
+    "attributed_clicks": pl.Int64,
+    "attributed_conversions": pl.Int64,
+    "attributed_revenue": MONEY_DTYPE,
+    "attributed_cost": MONEY_DTYPE,
+}
+
+TOUCHPOINTS_EXPORT = {
+    **_HOUR,
+    "snapshot_id": pl.Int64,
+    "user_id": pl.Int64,
+    **_MODEL,
+    "conv_id": pl.Int64,
+    "conv_time": TIMESTAMP,
+    "conversion_payout": PAYOUT_DTYPE,
+    "converting_cpc": CPC_DTYPE,
+    "click_id": frames.CLICK_ID,
+    "click_time": TIMESTAMP,
+    "position": pl.Int32,
+    "journey_position": pl.Int32,
+    "journey_length": pl.Int32,
+    "is_converting": pl.Boolean,
+    "credit": CREDIT_DTYPE,
+    "revenue_share": SHARE_DTYPE,
+    "cost_share": SHARE_DTYPE,
+    **_TOUCH_DIMENSIONS,
+}
+
+JOURNEYS_EXPORT = {
+    **_HOUR,
+    "user_id": pl.Int64,
+    "conv_id": pl.Int64,
+    "conv_time": TIMESTAMP,
+    "position": pl.Int32,
+    "journey_length": pl.Int32,
+    "click_id": frames.CLICK_ID,
+    "click_time": TIMESTAMP,
+    "is_converting": pl.Boolean,
+    "multi_touch": pl.Boolean,
+    **_TOUCH_DIMENSIONS,
+}
+
+SCHEMAS = {"snapshots": SNAPSHOTS_EXPORT, "touchpoints": TOUCHPOINTS_EXPORT, "journeys": JOURNEYS_EXPORT}
+SORT_KEYS = {
+    "snapshots": ["date_hour", "user_id", "model_id", "snapshot_id"],
+    "touchpoints": ["date_hour", "user_id", "model_id", "snapshot_id", "conv_id", "position"],
+    "journeys": ["date_hour", "user_id", "conv_id", "position"],
+}

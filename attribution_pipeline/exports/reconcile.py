@@ -1,0 +1,99 @@
+"""Reconciliation: the files on disk against MySQL, per hour (the ``export_reconciliation`` check)."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+from sqlalchemy import BigInteger, cast, func, select
+from sqlalchemy.engine import Connection, Engine
+
+from attribution_pipeline.core import frames
+from attribution_pipeline.exports.columns import TABLES
+from attribution_pipeline.exports.layout import part_path
+from attribution_pipeline.exports.shares import SHARE_SCALE, units
+from attribution_pipeline.exports.stored import global_hours
+from attribution_pipeline.storage import tables
+from attribution_pipeline.storage.frame_io import read_frame
+
+_snap = tables.attribution_snapshots
+
+_RECONCILE = {"date_hour": pl.Int64, "rows": pl.Int64, "revenue_units": pl.Int64, "cost_units": pl.Int64}
+
+
+def _mysql_hour_totals(conn: Connection, hours: Sequence[int]) -> pl.DataFrame:
+    """Per hour: global snapshot rows and their revenue and cost in exact 1e-4 units."""
+    def sum_units(col):
+        return cast(func.round(func.sum(col) * 10**SHARE_SCALE), BigInteger)
+
+    stmt = (
+        select(_snap.c.date_hour, func.count().label("rows"), sum_units(_snap.c.attributed_revenue).label("revenue_units"),
+               sum_units(_snap.c.attributed_cost).label("cost_units"))
+        .where(*global_hours(min(hours), max(hours)))
+        .group_by(_snap.c.date_hour)
+    )
+    return read_frame(conn, stmt, _RECONCILE).filter(pl.col("date_hour").is_in(list(hours)))
+
+
+def _sum_by_hour(paths: list[Path], revenue: str, cost: str) -> pl.DataFrame:
+    """Rows and exact revenue/cost units per ``date_hour`` of the Parquet files ``paths``."""
+    return (
+        pl.scan_parquet(paths)
+        .group_by("date_hour")
+        .agg(rows=pl.len().cast(pl.Int64), revenue_units=units(pl.col(revenue).sum(), SHARE_SCALE),
+             cost_units=units(pl.col(cost).sum(), SHARE_SCALE))
+        .collect()
+    )
+
+
+def _file_hour_totals(root: Path, hours: Sequence[int]) -> tuple[pl.DataFrame, pl.DataFrame, list[int]]:
+    """Per hour, read back from the Parquet files: snapshot rows and totals, touchpoint share
+    totals; and the hours missing one of their three files."""
+    missing = sorted({h for h in hours for t in TABLES if not part_path(root, t, h).exists()})
+    absent = set(missing)
+    present = [h for h in hours if h not in absent]
+    if not present:
+        return frames.empty(_RECONCILE), frames.empty(_RECONCILE), missing
+    snaps = _sum_by_hour([part_path(root, "snapshots", h) for h in present], "attributed_revenue", "attributed_cost")
+    shares = _sum_by_hour([part_path(root, "touchpoints", h) for h in present], "revenue_share", "cost_share")
+    return snaps.cast(_RECONCILE), shares.cast(_RECONCILE), missing
+
+
+def reconcile(engine: Engine, root: Path, hours: Sequence[int]) -> pl.DataFrame:
+    """One row per hour of ``hours`` whose exported files disagree with MySQL, with the reason.
+
+    An hour reconciles when its three files exist, its ``snapshots`` file has exactly the rows,
+    revenue and cost (exact DECIMAL(12,4) units) of the global snapshots MySQL stores for it, and
+    its ``touchpoints`` shares sum to the same revenue and cost (every snapshot with money has
+    touchpoints). Empty frame: every hour agrees."""
+    reasons = pl.DataFrame(schema={"date_hour": pl.Int64, "reason": pl.String})
+    if not hours:
+        return reasons
+    with engine.connect() as conn:
+        stored = _mysql_hour_totals(conn, hours)
+    snaps, shares, missing = _file_hour_totals(root, hours)
+    absent = set(missing)
+    every = pl.DataFrame({"date_hour": [h for h in hours if h not in absent]}, schema={"date_hour": pl.Int64})
+    zero = {"rows": 0, "revenue_units": 0, "cost_units": 0}
+    joined = (
+        every.join(stored, on="date_hour", how="left")
+        .join(snaps, on="date_hour", how="left", suffix="_file")
+        .join(shares.drop("rows"), on="date_hour", how="left", suffix="_shares")
+        .with_columns(pl.col(c).fill_null(0) for c in [*zero, *(f"{c}_file" for c in zero),
+                                                         "revenue_units_shares", "cost_units_shares"])
+    )
+    wrong = joined.with_columns(
+        reason=pl.concat_str(
+            pl.when(pl.col("rows") != pl.col("rows_file")).then(
+                pl.format("snapshots file has {} rows, MySQL {}; ", "rows_file", "rows")),
+            pl.when((pl.col("revenue_units") != pl.col("revenue_units_file"))
+                    | (pl.col("cost_units") != pl.col("cost_units_file"))).then(
+                pl.lit("snapshots file revenue/cost differ from MySQL; ")),
+            pl.when((pl.col("revenue_units_shares") != pl.col("revenue_units"))
+                    | (pl.col("cost_units_shares") != pl.col("cost_units"))).then(
+                pl.lit("touchpoint shares do not sum to the stored revenue/cost; ")),
+            ignore_nulls=True,
+        ).str.strip_chars_end("; ")
+    ).filter(pl.col("reason") != "").select("date_hour", "reason")
+    gone = pl.DataFrame({"date_hour": missing, "reason": ["a table's file is missing"] * len(missing)},
+                        schema=reasons.schema)
+    return pl.concat([wrong, gone]).sort("date_hour")

@@ -1,0 +1,178 @@
+"""Every setting of the pipeline, read from the environment in one place, once.
+
+:meth:`Settings.from_env` is the only code in the package that reads ``os.environ``. It is
+called when the Dagster definitions are built (``definitions.defs``) and once by the
+``attribution`` command line; the resulting object is passed down to everything else (as the
+``settings`` resource inside Dagster). Tests build their own with :meth:`Settings.replace`.
+
+Two values are secrets: the database URL (it may carry a password) and the alert webhook URL (it
+may carry a token). They never enter Dagster's run config, job snapshots or metadata: the
+database and the alert sender are plain Python resources built from this object, with no config
+schema, and their ``repr`` masks the secret (see ``docs/configuration.md``).
+"""
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+DEFAULT_HOME = ".attribution"
+DEFAULT_SQLITE_NAME = "attribution.sqlite"
+DEFAULT_PARTITIONS_START = "2023-01-01-00:00"
+KEY_FORMAT = "%Y-%m-%d-%H:%M"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the pipeline cannot use (named in the message)."""
+
+
+def _text(env: Mapping[str, str], name: str) -> str:
+    return (env.get(name) or "").strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int | None = None) -> int:
+    raw = _text(env, name)
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, positive: bool = True) -> float:
+    raw = _text(env, name)
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = default
+    return value if (value > 0 or not positive) else default
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _text(env, name).lower()
+    return default if not raw else raw in ("1", "true", "yes", "on")
+
+
+def _hour_key(raw: str) -> str:
+    """A date, a Dagster hour key or ISO-8601 (UTC without an offset), as the hour key it falls in."""
+    text = raw.strip()
+    for fmt in (KEY_FORMAT, "%Y-%m-%d"):
+        try:
+            moment = datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+            break
+        except ValueError:
+            moment = None
+    if moment is None:
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise SettingsError(f"ATTRIBUTION_PARTITIONS_START={raw!r} is not a date, an hour key or ISO-8601") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+    epoch = int(moment.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % 3600, tz=timezone.utc).strftime(KEY_FORMAT)
+
+
+def mask_url(url: str | None) -> str:
+    """``url`` with any password replaced by ``***`` (for repr and messages)."""
+    if not url or "://" not in url:
+        return url or ""
+    scheme, rest = url.split("://", 1)
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The pipeline's settings (``docs/configuration.md`` lists each variable)."""
+
+    home: Path  # ATTRIBUTION_HOME: the demo database, frames, exports, reports
+    db_url: str = dataclasses.field(repr=False)  # ATTRIBUTION_DB_URL (secret)
+    partitions_start: str = DEFAULT_PARTITIONS_START  # first hourly partition (hour key)
+    lookback_days: int = 30  # D2: journey lookback
+    touch_cap: int = 25  # D2: newest clicks kept (the converting click may add one)
+    chunk_hours: int = 168  # hours computed and committed together (the atomic write unit, D9)
+    write_batch_rows: int = 5000  # rows per INSERT batch where LOAD DATA is refused
+    journey_source: str = "clicks"  # D13: "clicks" (built at run time) or "stored"
+    persist_journeys: bool = False  # D13: also write built journeys into 202_conversion_touchpoints
+    lock_timeout_seconds: int = 600  # D9: wait for another writer of the same hours
+    frames_dir: Path | None = None  # intermediate frames (default home/frames)
+    export_dir: Path | None = None  # Parquet exports (default home/exports)
+    alert_webhook_url: str | None = dataclasses.field(default=None, repr=False)  # secret
+    alert_timeout_seconds: float = 5.0
+    db_retries: int = 4  # attempts of a read or a chunk write on a transient MySQL error
+    db_retry_delay_seconds: float = 0.5  # first backoff delay, doubled per attempt
+    duckdb_cli: str | None = None  # the duckdb shell for `attribution duckdb` (default: on PATH)
+    record_sql_path: str | None = None  # benchmark only: append every MySQL read's SQL here
+    dagster_home: Path | None = None  # DAGSTER_HOME, Dagster's own variable
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """The settings the environment gives (``os.environ`` unless ``env`` is passed)."""
+        env = os.environ if env is None else env
+        home = Path(_text(env, "ATTRIBUTION_HOME") or DEFAULT_HOME).resolve()
+        source = _text(env, "ATTRIBUTION_JOURNEY_SOURCE") or "clicks"
+        if source not in ("clicks", "stored"):
+            raise SettingsError(f"ATTRIBUTION_JOURNEY_SOURCE={source!r}: use 'clicks' or 'stored'")
+        optional_path = lambda name: Path(_text(env, name)).resolve() if _text(env, name) else None  # noqa: E731
+        return cls(
+            home=home,
+            db_url=_text(env, "ATTRIBUTION_DB_URL") or f"sqlite:///{home / DEFAULT_SQLITE_NAME}",
+            partitions_start=_hour_key(_text(env, "ATTRIBUTION_PARTITIONS_START") or DEFAULT_PARTITIONS_START),
+            lookback_days=_int(env, "ATTRIBUTION_LOOKBACK_DAYS", 30, minimum=0),
+            touch_cap=_int(env, "ATTRIBUTION_TOUCH_CAP", 25, minimum=1),
+            chunk_hours=_int(env, "ATTRIBUTION_CHUNK_HOURS", 168, minimum=1),
+            write_batch_rows=_int(env, "ATTRIBUTION_WRITE_BATCH_ROWS", 5000, minimum=1),
+            journey_source=source,
+            persist_journeys=_bool(env, "ATTRIBUTION_PERSIST_JOURNEYS", False),
+            lock_timeout_seconds=_int(env, "ATTRIBUTION_LOCK_TIMEOUT", 600, minimum=0),
+            frames_dir=optional_path("ATTRIBUTION_FRAMES_DIR"),
+            export_dir=optional_path("ATTRIBUTION_EXPORT_DIR"),
+            alert_webhook_url=_text(env, "ATTRIBUTION_ALERT_WEBHOOK_URL") or None,
+            alert_timeout_seconds=_float(env, "ATTRIBUTION_ALERT_TIMEOUT", 5.0),
+            db_retries=_int(env, "ATTRIBUTION_DB_RETRIES", 4, minimum=1),
+            db_retry_delay_seconds=_float(env, "ATTRIBUTION_DB_RETRY_DELAY", 0.5, positive=False),
+            duckdb_cli=_text(env, "ATTRIBUTION_DUCKDB_CLI") or None,
+            record_sql_path=_text(env, "ATTRIBUTION_RECORD_SQL") or None,
+            dagster_home=optional_path("DAGSTER_HOME"),
+        )
+
+    def replace(self, **changes) -> "Settings":
+        """A copy with ``changes`` (tests, ``--db-url``)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def frames_path(self) -> Path:
+        return self.frames_dir or self.home / "frames"
+
+    @property
+    def export_path(self) -> Path:
+        return self.export_dir or self.home / "exports"
+
+    @property
+    def reports_path(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def default_db_url(self) -> str:
+        return f"sqlite:///{self.home / DEFAULT_SQLITE_NAME}"
+
+    @property
+    def lookback_seconds(self) -> int:
+        return self.lookback_days * 86400
+
+    @property
+    def first_hour(self) -> int:
+        """The first partition's hour (epoch seconds)."""
+        return int(datetime.strptime(self.partitions_start, KEY_FORMAT).replace(tzinfo=timezone.utc).timestamp())
+
+    def __repr__(self) -> str:  # the secrets never appear, not even masked in part
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
+        return f"Settings(db_url={mask_url(self.db_url)!r}, " + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"

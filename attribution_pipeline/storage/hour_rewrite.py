@@ -1,0 +1,207 @@
+"""The write-back protocol: one chunk of whole hours replaced atomically (D4, D8, D9, D12, D14).
+
+A run *owns* the global rows of every (user, model, hour) where the user is selected and not
+deleted, the model is active, valid and selected, and the hour is selected (D9). For each chunk of
+whole hours, in one transaction, under a named lock per hour (``GET_LOCK`` on MySQL,
+``BEGIN IMMEDIATE`` on SQLite):
+
+1. find the stored snapshot rows of the owned keys (held groups excluded: their rows stay);
+2. delete their touchpoints and them (stale hours and PHP's duplicate rows go too, D4);
+3. insert the new snapshots (a key that existed keeps its lowest snapshot id and its
+   created_at, as PHP reruns do), read their ids back, insert their touchpoints;
+4. read both tables back and compare with what was computed (as DECIMAL strings); any
+   difference raises :class:`WriteBackMismatch` and the chunk rolls back;
+5. commit. A crash at any point leaves the chunk's old rows or its new rows, never a mix.
+
+Re-running the same hours gives the same rows (idempotent). Rows of other users, inactive,
+invalid or unselected models and other hours are never touched.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import polars as pl
+from sqlalchemy import delete
+from sqlalchemy.engine import Connection, Engine
+
+from attribution_pipeline.core.invariants import GROUP
+from attribution_pipeline.core.run_summary import foreign_rows
+from attribution_pipeline.errors import WriteBackMismatch
+from attribution_pipeline.logs import timed_into
+from attribution_pipeline.storage import tables
+from attribution_pipeline.storage.bulk import bulk_load
+from attribution_pipeline.storage.frame_io import chunked
+from attribution_pipeline.storage.locks import hours_locked
+from attribution_pipeline.storage.stored_rows import (
+    IDS_PER_STATEMENT,
+    SNAP,
+    STORED_TOUCHPOINTS,
+    TOUCH,
+    inserted_touchpoints,
+    max_touchpoint_id,
+    stored_snapshots,
+)
+
+
+@dataclass
+class ChunkWrite:
+    """What to write for one chunk of hours."""
+
+    hours: tuple[int, ...]
+    owned: pl.DataFrame  # (model_id, user_id) of the owned models
+    snapshots: pl.DataFrame  # frames.SNAPSHOTS rows of groups not held
+    credits: pl.DataFrame  # frames.CREDITS rows of groups not held
+    held: pl.DataFrame  # invariants.HELD: groups whose stored rows stay
+    lookback_start: int
+    lookback_end: int
+    journeys: pl.DataFrame | None = None  # frames.JOURNEYS to persist into 202_conversion_touchpoints
+
+
+@dataclass
+class ChunkOutcome:
+    hours: tuple[int, ...]
+    snapshots_deleted: int = 0
+    touchpoints_deleted: int = 0
+    snapshots_written: int = 0
+    touchpoints_written: int = 0
+    journey_touches_written: int = 0
+    seconds: float = 0.0
+    by_model: dict[int, dict[str, int]] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    foreign: pl.DataFrame | None = None  # stored rows of owned keys someone else wrote (D20)
+
+    def stage(self, name: str):
+        """Time a stage of the chunk's write into ``stage_seconds``."""
+        return timed_into(self.stage_seconds, name)
+
+
+# ------------------------------------------------------------------------------------------
+# the chunk transaction
+# ------------------------------------------------------------------------------------------
+
+
+def write_chunk(engine: Engine, plan: ChunkWrite, *, now: int, batch_rows: int, lock_timeout: int) -> ChunkOutcome:
+    """Replace the owned rows of one chunk of hours, atomically (see module docstring)."""
+    started = time.perf_counter()
+    outcome = ChunkOutcome(hours=plan.hours)
+    with engine.connect() as conn:
+        lock_started = time.perf_counter()
+        with hours_locked(conn, plan.hours, lock_timeout):
+            outcome.stage_seconds["lock"] = time.perf_counter() - lock_started
+            transaction = conn.begin()
+            try:
+                _replace_rows(conn, plan, outcome, now=now, batch_rows=batch_rows)
+                if plan.journeys is not None:
+                    with outcome.stage("persist_journeys"):
+                        outcome.journey_touches_written = persist_journeys(conn, plan.journeys, now=now, batch_rows=batch_rows)
+            except BaseException:
+                transaction.rollback()
+                raise
+            with outcome.stage("commit"):
+                transaction.commit()
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, now: int, batch_rows: int) -> None:
+    with outcome.stage("find_stored"):
+        existing = stored_snapshots(conn, plan.owned, plan.hours).join(
+            plan.held.select(GROUP).unique(), on=GROUP, how="anti"
+        )
+    outcome.foreign = foreign_rows(existing)
+    old_ids = existing.get_column("snapshot_id").to_list()
+    with outcome.stage("delete"):
+        for ids in chunked(old_ids, IDS_PER_STATEMENT):
+            outcome.touchpoints_deleted += conn.execute(delete(TOUCH).where(TOUCH.c.snapshot_id.in_(list(ids)))).rowcount
+            outcome.snapshots_deleted += conn.execute(delete(SNAP).where(SNAP.c.snapshot_id.in_(list(ids)))).rowcount
+
+    kept = existing.group_by(GROUP).agg(pl.col("snapshot_id").min(), pl.col("created_at").min())
+    rows = (
+        plan.snapshots.join(kept, on=GROUP, how="left")
+        .with_columns(
+            scope_type=pl.lit("global"),
+            scope_id=pl.lit(None, dtype=pl.Int64),
+            lookback_start=pl.lit(plan.lookback_start),
+            lookback_end=pl.lit(plan.lookback_end),
+            created_at=pl.col("created_at").fill_null(now),
+        )
+        .select("snapshot_id", *GROUP, "scope_type", "scope_id", "lookback_start", "lookback_end",
+                "attributed_clicks", "attributed_conversions", "attributed_revenue", "attributed_cost", "created_at")
+    )
+    reused = rows.filter(pl.col("snapshot_id").is_not_null())
+    fresh = rows.filter(pl.col("snapshot_id").is_null()).drop("snapshot_id")
+    with outcome.stage("load_snapshots"):
+        outcome.snapshots_written = bulk_load(conn, SNAP, reused, batch_rows=batch_rows) + bulk_load(
+            conn, SNAP, fresh, batch_rows=batch_rows
+        )
+    with outcome.stage("read_back_snapshots"):
+        written = stored_snapshots(conn, plan.owned, plan.hours).join(plan.snapshots.select(GROUP), on=GROUP, how="semi")
+        _check_snapshots(rows, written)
+    with outcome.stage("prepare_touchpoints"):
+        touch_rows = (
+            plan.credits.join(written.select("snapshot_id", *GROUP), on=GROUP)
+            .select("snapshot_id", "conv_id", "click_id", "position",
+                    credit="credit_stored", weight="credit_stored", created_at=pl.lit(now))
+            .sort("snapshot_id", "conv_id", "position")  # index order: sequential inserts into snapshot_conv
+        )
+    with outcome.stage("load_touchpoints"):
+        # AUTO_INCREMENT only grows: every row inserted below lies above this id
+        before = max_touchpoint_id(conn)
+        outcome.touchpoints_written = bulk_load(conn, TOUCH, touch_rows, batch_rows=batch_rows)
+    with outcome.stage("read_back_touchpoints"):
+        inserted = inserted_touchpoints(conn, before, max_touchpoint_id(conn), written.get_column("snapshot_id"))
+        _check_touchpoints(touch_rows, inserted)
+
+    per_model = (
+        plan.snapshots.group_by("model_id").agg(snapshots=pl.len())
+        .join(plan.credits.group_by("model_id").agg(touchpoints=pl.len()), on="model_id", how="full", coalesce=True)
+        .fill_null(0)
+    )
+    outcome.by_model = {
+        int(m): {"snapshots": int(s), "touchpoints": int(t)}
+        for m, s, t in zip(per_model["model_id"], per_model["snapshots"], per_model["touchpoints"])
+    }
+
+
+def _check_snapshots(expected: pl.DataFrame, written: pl.DataFrame) -> None:
+    cols = [*GROUP, "lookback_start", "lookback_end", "attributed_clicks", "attributed_conversions",
+            "attributed_revenue", "attributed_cost"]
+    want = expected.select(cols).cast(written.select(cols).schema).sort(GROUP)
+    got = written.select(cols).sort(GROUP)
+    if not want.equals(got):
+        raise WriteBackMismatch(_describe(want, got, "202_attribution_snapshots", GROUP))
+
+
+def _check_touchpoints(expected: pl.DataFrame, written: pl.DataFrame) -> None:
+    key = ["snapshot_id", "conv_id", "position", "click_id"]
+    cols = [*key, "credit", "weight"]
+    want = expected.select(cols).cast(STORED_TOUCHPOINTS).sort(key)
+    got = written.select(cols).sort(key)
+    if not want.equals(got):
+        raise WriteBackMismatch(_describe(want, got, "202_attribution_touchpoints", key))
+
+
+def _describe(want: pl.DataFrame, got: pl.DataFrame, table: str, key: list[str]) -> str:
+    missing = want.join(got, on=want.columns, how="anti")
+    extra = got.join(want, on=want.columns, how="anti")
+    sample = missing.head(3).to_dicts() if missing.height else extra.head(3).to_dicts()
+    return (
+        f"{table}: read back {got.height} rows, computed {want.height}; {missing.height} computed rows "
+        f"missing, {extra.height} unexpected; e.g. {sample}"
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# journeys persistence (D13, optional)
+# ------------------------------------------------------------------------------------------
+
+
+def persist_journeys(conn: Connection, journeys: pl.DataFrame, *, now: int, batch_rows: int) -> int:
+    """PHP's ``persistJourney`` for many conversions: delete each conversion's stored touches,
+    insert positions 0..n-1 with one ``created_at``."""
+    t = tables.conversion_touchpoints
+    conv_ids = journeys.get_column("conv_id").unique().sort().to_list()
+    for ids in chunked(conv_ids, IDS_PER_STATEMENT):
+        conn.execute(delete(t).where(t.c.conv_id.in_(list(ids))))
+    rows = journeys.select("conv_id", "click_id", "click_time", "position", created_at=pl.lit(now))
+    return bulk_load(conn, t, rows, batch_rows=batch_rows)
