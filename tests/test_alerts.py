@@ -93,6 +93,14 @@ def sensor_resources() -> dict:
     return {"alerts": alerter(), "settings": settings()}
 
 
+def check_failure_context(result, instance):
+    """The context the check-failure sensor gets for a successful run of ``result``."""
+    return dg.build_run_status_sensor_context(
+        sensor_name="attribution_check_failure_alert", dagster_event=result.get_run_success_event(),
+        dagster_instance=instance, dagster_run=result.dagster_run, resources=sensor_resources(),
+    )
+
+
 def by_check(payload):
     return {(c["asset"], c["check"]): c for c in payload["failed_checks"]}
 
@@ -101,10 +109,7 @@ def test_check_failure_sensor_posts_the_failed_checks_of_a_successful_run(sqlite
     load(sqlite_url)
     instance = dg.DagsterInstance.ephemeral()
     result, _ = run(sqlite_url, H0, H2, instance=instance)
-    context = dg.build_run_status_sensor_context(
-        sensor_name="attribution_check_failure_alert", dagster_event=result.get_run_success_event(),
-        dagster_instance=instance, dagster_run=result.dagster_run, resources=sensor_resources(),
-    )
+    context = check_failure_context(result, instance)
     sensors.attribution_check_failure_alert(context)
     assert len(webhook.bodies) == 1 and webhook.bodies[0]["content_type"] == "application/json"
     payload = webhook.bodies[0]["json"]
@@ -124,10 +129,7 @@ def test_no_alert_when_every_check_passes(sqlite_url, webhook, monkeypatch):
     monkeypatch.setattr(freshness, "_now", lambda: H2 + 3 * HOUR)  # H2 is the due hour: fresh
     instance = dg.DagsterInstance.ephemeral()
     result, _ = run(sqlite_url, H0, H2, instance=instance)
-    context = dg.build_run_status_sensor_context(
-        sensor_name="attribution_check_failure_alert", dagster_event=result.get_run_success_event(),
-        dagster_instance=instance, dagster_run=result.dagster_run, resources=sensor_resources(),
-    )
+    context = check_failure_context(result, instance)
     sensors.attribution_check_failure_alert(context)
     assert webhook.bodies == []
 
@@ -276,10 +278,7 @@ def test_logs_and_alerts_never_show_the_database_password(password_url, webhook)
     load(url)
     instance = dg.DagsterInstance.ephemeral()
     result, _ = run(url, H0, H2, instance=instance)
-    context = dg.build_run_status_sensor_context(
-        sensor_name="attribution_check_failure_alert", dagster_event=result.get_run_success_event(),
-        dagster_instance=instance, dagster_run=result.dagster_run, resources=sensor_resources(),
-    )
+    context = check_failure_context(result, instance)
     sensors.attribution_check_failure_alert(context)
     assert webhook.bodies
     for text_ in (_events_text(instance), json.dumps([b["json"] for b in webhook.bodies])):
