@@ -107,8 +107,9 @@ class Settings:
     export_dir: Path | None = None  # Parquet exports (default home/exports)
     alert_webhook_url: str | None = dataclasses.field(default=None, repr=False)  # secret
     alert_timeout_seconds: float = 5.0
-    db_retries: int = 4  # attempts of a read or a chunk write on a transient MySQL error
-    db_retry_delay_seconds: float = 0.5  # first backoff delay, doubled per attempt
+    db_retries: int = 60  # at most this many attempts of a read or a chunk write on a transient error
+    db_retry_delay_seconds: float = 0.5  # first backoff delay, doubled per attempt (at most 5 s)
+    db_retry_budget_seconds: float = 90.0  # give up retrying once this long has passed (a 60 s restart fits)
     duckdb_cli: str | None = None  # the duckdb shell for `attribution duckdb` (default: on PATH)
     record_sql_path: str | None = None  # benchmark only: append every MySQL read's SQL here
     dagster_home: Path | None = None  # DAGSTER_HOME, Dagster's own variable
@@ -137,8 +138,9 @@ class Settings:
             export_dir=optional_path("ATTRIBUTION_EXPORT_DIR"),
             alert_webhook_url=_text(env, "ATTRIBUTION_ALERT_WEBHOOK_URL") or None,
             alert_timeout_seconds=_float(env, "ATTRIBUTION_ALERT_TIMEOUT", 5.0),
-            db_retries=_int(env, "ATTRIBUTION_DB_RETRIES", 4, minimum=1),
+            db_retries=_int(env, "ATTRIBUTION_DB_RETRIES", 60, minimum=1),
             db_retry_delay_seconds=_float(env, "ATTRIBUTION_DB_RETRY_DELAY", 0.5, positive=False),
+            db_retry_budget_seconds=_float(env, "ATTRIBUTION_DB_RETRY_BUDGET", 90.0, positive=False),
             duckdb_cli=_text(env, "ATTRIBUTION_DUCKDB_CLI") or None,
             record_sql_path=_text(env, "ATTRIBUTION_RECORD_SQL") or None,
             dagster_home=optional_path("DAGSTER_HOME"),

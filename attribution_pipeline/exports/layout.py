@@ -76,6 +76,23 @@ def export_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+PUBLISH_LOCK_FILE = ".publish.lock"
+
+
+@contextmanager
+def publish_lock(root: Path, *, shared: bool) -> Iterator[None]:
+    """Readers (``shared``) never see an hour half-replaced: a writer renames the files of a set of
+    hours into place holding this lock exclusively (a moment), readers hold it shared while they
+    query. Distinct from :func:`export_lock`, which writers hold for a whole export."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with open(Path(root) / PUBLISH_LOCK_FILE, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def read_part(root: Path, table: str, hour: int) -> pl.DataFrame | None:
     path = part_path(root, table, hour)
     return pl.read_parquet(path) if path.exists() else None

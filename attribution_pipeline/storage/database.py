@@ -69,8 +69,8 @@ class Database:
     @classmethod
     def from_settings(cls, settings) -> "Database":
         """The database of a :class:`~attribution_pipeline.settings.Settings`."""
-        return cls(settings.db_url, retry=RetryPolicy(settings.db_retries, settings.db_retry_delay_seconds),
-                   record_sql=settings.record_sql_path)
+        policy = RetryPolicy(settings.db_retries, settings.db_retry_delay_seconds, settings.db_retry_budget_seconds)
+        return cls(settings.db_url, retry=policy, record_sql=settings.record_sql_path)
 
     def engine(self) -> Engine:
         if self._engine is None:
