@@ -27,6 +27,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     pipeline = [*inputs.build(hourly), *journeys.build(hourly), *credits.build(hourly), *writeback.build(hourly),
                 *parquet_exports.build(hourly)]  # each asset family with its checks beside it
     checks = [d for d in pipeline if isinstance(d, dg.AssetChecksDefinition)]
+    db = Database.from_settings(settings)
     return dg.Definitions(
         assets=[d for d in pipeline if d not in checks] + [model_comparison],  # on demand, not in attribution_job
         asset_checks=[*checks, writeback_latest_hour_fresh],
@@ -38,10 +39,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         executor=dg.in_process_executor,
         resources={
             # plain objects without config: the URLs (and their secrets) never reach run config or snapshots
-            "db": Database.from_settings(settings),
+            "db": db,
             "settings": settings,
             "alerts": Alerter.from_settings(settings),
-            "scope": RunScope(),
+            "scope": RunScope(db=db, settings=settings),  # holds the run's liveness lock while it runs
             "frames_io_manager": HourlyParquetIOManager(base_dir=str(settings.frames_path)),
         },
     )

@@ -8,13 +8,15 @@ from attribution_pipeline.assets.hourly import Hourly, run_fields, run_hours
 from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.assets.writeback_run import ChunkFrames, WritebackRun
 from attribution_pipeline.core.frames import HourlyFrame
-from attribution_pipeline.core.hours import chunk_hours
-from attribution_pipeline.io_managers.hourly_parquet import remove_private_frames
+from attribution_pipeline.core.hours import HOUR, chunk_hours
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage.database import Database
 
 WRITEBACK = "attribution_writeback"
 OUTCOME_TAG = "attribution/outcome"
+#: Tag of a run started by ``attribution resume RUN_ID``: the run it resumes.
+RESUME_TAG = "attribution/resume_of"
+COMMITTED_FIRST, COMMITTED_LAST = "committed_first_hour", "committed_last_hour"
 
 CHECKS = [
     dg.AssetCheckSpec(
@@ -45,28 +47,80 @@ def attribution_writeback(context: dg.AssetExecutionContext, conversions: Hourly
                           db: dg.ResourceParam[Database], settings: dg.ResourceParam[Settings],
                           scope: RunScope) -> dg.MaterializeResult:
     """Writes 202_attribution_snapshots and 202_attribution_touchpoints for the keys the run owns
-    (D9), chunk by chunk, each chunk atomic under named locks and read back before commit; then
-    one audit row per (user, model) (D18) and 202_cronjob_logs id 2 (D11). Groups failing an
-    invariant are held (their stored rows stay) and the run ends with outcome 2 (D19)."""
+    (D9), chunk by chunk, each chunk atomic under named locks, read back before commit and
+    committed with its audit rows (D18) and the 202_cronjob_logs stamp (D11). Groups failing an
+    invariant are held (their stored rows stay) and the run ends with outcome 2 (D19). A chunk
+    that cannot be committed fails the run after the others were written (outcome 2, or 1 if
+    nothing was committed); a re-execution of the run skips the chunks its parents committed."""
     run_id = context.run.run_id
     run = WritebackRun(db=db, settings=settings, scope=scope, hours=run_hours(context), run_id=run_id,
-                       logger=context.log, fields=run_fields(context))
-    for chunk in chunk_hours(run.hours, settings.chunk_hours):
-        with run.stage("read_frames"):
-            frames = ChunkFrames(models=attribution_models.read(chunk), conversions=conversions.read(chunk),
-                                 journeys=journeys.read(chunk), credits=credits.read(chunk),
-                                 snapshots=snapshots.read(chunk))
-        run.process(chunk, frames)
-    run.finish()
+                       logger=context.log, fields=run_fields(context),
+                       resumed=committed_by_parents(context.instance, context.run),
+                       on_commit=lambda chunk: record_commit(context, chunk))
+
+    def read(chunk):
+        return ChunkFrames(models=attribution_models.read(chunk), conversions=conversions.read(chunk),
+                           journeys=journeys.read(chunk), credits=credits.read(chunk), snapshots=snapshots.read(chunk))
+
     path = Path(scope.report_path) if scope.report_path else settings.reports_path / f"{run_id}.json"
-    report = run.write_report(path)
-    context.instance.add_run_tags(run_id, {OUTCOME_TAG: str(report["outcome"])})
-    if report["outcome"] == 1:
-        if not scope.is_full:  # the exports will not run: nobody reads the run's private frames any more
-            remove_private_frames(settings.frames_path, run_id)
-        reason = run.rolled_back[0]["reason"] if run.rolled_back else "every group was held"
-        raise dg.Failure(description=f"nothing was committed: {reason}", metadata={"report": str(path)})
+    try:
+        for chunk in chunk_hours(run.hours, settings.chunk_hours):
+            run.run_chunk(chunk, read)
+        run.finish()
+    finally:  # whatever stopped the run, the report says what was committed
+        report = run.write_report(path)
+        context.instance.add_run_tags(run_id, {OUTCOME_TAG: str(report["outcome"])})
+    if run.failed_chunks or report["outcome"] == 1:
+        raise dg.Failure(description=failure_text(report, run), metadata={
+            "report": str(path), "outcome": report["outcome"], "db_retries": report["db_retries"],
+            "committed_hours": dg.MetadataValue.json(report["committed_hours"]),
+            "uncommitted_hours": dg.MetadataValue.json(report["uncommitted_hours"][:50])})
     return run.materialize_result(report, path)
+
+
+def failure_text(report: dict, run: WritebackRun) -> str:
+    """Why the write-back failed, and what it committed all the same (never "nothing" when it did)."""
+    failed = run.failed_chunks
+    reason = failed[0]["reason"] if failed else "every group was held"
+    if report["outcome"] == 1:
+        return f"nothing was committed: {reason}"
+    committed = ", ".join(f"{a}..{b}" for a, b in report["committed_hours"][:5])
+    missing = ", ".join(f"{c['first_hour']}..{c['last_hour']}" for c in failed[:5])
+    return (f"partly committed: hours {committed} are written; hours {missing} are not ({reason}). "
+            "Re-execute the run (or run the same hours again): the committed chunks are not written twice.")
+
+
+def record_commit(context: dg.AssetExecutionContext, chunk: tuple[int, ...]) -> None:
+    """Note a committed chunk in the run's event log, where a re-execution of the run finds it."""
+    context.log_event(dg.AssetObservation(asset_key=WRITEBACK, description="chunk committed",
+                                          metadata={COMMITTED_FIRST: chunk[0], COMMITTED_LAST: chunk[-1]}))
+
+
+def parent_runs(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
+    """The run's ancestors: Dagster re-executions and retries (``parent_run_id``) and CLI resumes
+    (the ``attribution/resume_of`` tag), nearest first."""
+    chain, seen = [], {run.run_id}
+    parent = run.parent_run_id or run.tags.get(RESUME_TAG)
+    while parent and parent not in seen:
+        chain.append(parent)
+        seen.add(parent)
+        record = instance.get_run_by_id(parent)
+        parent = (record.parent_run_id or record.tags.get(RESUME_TAG)) if record is not None else None
+    return chain
+
+
+def committed_by_parents(instance: dg.DagsterInstance, run: dg.DagsterRun) -> frozenset[int]:
+    """Hours whose chunk a parent of ``run`` committed (empty for a first run)."""
+    hours: set[int] = set()
+    for parent in parent_runs(instance, run):
+        for entry in instance.all_logs(parent, of_type=dg.DagsterEventType.ASSET_OBSERVATION):
+            observation = entry.dagster_event.event_specific_data.asset_observation
+            metadata = observation.metadata
+            if observation.asset_key != dg.AssetKey(WRITEBACK) or COMMITTED_FIRST not in metadata:
+                continue
+            first, last = int(metadata[COMMITTED_FIRST].value), int(metadata[COMMITTED_LAST].value)
+            hours.update(range(first, last + HOUR, HOUR))
+    return frozenset(hours)
 
 
 def build(hourly: Hourly) -> list:

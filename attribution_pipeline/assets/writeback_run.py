@@ -14,19 +14,17 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from sqlalchemy.exc import SQLAlchemyError
 
 from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.core import invariants
 from attribution_pipeline.core.hours import HOUR, hour_key
 from attribution_pipeline.core.invariants import GROUP
 from attribution_pipeline.core.run_summary import FOREIGN, audit_rows, run_summary
-from attribution_pipeline.errors import AttributionError
 from attribution_pipeline.logs import log_event, timed_into
 from attribution_pipeline.settings import Settings
-from attribution_pipeline.storage.audit import finish_run
 from attribution_pipeline.storage.database import Database
 from attribution_pipeline.storage.hour_rewrite import ChunkOutcome, ChunkWrite, write_chunk
+from attribution_pipeline.storage.retries import is_transient
 from attribution_pipeline.storage.shadow import compare_with_stored
 
 ERROR = dg.AssetCheckSeverity.ERROR
@@ -47,24 +45,35 @@ class ChunkFrames:
 
 
 class WritebackRun:
-    """The write-back of one run over ``hours`` (see the module docstring)."""
+    """The write-back of one run over ``hours`` (see the module docstring).
+
+    ``resumed``: hours a parent of this run (a re-execution or retry of a failed run) committed
+    already; chunks made only of them are not written again. ``on_commit(first, last)`` is called
+    after each chunk commits (the asset records it in the run's event log for a later resume).
+    """
 
     def __init__(self, *, db: Database, settings: Settings, scope: RunScope, hours: list[int], run_id: str,
-                 logger, fields: dict):
+                 logger, fields: dict, resumed: frozenset[int] = frozenset(), on_commit=None):
         self.db, self.settings, self.scope = db, settings, scope
         self.hours, self.run_id, self.logger, self.fields = hours, run_id, logger, fields
+        self.resumed, self.on_commit = resumed, on_commit
         self.now = int(time.time())
         self.lookback_start, self.lookback_end = hours[0], hours[-1] + HOUR - 1
         self.held: list[pl.DataFrame] = []
         self.foreign: list[pl.DataFrame] = []
-        self.rolled_back: list[dict] = []
+        self.rolled_back: list[dict] = []  # chunks tried and rolled back (their groups are held)
+        self.not_attempted: list[dict] = []  # chunks never tried: the run stopped before them
         self.committed: list[pl.DataFrame] = []
+        self.committed_chunks: list[tuple[int, ...]] = []
+        self.resumed_chunks: list[tuple[int, ...]] = []
         self.compared: list[pl.DataFrame] = []
         self.skipped: dict[int, dict] = {}
-        self.totals = {"conversions": 0, **{k: 0 for k in _COUNTS}, "chunks_committed": 0}
+        self.totals = {"conversions": 0, **{k: 0 for k in _COUNTS}, "chunks_committed": 0, "chunks_resumed": 0}
         self.by_model: dict[int, dict[str, int]] = {}
         self.stage_seconds: dict[str, float] = {}
         self.started = time.perf_counter()
+        self.retries_before = db.retry.counter.total
+        self.stop_reason: str | None = None
 
     def stage(self, name: str):
         """Time a stage of the run into ``stage_seconds``."""
@@ -72,8 +81,29 @@ class WritebackRun:
 
     # -- chunks --------------------------------------------------------------------------------
 
+    def run_chunk(self, chunk: tuple[int, ...], read) -> None:
+        """Write one chunk (``read(chunk)`` gives its frames), unless a parent run committed it or
+        the run stopped; a chunk whose frames cannot be read is not committed, named."""
+        if self.stop_reason is not None:
+            self.not_attempted.append(_span(chunk, f"not attempted: {self.stop_reason}"))
+            return
+        if not self.scope.dry_run and self.resumed and set(chunk) <= self.resumed:
+            self.resumed_chunks.append(chunk)
+            self.totals["chunks_resumed"] += 1
+            log_event(self.logger, "chunk_resumed", stage="writeback", first_hour=hour_key(chunk[0]),
+                      last_hour=hour_key(chunk[-1]), **self.fields)
+            return
+        try:
+            with self.stage("read_frames"):
+                frames = read(chunk)
+        except Exception as exc:  # noqa: BLE001 - a chunk that cannot be read is named, the others go on
+            self._not_committed(chunk, exc, stop=is_transient(exc))
+            return
+        self.process(chunk, frames)
+
     def plan(self, chunk: tuple[int, ...], frames: ChunkFrames) -> ChunkWrite:
-        """What to write for ``chunk``: the owned models' rows minus the groups an invariant holds."""
+        """What to write for ``chunk``: the owned models' rows minus the groups an invariant holds,
+        and the chunk's audit rows (D18), committed in its transaction."""
         models = frames.models
         for row in models.filter(~pl.col("is_valid")).unique(subset="model_id").iter_rows(named=True):
             self.skipped[row["model_id"]] = {"model_id": row["model_id"], "user_id": row["user_id"],
@@ -85,20 +115,28 @@ class WritebackRun:
                                           touch_cap=self.settings.touch_cap)
         keys = held.select(GROUP).unique()
         persist = self.settings.persist_journeys and self.settings.journey_source == "clicks"
+        snapshots = frames.snapshots.join(keys, on=GROUP, how="anti")
+        summary = run_summary([snapshots.with_columns(chunk=pl.lit(chunk[0]))])
         return ChunkWrite(
             hours=chunk,
             owned=models.filter(pl.col("is_valid")).select("model_id", "user_id").unique(),
-            snapshots=frames.snapshots.join(keys, on=GROUP, how="anti"),
+            snapshots=snapshots,
             credits=frames.credits.join(keys, on=GROUP, how="anti"),
             held=held,
             lookback_start=self.lookback_start,
             lookback_end=self.lookback_end,
             journeys=_journeys_to_persist(frames.journeys, held) if persist else None,
+            audits=audit_rows(summary, lookback_start=self.lookback_start, lookback_end=self.lookback_end,
+                              now=self.now) if summary.height else None,
         )
 
     def process(self, chunk: tuple[int, ...], frames: ChunkFrames) -> None:
         """Compare (dry run) or write ``chunk``: commit, or roll back and hold all its groups."""
-        plan = self.plan(chunk, frames)
+        try:
+            plan = self.plan(chunk, frames)
+        except Exception as exc:  # noqa: BLE001 - named, and the other chunks go on
+            self._not_committed(chunk, exc, stop=False)
+            return
         if self.scope.dry_run:
             def compare():
                 with self.db.engine().connect() as conn:
@@ -114,26 +152,39 @@ class WritebackRun:
                                     lock_timeout=self.settings.lock_timeout_seconds),
                 what=f"write {span}", logger=self.logger,
             )
-        except (AttributionError, SQLAlchemyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the chunk rolled back; named below
             self._rolled_back(chunk, frames.snapshots, plan.owned, exc)
             return
         self._committed(chunk, plan, outcome)
 
+    def _not_committed(self, chunk: tuple[int, ...], exc: Exception, *, stop: bool) -> None:
+        """A chunk that could not be planned or read: not written; an outage the retries could not
+        outlast stops the run (the later chunks are named not attempted)."""
+        reason = _reason("not committed", exc)
+        self.rolled_back.append(_span(chunk, reason))
+        log_event(self.logger, "chunk_not_committed", level="error", stage="writeback", first_hour=hour_key(chunk[0]),
+                  last_hour=hour_key(chunk[-1]), error=type(exc).__name__, **self.fields)
+        if stop:
+            self.stop_reason = reason
+
     def _rolled_back(self, chunk: tuple[int, ...], snapshots: pl.DataFrame, owned: pl.DataFrame,
                      exc: Exception) -> None:
         """The chunk kept its old rows: every owned group of it is held, with the error as reason."""
-        reason = f"chunk rolled back: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-        self.rolled_back.append({"first_hour": hour_key(chunk[0]), "last_hour": hour_key(chunk[-1]), "reason": reason})
+        reason = _reason("chunk rolled back", exc)
+        self.rolled_back.append(_span(chunk, reason))
         log_event(self.logger, "chunk_rolled_back", level="error", stage="writeback", first_hour=hour_key(chunk[0]),
                   last_hour=hour_key(chunk[-1]), error=type(exc).__name__, **self.fields)
         every_group = snapshots.select(GROUP).join(owned, on=["model_id", "user_id"], how="semi")
         self.held.append(every_group.with_columns(reason=pl.lit(reason)).cast(invariants.HELD))
+        if is_transient(exc):
+            self.stop_reason = reason
 
     def _committed(self, chunk: tuple[int, ...], plan: ChunkWrite, outcome: ChunkOutcome) -> None:
         self.held.append(plan.held)
         if outcome.foreign is not None:
             self.foreign.append(outcome.foreign)
         self.committed.append(plan.snapshots.with_columns(chunk=pl.lit(chunk[0])))
+        self.committed_chunks.append(chunk)
         self.totals["chunks_committed"] += 1
         for key in _COUNTS:
             self.totals[key] += getattr(outcome, key)
@@ -145,24 +196,34 @@ class WritebackRun:
             self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
         log_event(self.logger, "chunk_committed", stage="writeback", first_hour=hour_key(chunk[0]),
                   last_hour=hour_key(chunk[-1]), snapshots=outcome.snapshots_written,
-                  touchpoints=outcome.touchpoints_written, latency_ms=round(outcome.seconds * 1000, 1),
+                  touchpoints=outcome.touchpoints_written, audit_rows=outcome.audit_rows,
+                  latency_ms=round(outcome.seconds * 1000, 1),
                   stage_ms={k: round(v * 1000, 1) for k, v in outcome.stage_seconds.items()}, **self.fields)
+        if self.on_commit is not None:
+            self.on_commit(chunk)
 
     # -- the end of the run ----------------------------------------------------------------------
 
     def finish(self) -> None:
-        """After the last chunk: the audit rows and the System Checks stamp, when a chunk committed."""
+        """After the last chunk: one ``attribution_job`` log event per (user, model) committed (the
+        audit rows and the cron stamp were committed with each chunk)."""
         if not self.committed or self.scope.dry_run:
             return
-        summary = run_summary(self.committed)
-        audits = audit_rows(summary, lookback_start=self.lookback_start, lookback_end=self.lookback_end, now=self.now)
-        self.db.retry.run(lambda: finish_run(self.db.engine(), audits, now=self.now, touch_cron_log=True),
-                          what="audit", logger=self.logger)
-        for row in summary.iter_rows(named=True):
+        for row in run_summary(self.committed).iter_rows(named=True):
             log_event(self.logger, "attribution_job", stage="writeback", model_id=row["model_id"],
                       user_id=row["user_id"], batches=row["batches"], hours_processed=row["hours_processed"],
                       clicks=row["clicks"], conversions=row["conversions"], revenue=round(row["revenue"], 4),
                       cost=round(row["cost"], 4), window=f"{self.lookback_start}-{self.lookback_end}", **self.fields)
+
+    @property
+    def failed_chunks(self) -> list[dict]:
+        """Chunks of the run that were not committed (rolled back, unreadable, not attempted)."""
+        return self.rolled_back + self.not_attempted
+
+    def committed_ranges(self) -> list[list[str]]:
+        """Hours committed by this run or, for a resumed run, by its parents: [first, last] ranges."""
+        hours = sorted({h for c in self.committed_chunks + self.resumed_chunks for h in c})
+        return _ranges(hours)
 
     def held_frame(self) -> pl.DataFrame:
         return pl.concat(self.held) if self.held else pl.DataFrame(schema=invariants.HELD)
@@ -172,12 +233,14 @@ class WritebackRun:
 
     @property
     def outcome(self) -> int:
-        """D19: 0 everything written and valid; 2 committed with skipped models or held groups;
-        1 nothing committed although something was to be written (a dry run is never 1)."""
+        """D19: 0 everything written and valid; 2 something committed, but models were skipped,
+        groups held or chunks not committed; 1 nothing committed although something was to be
+        written (a dry run is never 1)."""
         held = self.held_frame().height
-        if not self.scope.dry_run and not self.committed and (self.rolled_back or held):
+        anything = bool(self.committed_chunks or self.resumed_chunks)
+        if not self.scope.dry_run and not anything and (self.failed_chunks or held):
             return 1
-        return 0 if (held == 0 and not self.skipped) else 2
+        return 0 if (held == 0 and not self.skipped and not self.failed_chunks) else 2
 
     def report(self) -> dict:
         """The run's report (the CLI prints it; a dry run's includes the comparison)."""
@@ -190,6 +253,9 @@ class WritebackRun:
             "dry_run": self.scope.dry_run,
             "outcome": self.outcome,
             **self.totals,
+            "committed_hours": [] if self.scope.dry_run else self.committed_ranges(),
+            "uncommitted_hours": self.failed_chunks,
+            "db_retries": self.db.retry.counter.total - self.retries_before,
             "rows_by_model": {str(k): v for k, v in sorted(self.by_model.items())},
             "skipped_models": list(self.skipped.values()),
             "held_groups": held.height,
@@ -209,10 +275,12 @@ class WritebackRun:
     def write_report(self, path: Path) -> dict:
         report = self.report()
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=1, default=str))
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(report, indent=1, default=str))
+        tmp.replace(path)
         log_event(self.logger, "writeback_done", stage="writeback", outcome=report["outcome"],
                   held_groups=report["held_groups"], rolled_back_chunks=len(self.rolled_back),
-                  skipped_models=len(self.skipped), **self.totals, **self.fields)
+                  skipped_models=len(self.skipped), db_retries=report["db_retries"], **self.totals, **self.fields)
         return report
 
     def check_results(self, report: dict) -> list[dg.AssetCheckResult]:
@@ -222,10 +290,11 @@ class WritebackRun:
         held_list = report["held"]
         return [
             dg.AssetCheckResult(
-                check_name="writeback_reconciliation", passed=not self.rolled_back, severity=ERROR,
+                check_name="writeback_reconciliation", passed=not self.failed_chunks, severity=ERROR,
                 metadata={"chunks_committed": self.totals["chunks_committed"],
-                          "chunks_rolled_back": len(self.rolled_back),
-                          "rolled_back": dg.MetadataValue.json(self.rolled_back[:50])},
+                          "chunks_resumed": self.totals["chunks_resumed"],
+                          "chunks_rolled_back": len(self.failed_chunks),
+                          "rolled_back": dg.MetadataValue.json(self.failed_chunks[:50])},
             ),
             dg.AssetCheckResult(
                 check_name="foreign_writes", passed=foreign.height == 0, severity=WARN,
@@ -252,6 +321,7 @@ class WritebackRun:
                 "rolled_back_chunks": len(self.rolled_back),
                 "skipped_models": len(self.skipped),
                 "foreign_rows": report["foreign_rows"],
+                "db_retries": report["db_retries"],
                 "rows_by_model": dg.MetadataValue.json(report["rows_by_model"]),
                 "report": str(path),
                 "seconds": report["seconds"],
@@ -266,3 +336,23 @@ def _journeys_to_persist(journeys: pl.DataFrame, held: pl.DataFrame) -> pl.DataF
     return journeys.filter(pl.col("multi_touch")).join(
         held.select("user_id", "date_hour").unique(), on=["user_id", "date_hour"], how="anti"
     )
+
+
+def _span(chunk: tuple[int, ...], reason: str) -> dict:
+    return {"first_hour": hour_key(chunk[0]), "last_hour": hour_key(chunk[-1]), "reason": reason}
+
+
+def _reason(what: str, exc: Exception) -> str:
+    first_line = (str(exc).splitlines() or [""])[0][:300]
+    return f"{what}: {type(exc).__name__}: {first_line}"
+
+
+def _ranges(hours: list[int]) -> list[list[str]]:
+    """Consecutive hours as [first, last] hour-key ranges."""
+    ranges: list[list[int]] = []
+    for hour in hours:
+        if ranges and hour == ranges[-1][1] + HOUR:
+            ranges[-1][1] = hour
+        else:
+            ranges.append([hour, hour])
+    return [[hour_key(a), hour_key(b)] for a, b in ranges]

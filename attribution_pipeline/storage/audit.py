@@ -1,22 +1,34 @@
-"""After a run that committed: the audit rows (D18) and Prosper202's System Checks stamp (D11)."""
+"""A chunk's bookkeeping, inside its own transaction: the audit rows (D18) and Prosper202's System
+Checks stamp (D11). They commit exactly once with the chunk's rows, or not at all."""
 
 import polars as pl
-from sqlalchemy import update
-from sqlalchemy.engine import Engine
+from sqlalchemy import and_, delete, update
+from sqlalchemy.engine import Connection
 
 from attribution_pipeline.storage import tables
 from attribution_pipeline.storage.bulk import bulk_insert
 
 
-def finish_run(engine: Engine, audits: pl.DataFrame, *, now: int, touch_cron_log: bool) -> None:
-    """Insert the audit rows and, when the run committed (D19 outcome 0 or 2), stamp
-    ``202_cronjob_logs`` id 2 so Prosper202's System Checks page stays green (D11)."""
+def record_chunk(conn: Connection, audits: pl.DataFrame, *, now: int) -> int:
+    """Inside the chunk's transaction: replace this run's audit rows of the chunk (a transaction
+    retried after its commit acknowledgement was lost finds them and does not add them twice),
+    then stamp ``202_cronjob_logs`` id 2 so Prosper202's System Checks page stays green (D11)."""
+    audit = tables.attribution_audit
+    for row in audits.iter_rows(named=True):  # one row per (user, model) of the chunk: a few statements
+        conn.execute(delete(audit).where(and_(
+            audit.c.user_id == row["user_id"], audit.c.model_id == row["model_id"],
+            audit.c.action == row["action"], audit.c.created_at == row["created_at"],
+            audit.c.metadata == row["metadata"])))
+    written = bulk_insert(conn, audit, audits)
+    stamp_cron_log(conn, now=now)
+    return written
+
+
+def stamp_cron_log(conn: Connection, *, now: int) -> None:
+    """``202_cronjob_logs`` id 2 = ``now`` (inserted if missing)."""
     logs = tables.cronjob_logs
-    with engine.begin() as conn:
-        bulk_insert(conn, tables.attribution_audit, audits)
-        if touch_cron_log:
-            changed = conn.execute(
-                update(logs).where(logs.c.id == tables.CRONJOB_LOG_ID_ATTRIBUTION).values(last_execution_time=now)
-            ).rowcount
-            if not changed:
-                conn.execute(logs.insert().values(id=tables.CRONJOB_LOG_ID_ATTRIBUTION, last_execution_time=now))
+    changed = conn.execute(
+        update(logs).where(logs.c.id == tables.CRONJOB_LOG_ID_ATTRIBUTION).values(last_execution_time=now)
+    ).rowcount
+    if not changed:
+        conn.execute(logs.insert().values(id=tables.CRONJOB_LOG_ID_ATTRIBUTION, last_execution_time=now))

@@ -11,7 +11,8 @@ whole hours, in one transaction, under a named lock per hour (``GET_LOCK`` on My
    created_at, as PHP reruns do), read their ids back, insert their touchpoints;
 4. read both tables back and compare with what was computed (as DECIMAL strings); any
    difference raises :class:`WriteBackMismatch` and the chunk rolls back;
-5. commit. A crash at any point leaves the chunk's old rows or its new rows, never a mix.
+5. write the chunk's audit rows and the cron-log stamp (D18, D11);
+6. commit. A crash at any point leaves the chunk's old rows or its new rows, never a mix.
 
 Re-running the same hours gives the same rows (idempotent). Rows of other users, inactive,
 invalid or unselected models and other hours are never touched.
@@ -29,6 +30,7 @@ from attribution_pipeline.core.run_summary import foreign_rows
 from attribution_pipeline.errors import WriteBackMismatch
 from attribution_pipeline.logs import timed_into
 from attribution_pipeline.storage import tables
+from attribution_pipeline.storage.audit import record_chunk
 from attribution_pipeline.storage.bulk import bulk_load
 from attribution_pipeline.storage.frame_io import chunked
 from attribution_pipeline.storage.locks import hours_locked
@@ -55,6 +57,7 @@ class ChunkWrite:
     lookback_start: int
     lookback_end: int
     journeys: pl.DataFrame | None = None  # frames.JOURNEYS to persist into 202_conversion_touchpoints
+    audits: pl.DataFrame | None = None  # the chunk's audit rows (D18), committed with its rows
 
 
 @dataclass
@@ -65,6 +68,7 @@ class ChunkOutcome:
     snapshots_written: int = 0
     touchpoints_written: int = 0
     journey_touches_written: int = 0
+    audit_rows: int = 0
     seconds: float = 0.0
     by_model: dict[int, dict[str, int]] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -94,6 +98,9 @@ def write_chunk(engine: Engine, plan: ChunkWrite, *, now: int, batch_rows: int, 
                 if plan.journeys is not None:
                     with outcome.stage("persist_journeys"):
                         outcome.journey_touches_written = persist_journeys(conn, plan.journeys, now=now, batch_rows=batch_rows)
+                if plan.audits is not None:
+                    with outcome.stage("audit"):
+                        outcome.audit_rows = record_chunk(conn, plan.audits, now=now)
             except BaseException:
                 transaction.rollback()
                 raise
