@@ -9,6 +9,7 @@ import dagster as dg
 
 from attribution_pipeline.assets import credits, inputs, journeys, parquet_exports, writeback
 from attribution_pipeline.assets.freshness import writeback_latest_hour_fresh
+from attribution_pipeline.assets.gaps import gap_scan_job, gap_scan_schedule, writeback_history_gaps
 from attribution_pipeline.assets.hourly import Hourly, hourly_partitions
 from attribution_pipeline.assets.model_comparison import model_comparison
 from attribution_pipeline.assets.resources import RunScope
@@ -30,9 +31,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     db = Database.from_settings(settings)
     return dg.Definitions(
         assets=[d for d in pipeline if d not in checks] + [model_comparison],  # on demand, not in attribution_job
-        asset_checks=[*checks, writeback_latest_hour_fresh],
-        jobs=[attribution_job],
-        schedules=[hourly_attribution],
+        asset_checks=[*checks, writeback_latest_hour_fresh, writeback_history_gaps],  # by sensor and schedule
+        jobs=[attribution_job, gap_scan_job],
+        schedules=[hourly_attribution, gap_scan_schedule],
         sensors=SENSORS,
         # The steps form a chain and stream chunk by chunk: one process per run, no process start per
         # step (about 5-8 s each in a subprocess); backfills and scheduled runs use it too.

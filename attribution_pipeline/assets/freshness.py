@@ -1,5 +1,6 @@
-"""Freshness (WARN): is the latest complete hour written? Evaluated in every run of the job and,
-between runs, by the ``attribution_freshness`` sensor (``automation/sensors.py``)."""
+"""Freshness (WARN): is the latest complete hour written? Evaluated by the ``attribution_freshness``
+sensor (``automation/sensors.py``) every 10 minutes, never inside a run of the hourly job: a
+historical backfill or rebuild is not late (``automation/jobs.py`` leaves the check out)."""
 
 import time
 
@@ -75,8 +76,8 @@ def evaluate_freshness(instance: dg.DagsterInstance, first: int, now: int | None
     asset=WRITEBACK_KEY,
     name=FRESHNESS_CHECK,
     description="The latest complete UTC hour is written (attribution_writeback materialised) within 2 hours "
-    "of its end. Evaluated after every run of the job and every 10 minutes by the attribution_freshness "
-    "sensor. Red: due_hour names the missing hour; check that the hourly_attribution schedule is on and "
+    "of its end. Evaluated every 10 minutes by the attribution_freshness sensor (not inside runs: a "
+    "historical backfill is not late). Red: due_hour names the missing hour; check that the hourly_attribution schedule is on and "
     "that its runs succeed (Runs, filter attribution_job).",
     metadata={"severity": WARN.value, "grace_minutes": FRESHNESS_GRACE_SECONDS // 60},
 )

@@ -7,10 +7,14 @@ PIPELINE_ASSETS = ("attribution_models", "conversions", "journeys", "credits", "
                    "attribution_writeback", "attribution_exports")
 PIPELINE_KEYS = frozenset(dg.AssetKey(name) for name in PIPELINE_ASSETS)
 JOB_NAME = "attribution_job"
+#: Checks about the whole instance, not about a run's hours: evaluated by their own sensor or
+#: schedule, never as a side effect of a run (a historical backfill is not "late").
+INSTANCE_CHECKS = (dg.AssetCheckKey(dg.AssetKey("attribution_writeback"), "latest_hour_fresh"),
+                   dg.AssetCheckKey(dg.AssetKey("attribution_writeback"), "history_gaps"))
 
 attribution_job = dg.define_asset_job(
     JOB_NAME,
-    selection=dg.AssetSelection.assets(*PIPELINE_KEYS),
+    selection=dg.AssetSelection.assets(*PIPELINE_KEYS) - dg.AssetSelection.checks(*INSTANCE_CHECKS),
     description="Extract conversions and clicks, build journeys, credit every active model, write "
     "Prosper202's snapshot and touchpoint tables back, export Parquet. One run covers any range of UTC hours.",
 )

@@ -24,7 +24,7 @@ def instance_for(settings: Settings, dry_run: bool) -> dg.DagsterInstance:
 
 def run_job(defs: dg.Definitions, settings: Settings, first_hour: int, last_hour: int, *, users=(), models=(),
             dry_run: bool = False, report_path: str | None = None, source: str = "cli",
-            instance: dg.DagsterInstance | None = None, verbose: bool = False):
+            instance: dg.DagsterInstance | None = None, verbose: bool = False, tags: dict | None = None):
     """Execute ``attribution_job`` of ``defs`` in-process as one run over ``[first_hour, last_hour]``.
 
     Returns (dagster result, report dict or None).
@@ -44,7 +44,7 @@ def run_job(defs: dg.Definitions, settings: Settings, first_hour: int, last_hour
         result = job.execute_in_process(
             run_config=run_config,
             instance=instance,
-            tags={**range_tags(first_hour, last_hour), "attribution/source": source},
+            tags={**range_tags(first_hour, last_hour), "attribution/source": source, **(tags or {})},
             raise_on_error=False,
         )
     report = json.loads(Path(report_path).read_text()) if Path(report_path).exists() else None

@@ -2,15 +2,21 @@
 
 import time
 
+import dagster as dg
+
+from attribution_pipeline.cli import health
 from attribution_pipeline.cli.common import db_arg, fail
-from attribution_pipeline.cli.jobrun import failed_check_lines, model_names, run_job
-from attribution_pipeline.core.hours import hour_key, parse_time, select_hours
+from attribution_pipeline.assets.hourly import RANGE_END_TAG, RANGE_START_TAG
+from attribution_pipeline.assets.writeback import RESUME_TAG
+from attribution_pipeline.cli.jobrun import instance_for, run_job
+from attribution_pipeline.cli.outcome import report_outcome
+from attribution_pipeline.core.hours import hour_key, key_hour, parse_time, select_hours
 from attribution_pipeline.core.model_rules import parse_model_row
 from attribution_pipeline.definitions import build_definitions
 from attribution_pipeline.errors import AttributionError, ModelSelectionError, UnknownUserError
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage import prosper_reads
-from attribution_pipeline.storage.database import Database
+from attribution_pipeline.storage.database import Database, preflight
 
 
 def validate_scope(engine, users: list[int], models: list[int]) -> None:
@@ -43,46 +49,13 @@ def validate_scope(engine, users: list[int], models: list[int]) -> None:
                     raise ModelSelectionError(f"model {model_id} belongs to user {spec.user_id}, who is deleted or missing")
 
 
-def print_summary(report: dict, names: dict[int, str]) -> None:
-    """The run's report as the operator reads it: rows written, skipped models, held groups."""
-    print(f"run {report['run_id']}: {report['first_hour']} .. {report['last_hour']} UTC "
-          f"({report['hours']} hour{'s' if report['hours'] != 1 else ''})")
-    print(f"  conversions: {report['conversions']}")
-    if report["dry_run"]:
-        counts = report.get("comparison_counts", {})
-        for row in report.get("comparison", []):
-            name = names.get(row["model_id"], "")
-            print(f"  user {row['user_id']} model {row['model_id']} {name} {row['hour']}: {row['status']}")
-        print("  dry run, nothing written: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no owned rows"))
-    else:
-        print(f"  rows written: {report['snapshots_written']} snapshots, {report['touchpoints_written']} touchpoints "
-              f"(replaced {report['snapshots_deleted']} snapshots, {report['touchpoints_deleted']} touchpoints)")
-        for model_id, counts in report["rows_by_model"].items():
-            name = names.get(int(model_id), "")
-            print(f"    model {model_id} {name}: {counts['snapshots']} snapshots, {counts['touchpoints']} touchpoints")
-    if report["skipped_models"]:
-        print(f"  skipped models ({len(report['skipped_models'])}):")
-        for m in report["skipped_models"]:
-            print(f"    model {m['model_id']} ({m['slug']}) user {m['user_id']}: {m['reason']}")
-    else:
-        print("  skipped models: none")
-    if report["held_groups"]:
-        print(f"  held groups ({report['held_groups']}), their stored rows were kept:")
-        for h in report["held"]:
-            name = names.get(h["model_id"], "")
-            print(f"    model {h['model_id']} {name} user {h['user_id']} {h['hour']}: {h['reason']}")
-    else:
-        print("  held groups: none")
-    for chunk in report.get("rolled_back_chunks", []):
-        print(f"  rolled back {chunk['first_hour']} .. {chunk['last_hour']}: {chunk['reason']}")
-
-
 def cmd_rebuild(args, settings: Settings) -> int:
     db = Database.from_settings(settings)
     try:
         now = int(time.time())
         start, end = parse_time(args.start), parse_time(args.end)
-        selection = select_hours(start, end, now, settings.first_hour)
+        selection = select_hours(start, end, now, settings.first_hour)  # bounded times (TimeRangeError)
+        preflight(db)  # one attempt, no retries: a wrong password or host fails at once, named
         engine = db.engine()
         users = sorted(set(args.user or []))
         models = sorted(set(args.model or []))
@@ -95,22 +68,7 @@ def cmd_rebuild(args, settings: Settings) -> int:
     print(f"database: {db.display_url()}")
     result, report = run_job(build_definitions(settings), settings, selection.first, selection.last, users=users,
                              models=models, dry_run=args.dry_run, verbose=args.verbose)
-    if report is None or not result.success:
-        failure = next((e for e in result.all_events if e.is_step_failure), None)
-        detail = failure.step_failure_data.error.message.strip() if failure and failure.step_failure_data.error else ""
-        if report:
-            print_summary(report, model_names(engine, report))
-        return fail(f"nothing was committed. {detail.splitlines()[0] if detail else ''}".strip())
-    print_summary(report, model_names(engine, report))
-    checks = failed_check_lines(result)
-    print(f"  failed checks ({len(checks)}):" if checks else "  failed checks: none")
-    for line in checks:
-        print(f"    {line}")
-    code = int(report["outcome"])
-    print({0: "outcome 0: everything selected was written and every check passed",
-           2: "outcome 2: committed, but some models were skipped or some groups were held back (listed above)",
-           1: "outcome 1: nothing was committed"}[code] if not args.dry_run else f"dry run outcome {code}")
-    return code
+    return report_outcome(result, report, engine)
 
 
 def add_subcommands(sub) -> None:
@@ -123,3 +81,39 @@ def add_subcommands(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="compute and compare with the stored rows, write nothing")
     p.add_argument("--verbose", action="store_true", help="print the run's structured log lines")
     p.set_defaults(func=cmd_rebuild)
+    add_resume(sub)
+    health.add_subcommands(sub)
+
+
+def cmd_resume(args, settings: Settings) -> int:
+    """Run a failed run's hours and scope again; the chunks it (or a run it resumed) committed are
+    not written again (D19). Needs the Dagster instance the run was recorded in (``DAGSTER_HOME``)."""
+    if settings.dagster_home is None:
+        return fail("DAGSTER_HOME is not set: runs are recorded only in a persistent Dagster instance")
+    instance = instance_for(settings, dry_run=False)
+    parent = instance.get_run_by_id(args.run_id)
+    if parent is None:
+        return fail(f"run {args.run_id} is not in the Dagster instance at {settings.dagster_home}")
+    if parent.status != dg.DagsterRunStatus.FAILURE:
+        return fail(f"run {args.run_id} is {parent.status.value}, not FAILURE: only a failed run is resumed")
+    first_key, last_key = parent.tags.get(RANGE_START_TAG), parent.tags.get(RANGE_END_TAG)
+    if not first_key or not last_key:
+        return fail(f"run {args.run_id} has no hour range tags: re-execute it from the Dagster UI instead")
+    scope = ((parent.run_config or {}).get("resources", {}).get("scope", {}).get("config", {}))
+    if scope.get("dry_run"):
+        return fail(f"run {args.run_id} was a dry run: nothing to resume")
+    db = Database.from_settings(settings)
+    print(f"database: {db.display_url()}")
+    print(f"resuming run {args.run_id}: {first_key} .. {last_key}")
+    result, report = run_job(build_definitions(settings), settings, key_hour(first_key), key_hour(last_key),
+                             users=scope.get("users", []), models=scope.get("models", []), instance=instance,
+                             verbose=args.verbose, tags={RESUME_TAG: args.run_id}, source="resume")
+    return report_outcome(result, report, db.engine())
+
+
+def add_resume(sub) -> None:
+    p = sub.add_parser("resume", help="run a failed run again, skipping the chunks it committed")
+    db_arg(p)
+    p.add_argument("run_id", help="the failed run's id (printed by rebuild; Dagster UI, Runs)")
+    p.add_argument("--verbose", action="store_true", help="print the run's structured log lines")
+    p.set_defaults(func=cmd_resume)

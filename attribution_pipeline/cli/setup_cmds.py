@@ -7,13 +7,13 @@ from pathlib import Path
 
 from attribution_pipeline.cli.common import EXIT_FATAL, EXIT_OK, db_arg, fail
 from attribution_pipeline.cli.jobrun import model_names, run_job
-from attribution_pipeline.cli.rebuild import print_summary
-from attribution_pipeline.core.hours import hour_key, parse_time
+from attribution_pipeline.cli.outcome import print_summary
+from attribution_pipeline.core.hours import check_time, hour_key, parse_time
 from attribution_pipeline.definitions import build_definitions
 from attribution_pipeline.demo.generator import GeneratorConfig, seed
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage import tables
-from attribution_pipeline.storage.database import Database
+from attribution_pipeline.storage.database import Database, preflight
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_HOURS = 72
@@ -21,6 +21,7 @@ DEMO_HOURS = 72
 
 def cmd_init_db(args, settings: Settings) -> int:
     db = Database.from_settings(settings)
+    preflight(db)  # one attempt, named error (cli.main prints it): no retries on a wrong password
     created = tables.create_missing(db.engine())
     print(f"database: {db.display_url()}")
     print(f"created {len(created)} table(s): {', '.join(created)}" if created else "every table already exists; nothing changed")
@@ -30,7 +31,8 @@ def cmd_init_db(args, settings: Settings) -> int:
 def cmd_seed(args, settings: Settings) -> int:
     db = Database.from_settings(settings)
     now = int(time.time())
-    start = parse_time(args.start) if args.start else now - now % 3600 - args.hours * 3600
+    start = check_time(parse_time(args.start), now, "start") if args.start else now - now % 3600 - args.hours * 3600
+    preflight(db)
     config = GeneratorConfig(seed=args.seed, start=start, hours=args.hours, scale=args.scale,
                              clicks=args.clicks, conversions=args.conversions, models=args.models)
     counts = seed(db.engine(), config)

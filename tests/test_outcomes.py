@@ -1,0 +1,107 @@
+"""Outcomes that match what was committed (D18, D19): a run that commits some chunks and fails on
+another says so (exit 2, committed and uncommitted hours, the reason), its audit rows and cron
+stamp cover exactly the committed chunks, and `attribution resume` writes only the others."""
+
+import json
+
+import dagster as dg
+from sqlalchemy import func, select
+
+import scenarios
+from attribution_pipeline.cli import main
+from attribution_pipeline.storage import database, tables
+from pipeline import HOUR
+
+T = scenarios.T
+REFUSE_CONV_3 = (
+    "CREATE TRIGGER refuse_conv_3 BEFORE INSERT ON `202_attribution_touchpoints` FOR EACH ROW "
+    "BEGIN IF NEW.conv_id = 3 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by test trigger'; END IF; END"
+)
+
+
+def audit_rows(url):
+    with database.make_engine(url).connect() as conn:
+        return conn.execute(select(tables.attribution_audit.c.model_id, tables.attribution_audit.c.metadata)).all()
+
+
+def snapshot_hours(url):
+    with database.make_engine(url).connect() as conn:
+        snaps = tables.attribution_snapshots
+        return dict(conn.execute(select(snaps.c.date_hour, func.count()).group_by(snaps.c.date_hour)).all())
+
+
+def test_a_chunk_that_fails_after_others_committed_exits_2_and_resume_writes_only_it(mysql_url, tmp_path,
+                                                                                   monkeypatch, capsys):
+    with database.make_engine(mysql_url).begin() as conn:
+        ids = scenarios.load_section_4_6(conn)
+        conn.exec_driver_sql(REFUSE_CONV_3)  # conversion 3 converts in the second hour
+    monkeypatch.setenv("ATTRIBUTION_CHUNK_HOURS", "1")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    args = ["--db-url", mysql_url]
+
+    code = main(["rebuild", *args, "--start", str(T), "--end", str(T + 3 * HOUR)])
+    out = capsys.readouterr()
+    assert code == 2, out
+    assert "nothing was committed" not in out.out + out.err
+    assert "committed hours: 2024-06-01-09:00 .. 2024-06-01-09:00, 2024-06-01-11:00 .. 2024-06-01-11:00" in out.out
+    assert "not committed 2024-06-01-10:00 .. 2024-06-01-10:00: chunk rolled back:" in out.out
+    assert "refused by test trigger" in out.out
+    assert "outcome 2: committed in part" in out.out and "every check passed" not in out.out
+    assert snapshot_hours(mysql_url) == {T: len(ids), T + 2 * HOUR: len(ids)}
+    # one audit row per (model, committed chunk), committed with the chunk
+    audits = audit_rows(mysql_url)
+    assert sorted(m for m, _ in audits) == sorted(list(ids.values()) * 2)
+    assert {json.loads(meta)["hours_processed"] for _, meta in audits} == {1}
+
+    instance = dg.DagsterInstance.from_config(str(tmp_path / "dagster"))
+    failed = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+    assert len(failed) == 1
+    report = json.loads(next((tmp_path / "dagster").parent.glob("attribution_home/reports/*.json")).read_text()) \
+        if list((tmp_path).glob("attribution_home/reports/*.json")) else None
+    assert report is None or report["outcome"] == 2
+
+    with database.make_engine(mysql_url).begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse_conv_3")
+    code = main(["resume", *args, failed[0].run_id])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "2 chunk(s) committed by the run it resumes" in out
+    assert snapshot_hours(mysql_url) == {T: len(ids), T + HOUR: len(ids), T + 2 * HOUR: len(ids)}
+    audits = audit_rows(mysql_url)
+    assert len(audits) == 3 * len(ids)  # the resumed chunks were not written (nor audited) twice
+    runs = instance.get_runs()
+    assert runs[0].tags["attribution/resume_of"] == failed[0].run_id
+
+
+def test_warning_checks_never_contradict_the_outcome_line(mysql_url, capsys):
+    with database.make_engine(mysql_url).begin() as conn:
+        scenarios.load_section_4_6(conn)
+        scenarios.add_conversion(conn, 50, 55555, 10, 1, "99", T + 100, T + 200)  # orphan: a WARN check
+    code = main(["rebuild", "--db-url", mysql_url, "--start", str(T), "--end", str(T + 3 * HOUR)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "WARN conversions.orphan_conversions" in out
+    assert "every check passed" not in out
+    assert "outcome 0: everything selected was written; 1 warning check(s) about the data are listed above" in out
+
+
+def test_gap_scan_names_hours_without_snapshots_or_files_and_is_not_part_of_a_run(mysql_url, private_home,
+                                                                                  capsys):
+    with database.make_engine(mysql_url).begin() as conn:
+        scenarios.load_section_4_6(conn)
+    args = ["--db-url", mysql_url]
+    assert main(["rebuild", *args, "--start", str(T), "--end", str(T + 3 * HOUR)]) == 0
+    out = capsys.readouterr().out
+    assert "latest_hour_fresh" not in out and "history_gaps" not in out  # neither runs inside a run
+    assert main(["gaps", *args]) == 0
+    assert "no gaps" in capsys.readouterr().out
+
+    with database.make_engine(mysql_url).begin() as conn:
+        scenarios.add_click(conn, 900, 1, 10, T + 5 * HOUR + 10)
+        scenarios.add_conversion(conn, 90, 900, 10, 1, "3", T + 5 * HOUR + 10, T + 5 * HOUR + 60)
+    (private_home / "exports" / "touchpoints" / "date=2024-06-01" / "hour=10" / "part.parquet").unlink()
+    assert main(["gaps", *args]) == 2
+    out = capsys.readouterr().out
+    assert "user 1 2024-06-01-14:00: 1 conversion(s), no snapshots" in out
+    assert "2024-06-01-10:00: snapshots in MySQL, no Parquet file of touchpoints" in out
+    assert "gaps found: 1 user-hour(s) without snapshots, 1 hour(s) without Parquet files" in out
