@@ -95,6 +95,9 @@ def scope_users(db: Database, scope: RunScope) -> list[int] | None:
     if scope.users:
         return sorted(set(scope.users))
     if scope.models:
-        with db.engine().connect() as conn:
-            return prosper_reads.model_owners(conn, scope.models)
+        def read():
+            with db.engine().connect() as conn:
+                return prosper_reads.model_owners(conn, scope.models)
+
+        return db.retry.run(read, what="read model owners")
     return None
