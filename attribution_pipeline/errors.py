@@ -39,3 +39,37 @@ class LockTimeout(AttributionError):
 
 class MissingUpstreamHours(AttributionError):
     """An intermediate frame was asked for hours that were never materialised."""
+
+
+class TimeRangeError(InvalidWindowError):
+    """A time argument is outside the range the pipeline accepts (before 2000-01-01 UTC, or more
+    than a day after now): refused before anything is allocated."""
+
+
+class DatabaseUrlError(AttributionError):
+    """The database URL (or the file holding it) cannot be used; the message never shows the URL."""
+
+
+class TlsConfigError(DatabaseUrlError):
+    """The TLS parameters of the database URL are unknown, malformed or name unreadable files."""
+
+
+class DatabaseConnectError(AttributionError):
+    """The preflight connection to the database failed (the message never shows the password)."""
+
+
+class DatabaseAccessDenied(DatabaseConnectError):
+    """The server refused the user name and password (MySQL error 1045), or the database (1044)."""
+
+
+class UnknownDatabaseError(DatabaseConnectError):
+    """The server has no database of that name (MySQL error 1049)."""
+
+
+class DatabaseUnreachable(DatabaseConnectError):
+    """The server cannot be reached: refused, unknown host, timed out (2002, 2003, 2005, 2013)."""
+
+
+class LocalInfileRefused(AttributionError):
+    """The server asked for a local file this client did not generate for the running LOAD DATA
+    statement; nothing was sent."""

@@ -77,6 +77,32 @@ def _hour_key(raw: str) -> str:
     return datetime.fromtimestamp(epoch - epoch % 3600, tz=timezone.utc).strftime(KEY_FORMAT)
 
 
+def read_url_file(path: str | Path, name: str = "ATTRIBUTION_DB_URL_FILE") -> str:
+    """The URL held by the file ``path`` (a Docker/Kubernetes secret): its text without surrounding
+    blanks. A missing, unreadable or empty file is a ``SettingsError`` naming ``name`` and the
+    path, never the file's content."""
+    try:
+        url = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{name}={str(path)!r} cannot be read: {type(exc).__name__}") from None
+    if not url:
+        raise SettingsError(f"{name}={str(path)!r} is empty: it must hold the database URL")
+    if "\n" in url:
+        raise SettingsError(f"{name}={str(path)!r} holds more than one line: it must hold only the database URL")
+    return url
+
+
+def _db_url(env: Mapping[str, str], home: Path) -> tuple[str, Path | None]:
+    """ATTRIBUTION_DB_URL, or the content of ATTRIBUTION_DB_URL_FILE (not both), else SQLite."""
+    url, url_file = _text(env, "ATTRIBUTION_DB_URL"), _text(env, "ATTRIBUTION_DB_URL_FILE")
+    if url and url_file:
+        raise SettingsError("ATTRIBUTION_DB_URL and ATTRIBUTION_DB_URL_FILE are both set: set only one")
+    if url_file:
+        path = Path(url_file).resolve()
+        return read_url_file(path), path
+    return url or f"sqlite:///{home / DEFAULT_SQLITE_NAME}", None
+
+
 def mask_url(url: str | None) -> str:
     """``url`` with any password replaced by ``***`` (for repr and messages)."""
     if not url or "://" not in url:
@@ -94,7 +120,8 @@ class Settings:
     """The pipeline's settings (``docs/configuration.md`` lists each variable)."""
 
     home: Path  # ATTRIBUTION_HOME: the demo database, frames, exports, reports
-    db_url: str = dataclasses.field(repr=False)  # ATTRIBUTION_DB_URL (secret)
+    db_url: str = dataclasses.field(repr=False)  # ATTRIBUTION_DB_URL, or read from ATTRIBUTION_DB_URL_FILE (secret)
+    db_url_file: Path | None = None  # ATTRIBUTION_DB_URL_FILE: the file the URL was read from, if any
     partitions_start: str = DEFAULT_PARTITIONS_START  # first hourly partition (hour key)
     lookback_days: int = 30  # D2: journey lookback
     touch_cap: int = 25  # D2: newest clicks kept (the converting click may add one)
@@ -123,9 +150,11 @@ class Settings:
         if source not in ("clicks", "stored"):
             raise SettingsError(f"ATTRIBUTION_JOURNEY_SOURCE={source!r}: use 'clicks' or 'stored'")
         optional_path = lambda name: Path(_text(env, name)).resolve() if _text(env, name) else None  # noqa: E731
+        db_url, db_url_file = _db_url(env, home)
         return cls(
             home=home,
-            db_url=_text(env, "ATTRIBUTION_DB_URL") or f"sqlite:///{home / DEFAULT_SQLITE_NAME}",
+            db_url=db_url,
+            db_url_file=db_url_file,
             partitions_start=_hour_key(_text(env, "ATTRIBUTION_PARTITIONS_START") or DEFAULT_PARTITIONS_START),
             lookback_days=_int(env, "ATTRIBUTION_LOOKBACK_DAYS", 30, minimum=0),
             touch_cap=_int(env, "ATTRIBUTION_TOUCH_CAP", 25, minimum=1),

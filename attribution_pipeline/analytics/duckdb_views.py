@@ -5,18 +5,29 @@
 with the partition columns typed (``date`` DATE, ``hour`` INTEGER). Views read the files at
 query time, so a database file keeps seeing new hours. A table without any file yet gets an empty
 view with the documented columns, so every query still binds.
+
+By default the connection is **confined** (:class:`ExportsConnection`): once the views exist,
+DuckDB may read only the export folder (``allowed_directories``, ``enable_external_access =
+false``), installs and loads no extension, and its configuration is locked; statements that write
+files or reach other databases (COPY, EXPORT, ATTACH, INSTALL/LOAD, PRAGMA, PREPARE...) are
+refused, so SQL from anyone can only read the exports. ``confined=False`` (``--unrestricted``)
+is for a trusted shell. :func:`run_sql` runs a query holding the export folder's publish lock
+shared (``exports.layout.publish_lock``) and keeps its rows, so a query never sees an hour
+half-replaced and the lock is held for the query only.
 """
 
 import os
 import shutil
 import sys
+import tempfile
+import weakref
 from pathlib import Path
 
 import polars as pl
 
 from attribution_pipeline.errors import AttributionError
 from attribution_pipeline.exports.columns import SCHEMAS, TABLES
-from attribution_pipeline.exports.layout import PART, exported_hours, table_glob
+from attribution_pipeline.exports.layout import PART, exported_hours, publish_lock, table_glob
 
 
 class ExportsNotFound(AttributionError):
@@ -58,8 +69,14 @@ def view_sql(root: Path, table: str) -> str:
     return f"CREATE OR REPLACE VIEW {table} AS {body}"
 
 
-def connect(root: str | os.PathLike, database: str = ":memory:"):
-    """DuckDB with the ``snapshots``, ``touchpoints`` and ``journeys`` views over ``root``."""
+#: Statement types a confined connection runs: reads, and changes to its own in-memory catalog.
+CONFINED_STATEMENTS = frozenset({"SELECT", "EXPLAIN", "SET", "CREATE", "INSERT", "UPDATE", "DELETE", "DROP",
+                                 "ALTER", "TRANSACTION", "MULTI", "MERGE_INTO"})
+
+
+def connect(root: str | os.PathLike, database: str = ":memory:", *, confined: bool = True):
+    """DuckDB with the ``snapshots``, ``touchpoints`` and ``journeys`` views over ``root``:
+    an :class:`ExportsConnection`, confined to reading ``root`` unless ``confined=False``."""
     import duckdb
 
     root = Path(root).resolve()
@@ -75,12 +92,85 @@ def connect(root: str | os.PathLike, database: str = ":memory:"):
         pass
     for table in TABLES:
         con.execute(view_sql(root, table))
-    return con
+    spill = _confine(con, root) if confined else None
+    return ExportsConnection(con, root, confined=confined, spill=spill)
+
+
+def _confine(con, root: Path) -> str:
+    """Let ``con`` read only ``root`` (and spill to a private temporary folder), load no
+    extension, and lock its configuration. Returns the spill folder."""
+    spill = tempfile.mkdtemp(prefix="attribution-duckdb-spill-")
+    for statement in (
+        f"SET temp_directory = {_literal(spill)}",
+        f"SET allowed_directories = [{_literal(str(root) + os.sep)}]",
+        "SET enable_external_access = false",
+        "SET autoinstall_known_extensions = false",
+        "SET autoload_known_extensions = false",
+        "SET allow_community_extensions = false",
+        "SET lock_configuration = true",
+    ):
+        con.execute(statement)
+    return spill
+
+
+class ExportsConnection:
+    """A DuckDB connection with the export views. Confined, it refuses statements that write
+    files or reach beyond the export folder, before DuckDB sees them (DuckDB's own settings refuse
+    reads outside it). Everything else is the DuckDB connection's (``execute``, ``sql``,
+    ``close``...)."""
+
+    def __init__(self, con, root: Path, *, confined: bool, spill: str | None = None):
+        self._con, self.root, self.confined = con, root, confined
+        if spill:
+            weakref.finalize(self, shutil.rmtree, spill, True)
+
+    def check(self, sql: str) -> None:
+        """Refuse (``duckdb.PermissionException``) a statement a confined connection does not run."""
+        import duckdb
+
+        if not self.confined:
+            return
+        try:
+            kinds = [s.type.name for s in self._con.extract_statements(sql)]
+        except ValueError:  # a statement type the Python package cannot name (UPDATE EXTENSIONS)
+            kinds = ["UNKNOWN"]
+        refused = sorted({"INSTALL/LOAD" if k == "LOAD" else k for k in kinds if k not in CONFINED_STATEMENTS})
+        if refused:
+            raise duckdb.PermissionException(
+                f"{', '.join(refused)} statements are not allowed: attribution query only reads the "
+                "exports (SELECT, EXPLAIN, DESCRIBE/SHOW/SUMMARIZE, SET VARIABLE, in-memory CREATE/INSERT/...); "
+                "use --unrestricted in a trusted shell")
+
+    def sql(self, query: str, *args, **kwargs):
+        self.check(query)
+        return self._con.sql(query, *args, **kwargs)
+
+    def execute(self, query: str, *args, **kwargs):
+        self.check(query)
+        return self._con.execute(query, *args, **kwargs)
+
+    def run(self, sql: str):
+        """Run one or more statements holding the publish lock shared; the last one's rows
+        (held in memory, so printing them reads no file) or None."""
+        self.check(sql)
+        with publish_lock(self.root, shared=True):
+            rel = self._con.sql(sql)
+            return None if rel is None else rel.materialize()
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._con.close()
 
 
 def run_sql(con, sql: str):
-    """Run one or more statements; the last one's result (a relation) or None."""
-    return con.sql(sql)
+    """Run one or more statements; the last one's result (a relation) or None. On an
+    :class:`ExportsConnection` the statements are checked and run under the publish lock."""
+    return con.run(sql) if isinstance(con, ExportsConnection) else con.sql(sql)
 
 
 def print_result(rel, *, fmt: str = "table", max_rows: int = 100, out=None) -> None:

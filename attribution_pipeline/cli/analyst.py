@@ -2,13 +2,19 @@
 
 * ``query "SQL"`` runs SQL in an in-memory DuckDB that has the views ``snapshots``,
   ``touchpoints`` and ``journeys`` over the export folder and prints a table (``--csv``, ``--json``).
+  It is confined (``duckdb_views.connect``): it reads only the export folder, writes no file,
+  loads no extension, and cannot change that; ``--unrestricted`` lifts it for a trusted shell. The
+  query runs holding the export folder's publish lock shared, so it never sees an hour
+  half-replaced.
 * ``duckdb [FILE]`` is for interactive work. With FILE, the three views are written into that
   DuckDB database file (views, not copies: they read the export folder at query time, so the file
   stays current), which any DuckDB client opens: the ``duckdb`` CLI, a notebook, DBeaver. If the
   ``duckdb`` CLI is installed it is started on the file (a temporary one without FILE): completion,
   ``.mode``, ``.timer``, everything an analyst expects. Without it, FILE is written and how to open
   it is printed; without FILE a small built-in shell runs (readline history, statements ending
-  with ``;``, ``.tables``, ``.schema``, ``.mode``, ``.quit``), so the command never dead-ends.
+  with ``;``, ``.tables``, ``.schema``, ``.mode``, ``.quit``), so the command never dead-ends; it
+  is confined like ``query`` unless ``--unrestricted``. The ``duckdb`` CLI is the analyst's own
+  program (it has ``.shell``): it is started on the file as it is.
 * ``compare --start T --end T`` prints attributed revenue per traffic source under every active
   model, side by side, with totals and spreads, and writes the same as a PNG bar chart.
 """
@@ -19,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from attribution_pipeline.analytics.comparison import compare
@@ -26,10 +33,10 @@ from attribution_pipeline.analytics.duckdb_views import ExportsNotFound, connect
 from attribution_pipeline.analytics.render import render_chart, render_text
 from attribution_pipeline.cli.common import EXIT_OK, db_arg, fail
 from attribution_pipeline.cli.shell import repl
-from attribution_pipeline.core.hours import hour_key, parse_time
+from attribution_pipeline.core.hours import check_window, hour_key, parse_time
 from attribution_pipeline.errors import AttributionError
 from attribution_pipeline.settings import Settings
-from attribution_pipeline.storage.database import Database
+from attribution_pipeline.storage.database import Database, preflight
 
 
 def _pipe_safe(command):
@@ -51,6 +58,12 @@ def _export_arg(p) -> None:
                    "$ATTRIBUTION_HOME/exports)")
 
 
+def _unrestricted_arg(p) -> None:
+    p.add_argument("--unrestricted", action="store_true",
+                   help="lift the confinement (DuckDB may then read and write any file and load extensions): "
+                        "only in a trusted shell")
+
+
 def export_dir(args, settings: Settings) -> Path:
     """``--export-dir``, else the settings' export folder."""
     return Path(args.export_dir).resolve() if args.export_dir else settings.export_path
@@ -62,11 +75,12 @@ def cmd_query(args, settings: Settings) -> int:
     sql = sys.stdin.read() if args.sql == "-" else args.sql
     fmt = "csv" if args.csv else "json" if args.json else "table"
     try:
-        con = connect(export_dir(args, settings))
+        con = connect(export_dir(args, settings), confined=not args.unrestricted)
     except ExportsNotFound as exc:
         return fail(str(exc))
     try:
-        print_result(run_sql(con, sql), fmt=fmt, max_rows=args.max_rows)
+        result = run_sql(con, sql)  # holds the publish lock while it runs; the rows are kept
+        print_result(result, fmt=fmt, max_rows=args.max_rows)
     except duckdb.Error as exc:
         return fail(f"{type(exc).__name__}: {exc}")
     finally:
@@ -85,8 +99,8 @@ def cmd_duckdb(args, settings: Settings) -> int:
     target = args.file
     if target is None and cli:
         target = str(Path(tempfile.mkdtemp(prefix="attribution-duckdb-")) / "attribution.duckdb")
-    try:
-        con = connect(root, database=target or ":memory:")
+    try:  # a FILE only holds the views (any client opens it); the built-in shell runs SQL: confined
+        con = connect(root, database=target or ":memory:", confined=target is None and not args.unrestricted)
     except ExportsNotFound as exc:
         return fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - duckdb errors (file locked, wrong version) are shown as they are
@@ -112,6 +126,8 @@ def cmd_compare(args, settings: Settings) -> int:
     db = Database.from_settings(settings)
     try:
         start, end = parse_time(args.start), parse_time(args.end)
+        check_window(start, end, int(time.time()))
+        preflight(db)
         result = compare(db.engine(), start, end, users=sorted(set(args.user or [])) or None)
     except AttributionError as exc:
         return fail(f"{type(exc).__name__}: {exc}")
@@ -138,11 +154,13 @@ def add_subcommands(sub) -> None:
     form.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     form.add_argument("--json", action="store_true", help="print a JSON array of rows (decimals as exact strings)")
     p.add_argument("--max-rows", type=int, default=100, help="rows shown in table output (default 100)")
+    _unrestricted_arg(p)
     p.set_defaults(func=_pipe_safe(cmd_query))
 
     p = sub.add_parser("duckdb", help="interactive DuckDB over the exports, or write the views into a DuckDB file")
     p.add_argument("file", nargs="?", help="DuckDB database file to write the views into (created if missing)")
     _export_arg(p)
+    _unrestricted_arg(p)
     p.set_defaults(func=cmd_duckdb)
 
     p = sub.add_parser("compare", help="attributed revenue per traffic source under every active model, "

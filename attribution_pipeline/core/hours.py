@@ -3,8 +3,13 @@
 Hour ``H`` (an epoch second divisible by 3600) holds the conversions with
 ``H <= conv_time <= H + 3599``. Hour keys are Dagster's hourly partition keys
 (``2024-06-01-09:00``).
+
+Times given by a user are bounded (:func:`check_time`): not before 2000-01-01 UTC and not more than
+a day after now, so a mistyped epoch is a named error (``TimeRangeError``) before any list of hours
+is built.
 """
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -13,10 +18,16 @@ from attribution_pipeline.errors import (
     BeforePartitionsStartError,
     EmptySelectionError,
     InvalidWindowError,
+    TimeRangeError,
 )
 from attribution_pipeline.settings import KEY_FORMAT
 
 HOUR = 3600
+#: The earliest time a user may give: 2000-01-01T00:00:00Z (Prosper202 is younger).
+EARLIEST_TIME = 946_684_800
+#: How far after now a user may give a time: one day.
+LATEST_AHEAD_SECONDS = 86_400
+_EPOCH = re.compile(r"-?[0-9]+")
 
 
 def floor_hour(epoch: int) -> int:
@@ -55,7 +66,10 @@ def parse_time(value: str | int) -> int:
     text = str(value).strip()
     if not text:
         raise InvalidWindowError("empty time value")
-    if text.lstrip("-").isdigit():
+    if _EPOCH.fullmatch(text):
+        if len(text.lstrip("-")) > 12:  # beyond year 33658: never a real time, and kept out of int maths
+            raise TimeRangeError(f"time {text[:20]}{'...' if len(text) > 20 else ''} is not a plausible epoch "
+                                 "second (times must be between 2000-01-01T00:00:00Z and a day after now)")
         return int(text)
     for fmt in (KEY_FORMAT,):
         try:
@@ -64,13 +78,38 @@ def parse_time(value: str | int) -> int:
             pass
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return int(parsed.timestamp())
+    except (ValueError, OverflowError) as exc:
         raise InvalidWindowError(
             f"cannot read time {text!r}: use epoch seconds or ISO-8601 such as 2024-06-01T09:00:00Z"
-        ) from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return int(parsed.timestamp())
+        ) from None
+
+
+def _iso(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_time(value: int, now: int, name: str = "time") -> int:
+    """``value`` if it lies between 2000-01-01T00:00:00Z and a day after ``now``, else a
+    ``TimeRangeError`` naming the bounds (checked before any hour list is built)."""
+    latest = now + LATEST_AHEAD_SECONDS
+    if not EARLIEST_TIME <= value <= latest:
+        shown = _iso(value) if -62135596800 <= value <= 253402300799 else "out of any calendar"
+        raise TimeRangeError(f"{name} {value} ({shown}) is outside the accepted range: times must be between "
+                             f"{_iso(EARLIEST_TIME)} and {_iso(latest)} (a day after now)")
+    return value
+
+
+def check_window(start: int, end: int, now: int) -> None:
+    """Both bounds within :func:`check_time`'s range and ``start < end`` (named errors)."""
+    check_time(start, now, "start")
+    check_time(end, now, "end")
+    if start >= end:
+        raise InvalidWindowError(
+            f"start ({start}) must be earlier than end ({end}); the window is [start, end)"
+        )
 
 
 @dataclass(frozen=True)
@@ -100,13 +139,11 @@ class HourSelection:
 def select_hours(start: int, end: int, now: int, first_partition_hour: int) -> HourSelection:
     """D3: the complete UTC hours overlapping ``[start, end)``.
 
-    Raises a named error, before anything runs, when ``start >= end``, when no complete hour is
-    selected, or when the window reaches before the first partition.
+    Raises a named error, before anything runs or is allocated, when a bound is outside
+    :func:`check_time`'s range, when ``start >= end``, when no complete hour is selected, or when
+    the window reaches before the first partition.
     """
-    if start >= end:
-        raise InvalidWindowError(
-            f"start ({start}) must be earlier than end ({end}); the window is [start, end)"
-        )
+    check_window(start, end, now)
     first = floor_hour(start)
     last = floor_hour(end - 1)
     overlapping = hours_between(first, last)

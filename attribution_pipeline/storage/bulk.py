@@ -1,7 +1,9 @@
 """Bulk writes from Polars frames: ``LOAD DATA LOCAL INFILE`` on MySQL, batched INSERTs elsewhere.
 
 Statements are SQLAlchemy Core with bound parameters (the file name of LOAD DATA included);
-identifiers are quoted by the dialect. Values are never formatted into SQL text.
+identifiers are quoted by the dialect. Values are never formatted into SQL text. The connection
+sends a local file only for the statement that names it (``database.local_file_allowed``): a
+server asking for any other file gets nothing.
 """
 
 import tempfile
@@ -11,6 +13,8 @@ from pathlib import Path
 import polars as pl
 from sqlalchemy import Table, exc, text
 from sqlalchemy.engine import Connection
+
+from attribution_pipeline.storage.database import LocalInfileRefusedError, local_file_allowed
 
 
 def bulk_insert(conn: Connection, table: Table, df: pl.DataFrame, batch_rows: int = 5000) -> int:
@@ -43,7 +47,9 @@ def bulk_load(conn: Connection, table: Table, df: pl.DataFrame, chunk_rows: int 
     text ``NULL`` stays a string; an explicit column list), inside the caller's transaction.
     Where the server or the client refuses LOAD DATA LOCAL (error 1148/2068/3948/4166) it falls
     back to :func:`bulk_insert`, as it always does on SQLite. The file name is a bound parameter
-    and identifiers are quoted by the dialect's identifier preparer.
+    and identifiers are quoted by the dialect's identifier preparer. Each statement allows its
+    connection to send that one file (``local_file_allowed``); a server asking for another file
+    gets nothing and the write fails (``LocalInfileRefused``, never a silent fallback).
     """
     if df.height == 0:
         return 0
@@ -65,15 +71,16 @@ def bulk_load(conn: Connection, table: Table, df: pl.DataFrame, chunk_rows: int 
             batch.write_csv(path, include_header=False, null_value="\\N", quote_style="non_numeric")
             if i == 0:
                 try:
-                    with conn.begin_nested():
+                    with conn.begin_nested(), local_file_allowed(conn, path):
                         total += conn.execute(stmt, {"path": path}).rowcount
                 except exc.DBAPIError as error:
                     code = error.orig.args[0] if error.orig is not None and error.orig.args else None
-                    if code not in LOAD_DATA_REFUSED:
+                    if code not in LOAD_DATA_REFUSED or isinstance(error.orig, LocalInfileRefusedError):
                         raise
                     return bulk_insert(conn, table, df, batch_rows)
             else:
-                total += conn.execute(stmt, {"path": path}).rowcount
+                with local_file_allowed(conn, path):
+                    total += conn.execute(stmt, {"path": path}).rowcount
     if total != df.height:
         raise RuntimeError(f"LOAD DATA into {table.name} stored {total} of {df.height} rows")
     return total

@@ -4,18 +4,26 @@ MySQL/MariaDB reads go through connectorx (about 4x PyMySQL rows, bench/RESULTS.
 bind parameters: :func:`literal_sql` renders a statement's parameters as literals and refuses any
 value that is not an integer, NULL or an identifier-like constant, so no value from data or from a
 user ever becomes SQL text. SQLite (and the fallback) reads through the DBAPI.
+
+connectorx cannot be given TLS settings (no CA, certificate or verification options in its MySQL
+URI: sfu-db/connector-x issue 347), so a URL that asks for TLS (``ssl=true``, ``ssl_ca=...``:
+``database.tls_requested``) is read through PyMySQL, which honours them (logged once);
+:func:`connectorx_uri` refuses such a URL rather than drop its TLS parameters.
 """
 
 import re
 from collections.abc import Iterable, Sequence
 
 import polars as pl
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.sql import Select
 
-from attribution_pipeline.storage.database import RECORD_SQL_OPTION
+from attribution_pipeline.errors import TlsConfigError
+from attribution_pipeline.logs import log_event, stdlib_logger
+from attribution_pipeline.storage.database import RECORD_SQL_OPTION, safe_url, tls_params, tls_requested
 
 _MYSQL = ("mysql", "mariadb")
+_TLS_LOGGED: set[str] = set()
 
 
 def _connectorx():
@@ -26,9 +34,42 @@ def _connectorx():
     return connectorx
 
 
+def _url_of(conn_or_engine):
+    if isinstance(conn_or_engine, (str, URL)):
+        return make_url(conn_or_engine)
+    return conn_or_engine.engine.url if hasattr(conn_or_engine, "engine") else conn_or_engine.url
+
+
 def connectorx_uri(conn_or_engine) -> str:
-    url = conn_or_engine.engine.url if hasattr(conn_or_engine, "engine") else conn_or_engine.url
+    """The connectorx URI of an engine, a connection or a URL: its query string is dropped
+    (connectorx knows none of PyMySQL's parameters), so a URL that asks for TLS is refused
+    (``TlsConfigError``) instead of becoming a clear-text URI."""
+    url = _url_of(conn_or_engine)
+    if tls_requested(tls_params(url)):
+        raise TlsConfigError("connectorx cannot use the TLS settings of the database URL; it is read through "
+                             "PyMySQL instead (frame_io.uses_connectorx)")
     return url.set(drivername="mysql", query={}).render_as_string(hide_password=False)
+
+
+def uses_connectorx(conn_or_engine) -> bool:
+    """Whether MySQL reads of this engine/connection/URL go through connectorx: MySQL/MariaDB
+    without TLS asked for. With TLS they go through PyMySQL (logged once per database)."""
+    url = _url_of(conn_or_engine)
+    if url.get_backend_name() not in _MYSQL:
+        return False
+    if tls_requested(tls_params(url)):
+        shown = safe_url(url.render_as_string(hide_password=False))
+        if shown not in _TLS_LOGGED:
+            _TLS_LOGGED.add(shown)
+            log_event(stdlib_logger, "reads_without_connectorx", level="warning", reason="tls",
+                      detail="the database URL asks for TLS, which connectorx cannot use: reads go through PyMySQL")
+        return False
+    return True
+
+
+def _reader(conn: Connection):
+    """connectorx when it is installed and may be used for ``conn``, else None (the DBAPI path)."""
+    return _connectorx() if uses_connectorx(conn) else None
 
 
 _SAFE_TEXT = re.compile(r"^[A-Za-z0-9_]*$")
@@ -81,10 +122,10 @@ def read_frame(conn: Connection, stmt: Select, schema: dict[str, pl.DataType]) -
     """Run a Core SELECT over committed data and return a Polars frame with ``schema``.
 
     MySQL/MariaDB: connectorx (Arrow, about 4x faster than PyMySQL rows; bench/RESULTS.md), with
-    the DBAPI path as fallback; SQLite: the DBAPI path.
+    the DBAPI path as fallback and where the URL asks for TLS; SQLite: the DBAPI path.
     """
     _record(conn, stmt)
-    cx = _connectorx() if conn.dialect.name in _MYSQL else None
+    cx = _reader(conn)
     if cx is not None:
         df = cx.read_sql(connectorx_uri(conn), literal_sql(conn, stmt), return_type="polars")
         return _conform_read(df, schema)
@@ -99,7 +140,7 @@ def read_frame_uncommitted(conn: Connection, stmt: Select, schema: dict[str, pl.
     fallback): ``conn`` itself, inside its transaction.
     """
     _record(conn, stmt)
-    cx = _connectorx() if conn.dialect.name in _MYSQL else None
+    cx = _reader(conn)
     if cx is not None:
         df = cx.read_sql(connectorx_uri(conn), literal_sql(conn, stmt), return_type="polars",
                          pre_execution_query=["SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED"])
