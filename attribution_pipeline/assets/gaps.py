@@ -15,7 +15,7 @@ import polars as pl
 
 from attribution_pipeline.assets.freshness import WRITEBACK_KEY, due_hour
 from attribution_pipeline.assets.resources import mark_dead_runs
-from attribution_pipeline.core.gaps import hours_without_exports, hours_without_snapshots
+from attribution_pipeline.core.history_gaps import hours_without_exports, hours_without_snapshots
 from attribution_pipeline.core.hours import HOUR, hour_key
 from attribution_pipeline.exports.columns import TABLES
 from attribution_pipeline.exports.layout import exported_hours
