@@ -21,7 +21,8 @@ def test_defaults_from_an_empty_environment(tmp_path, monkeypatch):
     assert (s.write_batch_rows, s.journey_source, s.persist_journeys, s.lock_timeout_seconds) == (5000, "clicks", False, 600)
     assert (s.frames_path, s.export_path, s.reports_path) == (
         s.home / "frames", s.home / "exports", s.home / "reports")
-    assert (s.alert_webhook_url, s.alert_timeout_seconds, s.db_retries, s.db_retry_delay_seconds) == (None, 5.0, 4, 0.5)
+    assert (s.alert_webhook_url, s.alert_timeout_seconds, s.db_retries, s.db_retry_delay_seconds) == (None, 5.0, 60, 0.5)
+    assert s.db_retry_budget_seconds == 90.0  # a 60 s server restart fits
     assert (s.duckdb_cli, s.record_sql_path, s.dagster_home) == (None, None, None)
 
 
@@ -34,6 +35,7 @@ def test_every_variable_is_read(tmp_path):
         "ATTRIBUTION_LOCK_TIMEOUT": "0", "ATTRIBUTION_FRAMES_DIR": str(tmp_path / "f"),
         "ATTRIBUTION_EXPORT_DIR": str(tmp_path / "e"), "ATTRIBUTION_ALERT_WEBHOOK_URL": "https://hook/x?token=t",
         "ATTRIBUTION_ALERT_TIMEOUT": "0.5", "ATTRIBUTION_DB_RETRIES": "2", "ATTRIBUTION_DB_RETRY_DELAY": "0",
+        "ATTRIBUTION_DB_RETRY_BUDGET": "12.5",
         "ATTRIBUTION_DUCKDB_CLI": "/opt/duckdb", "ATTRIBUTION_RECORD_SQL": "/tmp/r.sql",
         "DAGSTER_HOME": str(tmp_path / "d"),
     }
@@ -45,6 +47,7 @@ def test_every_variable_is_read(tmp_path):
     assert (s.frames_path, s.export_path, s.dagster_home) == (tmp_path / "f", tmp_path / "e", tmp_path / "d")
     assert (s.alert_webhook_url, s.alert_timeout_seconds) == ("https://hook/x?token=t", 0.5)
     assert (s.db_retries, s.db_retry_delay_seconds, s.duckdb_cli, s.record_sql_path) == (2, 0.0, "/opt/duckdb", "/tmp/r.sql")
+    assert s.db_retry_budget_seconds == 12.5
     assert Settings.from_env({"ATTRIBUTION_PARTITIONS_START": "2024-06-01"}).partitions_start == "2024-06-01-00:00"
     assert Settings.from_env({"ATTRIBUTION_PARTITIONS_START": "2024-06-01-05:00"}).partitions_start == "2024-06-01-05:00"
 

@@ -44,7 +44,7 @@ _TRANSIENT_TEXT = [
     (re.compile(r"server shutdown|shutdown in progress", re.I), 1053),
     (re.compile(r"\bIoError\b|\bCodecError\b|\bDriverError\b.*(?:Io|Closed)|Error\(Io|\bio error\b", re.I), 2013),
 ]
-_NUMBER_TEXT = re.compile(r"\b(" + "|".join(str(c) for c in TRANSIENT_MYSQL_ERRORS) + r")\b")
+_SERVER_ERROR = re.compile(r"\bERROR (\d{4})\b")
 
 
 def transient_error_code(error: BaseException) -> int | None:
@@ -60,9 +60,10 @@ def transient_error_code(error: BaseException) -> int | None:
         elif isinstance(error, (RuntimeError, OSError, ConnectionError)) or type(error).__name__ in (
                 "RuntimeError", "PanicException"):
             text = str(error)
-            number = _NUMBER_TEXT.search(text)
-            if number and ("ERROR" in text.upper() or "MYSQL" in text.upper()):
-                return int(number.group(1))
+            server_error = _SERVER_ERROR.search(text)  # connectorx: "MySqlError { ERROR 1049 (42000): ..."
+            if server_error:
+                code = int(server_error.group(1))
+                return code if code in TRANSIENT_MYSQL_ERRORS else None
             for pattern, code in _TRANSIENT_TEXT:
                 if pattern.search(text):
                     return code
