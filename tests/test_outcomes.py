@@ -105,3 +105,61 @@ def test_gap_scan_names_hours_without_snapshots_or_files_and_is_not_part_of_a_ru
     assert "user 1 2024-06-01-14:00: 1 conversion(s), no snapshots" in out
     assert "2024-06-01-10:00: snapshots in MySQL, no Parquet file of touchpoints" in out
     assert "gaps found: 1 user-hour(s) without snapshots, 1 hour(s) without Parquet files" in out
+
+
+def test_every_outage_shape_is_transient_and_real_errors_are_not():
+    import pymysql
+    from sqlalchemy.exc import OperationalError
+
+    from attribution_pipeline.storage.retries import transient_error_code as code
+
+    wrapped = OperationalError("SELECT 1", {}, pymysql.err.OperationalError(1927, "Connection was killed"))
+    assert [code(e) for e in (
+        pymysql.err.OperationalError(2003, "Can't connect to MySQL server on '127.0.0.1' ([Errno 111])"),
+        wrapped,
+        pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query"),
+        pymysql.err.OperationalError(1053, "Server shutdown in progress"),
+        RuntimeError("timed out waiting for connection: MySqlError { ERROR 1927 (70100): Connection was killed }"),
+        RuntimeError("IoError(Custom { kind: UnexpectedEof, error: \"unexpected end of file\" })"),
+        RuntimeError('Error(Io(Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }))'),
+        ConnectionResetError(104, "Connection reset by peer"),
+    )] == [2003, 1927, 2013, 1053, 1927, 2013, 2003, 2013]
+    assert [code(e) for e in (
+        pymysql.err.OperationalError(1045, "Access denied for user 'x'"),
+        pymysql.err.ProgrammingError(1064, "You have an error in your SQL syntax"),
+        RuntimeError("timed out waiting for connection: MySqlError { ERROR 1049 (42000): Unknown database 'x' }"),
+        ValueError("value 1e12 out of range"),
+    )] == [None, None, None, None]
+
+
+def test_retries_stop_at_the_budget_and_are_counted():
+    import time
+
+    import pymysql
+
+    from attribution_pipeline.storage.retries import RetryPolicy
+
+    policy = RetryPolicy(attempts=100, base_delay=0.05, budget_seconds=0.5, max_delay=0.1)
+    calls = []
+
+    def down():
+        calls.append(time.monotonic())
+        raise pymysql.err.OperationalError(2003, "Can't connect")
+
+    started = time.monotonic()
+    try:
+        policy.run(down, what="read clicks")
+    except pymysql.err.OperationalError:
+        pass
+    assert 0.3 < time.monotonic() - started < 1.0 and len(calls) >= 4
+    assert policy.counter.total == len(calls) - 1 and policy.counter.by_what == {"read": len(calls) - 1}
+    flaky = iter([pymysql.err.OperationalError(2013, "Lost connection"), None])
+
+    def once():
+        error = next(flaky)
+        if error:
+            raise error
+        return "rows"
+
+    assert policy.run(once, what="write 2024-06-01-09:00..2024-06-01-09:00") == "rows"
+    assert policy.counter.by_what["write"] == 1
