@@ -529,3 +529,62 @@ def load_phpunit_runner(conn):
         touchpoints=[(model_id, user_id, hour, 301, 0, 4001, "1.00000", "1.00000"),
                      (model_id, user_id, hour, 302, 0, 4002, "1.00000", "1.00000")],
     )
+
+
+# ============================================================================================
+# Accounts with a few conversions per hour (tests/test_bad_input.py: a bad row beside good ones)
+# ============================================================================================
+
+#: The models every account gets: (type, weighting_config). Multi-touch on purpose (the journeys
+#: matter), and two of them so that "another model of the same user" is a group too.
+ACCOUNT_MODELS = (("last_touch", None), ("position_based", '{"first_touch_weight":0.4,"last_touch_weight":0.4}'))
+ACCOUNT_HOURS = (T, T + HOUR, T + 2 * HOUR)
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user with its own campaigns, clicks, conversions and models; every id derives from the
+    user id, so accounts never share a row. ``campaign`` holds the good traffic; ``side_campaign``
+    (no clicks of its own) is where a test adds rows that must stay out of the good journeys."""
+
+    user_id: int
+
+    @property
+    def campaign(self) -> int:
+        return self.user_id * 10
+
+    @property
+    def side_campaign(self) -> int:
+        return self.user_id * 10 + 1
+
+    @property
+    def models(self) -> tuple[int, ...]:
+        return tuple(self.user_id * 10 + i for i in range(1, len(ACCOUNT_MODELS) + 1))
+
+    def id(self, k: int) -> int:
+        """The k-th click or conversion id of the account (k < 1000)."""
+        return self.user_id * 1000 + k
+
+    def converting_click(self, hour_index: int) -> int:
+        """The click of the account's conversion in ``ACCOUNT_HOURS[hour_index]`` (same id as it)."""
+        return self.id(10 + hour_index)
+
+    def groups(self, hours=ACCOUNT_HOURS) -> set[tuple[int, int, int]]:
+        return {(m, self.user_id, h) for m in self.models for h in hours}
+
+
+def load_account(conn, account: Account) -> None:
+    """Two early touches, then one conversion per hour of ACCOUNT_HOURS (15 min after its click,
+    payouts 10.5, 20.5, 30.5), each on the account's campaign, and the ACCOUNT_MODELS."""
+    user = account.user_id
+    add_user(conn, user)
+    add_campaign(conn, account.campaign, user, user)
+    add_campaign(conn, account.side_campaign, user, user)
+    add_click(conn, account.id(1), user, account.campaign, T - 2 * DAY, "0.05", ppc_account_id=user)
+    add_click(conn, account.id(2), user, account.campaign, T - HOUR, "0.07", ppc_account_id=user)
+    for index, hour in enumerate(ACCOUNT_HOURS):
+        click = account.converting_click(index)
+        add_click(conn, click, user, account.campaign, hour + 600, f"0.{index + 1}", ppc_account_id=user)
+        add_conversion(conn, click, click, account.campaign, user, f"{10 * index + 10}.5", hour + 600, hour + 900)
+    for model_id, (model_type, config) in zip(account.models, ACCOUNT_MODELS):
+        add_model(conn, model_id, user, model_type, config)

@@ -3,17 +3,30 @@
 import dagster as dg
 import polars as pl
 
-from attribution_pipeline.assets.check_kit import CONV_IDS, MODEL_IDS, WARN, frame_check, schema_check
+from attribution_pipeline.assets.check_kit import (
+    CONV_IDS,
+    MODEL_IDS,
+    WARN,
+    frame_check,
+    run_frame_check,
+    schema_check,
+)
 from attribution_pipeline.assets.hourly import Hourly, run_fields, run_hours, scope_users
 from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.core import contracts, frames
 from attribution_pipeline.core.frames import FrameStats, HourlyFrame
-from attribution_pipeline.core.hours import hour_key
+from attribution_pipeline.core.hours import HOUR, hour_key
 from attribution_pipeline.core.model_rules import models_frame, parse_model_row
 from attribution_pipeline.logs import log_event
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage import prosper_reads
 from attribution_pipeline.storage.database import Database
+from attribution_pipeline.storage.prosper_reads import foreign_click, orphan
+
+#: Two conversions of one click at most this many seconds apart are a possible duplicated postback
+#: (a pixel or postback fired twice, a retry): retries come within seconds, while a second genuine
+#: conversion of the same click (an upsell, a rebill) comes minutes or days later.
+DUPLICATE_POSTBACK_SECONDS = 60
 
 VALID_MODELS = dg.AssetCheckSpec(
     "valid_models",
@@ -82,8 +95,9 @@ def conversions(context: dg.AssetExecutionContext, db: dg.ResourceParam[Database
     """The conversions of each hour: ``H <= conv_time <= H + 3599``, not soft-deleted, of users not
     deleted, with their converting click's cpc (spec §2.1; D3, D15, D16).
 
-    Conversions whose click row is missing are kept with ``click_rows = 0`` (skipped downstream,
-    reported by a check); a click id stored several times counts once. A run of several chunks
+    Conversions whose click row is missing, or whose click belongs to another user (D21), are kept
+    with ``click_rows = 0`` (skipped downstream, reported by a check each); a click id stored
+    several times counts once. A run of several chunks
     scans 202_conversion_logs once for the whole range and reads each chunk by primary key; a
     one-chunk run reads its hours with one query (``prosper_reads.ConversionIndex``).
     """
@@ -95,7 +109,8 @@ def conversions(context: dg.AssetExecutionContext, db: dg.ResourceParam[Database
             return frames.empty(frames.CONVERSIONS)
         df = index.conversions(chunk)
         stats.count("conversions", int((df["click_rows"] > 0).sum()))
-        stats.count("orphan_conversions", int((df["click_rows"] == 0).sum()))
+        stats.count("orphan_conversions", int(df.select(orphan().sum()).item()))
+        stats.count("foreign_user_clicks", int(df.select(foreign_click().sum()).item()))
         stats.count("duplicated_converting_clicks", int((df["click_rows"] > 1).sum()))
         return df
 
@@ -104,10 +119,63 @@ def conversions(context: dg.AssetExecutionContext, db: dg.ResourceParam[Database
 
 
 def orphan_conversions(chunk, df: pl.DataFrame, tally) -> pl.DataFrame:
-    """Conversions whose click row is missing (``click_rows = 0``)."""
-    return df.filter(pl.col("click_rows") == 0).select(
+    """Conversions whose click row is missing (``click_rows = 0``, no click found)."""
+    return df.filter(orphan()).select(
         "date_hour", "conv_id", "click_id", reason=pl.lit("click row missing from 202_clicks")
     )
+
+
+def foreign_user_clicks(chunk, df: pl.DataFrame, tally) -> pl.DataFrame:
+    """Conversions whose click id is only found among another user's clicks (D21: skipped)."""
+    return df.filter(foreign_click()).select(
+        "date_hour", "conv_id", "click_id", reason=pl.lit("the click belongs to another user in 202_clicks")
+    )
+
+
+def duplicated_postbacks_finder():
+    """A finder of conversions posted at most DUPLICATE_POSTBACK_SECONDS after the previous
+    conversion of the same click. It keeps the end of each chunk, so that a pair across two chunks
+    of the run is found too (chunks come in order); pairs reaching before the run are not."""
+    columns = {"date_hour": pl.Int64, "conv_id": pl.Int64, "click_id": CONV_IDS["click_id"], "conv_time": pl.Int64}
+    carried = pl.DataFrame(schema=columns)
+
+    def finder(chunk, df: pl.DataFrame, tally) -> pl.DataFrame:
+        nonlocal carried
+        rows = df.select(list(columns))
+        previous = pl.col("conv_time").shift(1).over("click_id")
+        found = (
+            pl.concat([carried.with_columns(new=pl.lit(False)), rows.with_columns(new=pl.lit(True))])
+            .sort(["click_id", "conv_time", "conv_id"])
+            .with_columns(first_conv_id=pl.col("conv_id").shift(1).over("click_id"),
+                          seconds_after=pl.col("conv_time") - previous)
+            .filter(pl.col("new") & (pl.col("seconds_after") <= DUPLICATE_POSTBACK_SECONDS))
+        )
+        carried = rows.filter(pl.col("conv_time") > max(chunk) + HOUR - 1 - DUPLICATE_POSTBACK_SECONDS)
+        tally.count("possible_duplicates", found.height)
+        return found.select(
+            "date_hour", "conv_id", "click_id", "first_conv_id", "seconds_after",
+            reason=pl.format("{} s after conversion {} of the same click", "seconds_after", "first_conv_id"),
+        )
+
+    return finder
+
+
+def duplicated_postbacks_check(hourly: Hourly):
+    """WARN ``conversions.duplicated_postbacks`` (a finder with state per evaluation, see above)."""
+
+    def duplicated_postbacks(context: dg.AssetCheckExecutionContext, conversions: HourlyFrame):
+        yield from run_frame_check(context, conversions, asset_key=dg.AssetKey("conversions"),
+                                   check_name="duplicated_postbacks", severity=WARN,
+                                   ids={**CONV_IDS, "first_conv_id": pl.Int64, "seconds_after": pl.Int64},
+                                   noun="possible duplicated postback(s)", finder=duplicated_postbacks_finder())
+
+    return hourly.check(
+        "conversions", "duplicated_postbacks", WARN,
+        f"Conversions posted at most {DUPLICATE_POSTBACK_SECONDS} s after another conversion of the same click "
+        "(202_conversion_logs rows, not deleted): possibly one postback or pixel fired twice. Both count, as in "
+        "PHP. Red: the sample names conv_id, the earlier first_conv_id and the seconds between them; if they are "
+        "one sale, soft-delete the duplicate (deleted = 1) and re-run the hour.",
+    )(duplicated_postbacks)
 
 
 def zero_or_null_payouts(chunk, df: pl.DataFrame, tally) -> pl.DataFrame:
@@ -144,4 +212,11 @@ def build(hourly: Hourly) -> list:
                     "campaign payout of the conversions in the sample.",
                     ids=CONV_IDS, noun="conversion(s) with a zero, negative or NULL payout",
                     finder=zero_or_null_payouts),
+        frame_check(hourly, "conversions", "foreign_user_clicks", WARN,
+                    "Conversions whose click id belongs to a click of another user (202_clicks.user_id differs from "
+                    "202_conversion_logs.user_id). They are skipped: no journey, no credit (D21; PHP joins on the "
+                    "click id alone and credits the other user's traffic source). Red: the sample names conv_id and "
+                    "click_id; find which integration posted the conversion with a wrong user or click id.",
+                    ids=CONV_IDS, noun="conversion(s) on another user's click", finder=foreign_user_clicks),
+        duplicated_postbacks_check(hourly),
     ]

@@ -4,7 +4,9 @@ Every valid model is computed independently of the others (D1: no PHP state alia
 its strategy (``strategies/``). A credited touch carries:
 
 * ``revenue = conversion payout x credit`` and ``cost = converting click's cpc x credit`` (D5:
-  the touch click's own cpc is never used for the PHP tables);
+  the touch click's own cpc is never used for the PHP tables). A NULL payout is 0, as PHP's float
+  cast makes it (it attributes no revenue; the ``zero_or_null_payouts`` check names it); a NULL cpc
+  stays null, so the ``storable_values`` invariant holds the group (``core/invariants.py``);
 * ``credit_stored``: the DECIMAL(10,5) MySQL would store for the double (D14).
 """
 
@@ -39,7 +41,7 @@ def compute_credits(journeys: pl.DataFrame, conversions: pl.DataFrame, models: p
     touches = journeys.select(JOURNEY_INPUT).join(per_conversion, on="conv_id", maintain_order="left")
     credit = pl.col("credit")
     per_credit = {
-        "revenue": pl.col("payout") * credit,
+        "revenue": pl.col("payout").fill_null(0.0) * credit,
         "cost": pl.col("cpc") * credit,
         "credit_stored": rounded(credit, CREDIT_DTYPE),
         "near_tie": near_tie(credit, CREDIT_DTYPE),

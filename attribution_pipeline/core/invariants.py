@@ -10,18 +10,29 @@ every other group is written (D19 outcome 2). The checks, all vectorised:
 * ``snapshot_touchpoints``: a snapshot's clicks and conversions equal the count of its
   touchpoint rows and of their distinct conversions;
 * ``snapshot_revenue``: a snapshot's revenue equals the hour's conversion revenue of that user
-  (credits sum to 1, so every model attributes all of it; relative tolerance 1e-9).
+  (credits sum to 1, so every model attributes all of it; relative tolerance 1e-9);
+* ``storable_values``: every value to write fits its column: a snapshot's revenue and cost in
+  ``202_attribution_snapshots``' DECIMAL(12,4), its clicks and conversions in INT UNSIGNED, each
+  touch's credit in ``202_attribution_touchpoints``' DECIMAL(10,5); NaN, infinities and nulls never
+  fit. The computation carries such values as doubles and nulls (``core/precision.py``), so the
+  group is held here, named with the value and the column, instead of failing the chunk.
 
 Journey failures hold every model of the conversion's (user, hour).
 """
 
 import polars as pl
 
+from attribution_pipeline.core.precision import CREDIT_DTYPE, MONEY_DTYPE, storable
+
 HELD = {"model_id": pl.Int64, "user_id": pl.Int64, "date_hour": pl.Int64, "reason": pl.String}
 GROUP = ["model_id", "user_id", "date_hour"]
 
 CREDIT_TOLERANCE = 1e-9
 REVENUE_TOLERANCE = 1e-9
+INT_UNSIGNED_MAX = 2**32 - 1  # 202_attribution_snapshots.attributed_clicks / _conversions: INT(10) UNSIGNED
+
+_SNAPSHOTS = "202_attribution_snapshots"
+_TOUCHPOINTS = "202_attribution_touchpoints"
 
 
 def _reasons(df: pl.DataFrame, reason: pl.Expr) -> pl.DataFrame:
@@ -52,6 +63,39 @@ def journey_failures(journeys: pl.DataFrame, touch_cap: int) -> pl.DataFrame:
             ),
         ]
     )
+
+
+def _decimal_type(dtype: pl.Decimal) -> str:
+    return f"DECIMAL({dtype.precision},{dtype.scale})"
+
+
+def _shown(column: str) -> pl.Expr:
+    return pl.col(column).cast(pl.String).fill_null("null")
+
+
+def unstorable_values(credits: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
+    """(model_id, user_id, date_hour, reason) of every value that does not fit its stored column.
+
+    A touch's revenue or cost that is null or not finite is reported too: the ordered sums would
+    skip a null (``cum_sum``) and give a total that looks storable."""
+    money = _decimal_type(MONEY_DTYPE)
+    found = []
+    for value, column in (("revenue", "attributed_revenue"), ("cost", "attributed_cost")):
+        target = f"{_SNAPSHOTS}.{column} {money}"
+        bad = snapshots.filter(~storable(pl.col(value), MONEY_DTYPE).fill_null(False) | pl.col(column).is_null())
+        found.append(_reasons(bad, pl.format(f"storable_values: {column} {{}} does not fit {target}", _shown(value))))
+        bad = credits.filter(~pl.col(value).is_finite().fill_null(False))
+        found.append(_reasons(bad, pl.format(f"storable_values: conversion {{}} {value} {{}} does not fit {target}",
+                                             "conv_id", _shown(value))))
+    for column in ("attributed_clicks", "attributed_conversions"):
+        bad = snapshots.filter(~pl.col(column).is_between(0, INT_UNSIGNED_MAX).fill_null(False))
+        found.append(_reasons(bad, pl.format(f"storable_values: {column} {{}} does not fit {_SNAPSHOTS}.{column} "
+                                             "INT UNSIGNED", pl.col(column))))
+    bad = credits.filter(~storable(pl.col("credit"), CREDIT_DTYPE).fill_null(False) | pl.col("credit_stored").is_null())
+    found.append(_reasons(bad, pl.format(f"storable_values: conversion {{}} position {{}} credit {{}} does not fit "
+                                         f"{_TOUCHPOINTS}.credit {_decimal_type(CREDIT_DTYPE)}",
+                                         "conv_id", "position", _shown("credit"))))
+    return pl.concat([f.cast(HELD) for f in found])
 
 
 def held_groups(
@@ -111,5 +155,6 @@ def held_groups(
                       "revenue", "attributed_conversions", "expected", "expected_conversions"),
         )
     )
+    found.append(unstorable_values(credits, snapshots))
     held = pl.concat([f.cast(HELD) for f in found if f.height]) if any(f.height for f in found) else pl.DataFrame(schema=HELD)
     return held.unique(maintain_order=True).sort(GROUP)

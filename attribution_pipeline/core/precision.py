@@ -18,14 +18,31 @@ MONEY_DTYPE = pl.Decimal(12, MONEY_SCALE)
 _EXACT = pl.Decimal(38, 20)
 
 
+def max_units(dtype: pl.Decimal) -> int:
+    """The largest magnitude ``dtype`` holds, in units of its last digit (DECIMAL(12,4): 10**12 - 1)."""
+    return 10**dtype.precision - 1
+
+
+def storable(expr: pl.Expr, dtype: pl.Decimal) -> pl.Expr:
+    """Does the double ``expr`` fit ``dtype`` once rounded to its scale? False for NaN and
+    infinities, null for null."""
+    units = (expr.cast(pl.Float64) * 10**dtype.scale).round(0, mode="half_away_from_zero")
+    return expr.cast(pl.Float64).is_finite() & (units.abs() <= max_units(dtype))
+
+
 def stored_decimal(expr: pl.Expr, dtype: pl.Decimal) -> pl.Expr:
-    """The DECIMAL MySQL stores when PHP binds the double ``expr`` to a ``dtype`` column."""
-    return (
-        expr.cast(pl.String)
+    """The DECIMAL MySQL stores when PHP binds the double ``expr`` to a ``dtype`` column; null when
+    it does not fit (see the module docstring)."""
+    x = expr.cast(pl.Float64)
+    bound = 10 ** (dtype.precision - dtype.scale)  # |x| >= bound never fits; below it the string is plain
+    exact = (
+        pl.when(x.is_finite() & (x.abs() < bound)).then(x).otherwise(None)
+        .cast(pl.String)
         .cast(_EXACT)
         .round(dtype.scale, mode="half_away_from_zero")
-        .cast(dtype)
     )
+    largest = pl.lit(max_units(dtype), dtype=pl.Int64).cast(_EXACT) / 10**dtype.scale
+    return pl.when(exact.abs() <= largest).then(exact).otherwise(None).cast(dtype)
 
 
 def stored_credit(expr: pl.Expr) -> pl.Expr:
@@ -41,15 +58,19 @@ def rounded(expr: pl.Expr, dtype: pl.Decimal) -> pl.Expr:
     where :func:`near_tie` (then :func:`with_exact_ties` takes the exact path)."""
     scale = 10**dtype.scale
     # the double nearest the rounded decimal; Polars' float -> DECIMAL cast rounds to nearest, so
-    # it lands exactly on that decimal (checked against Python's decimal in tests).
-    return (expr.cast(pl.Float64) * scale).round(0, mode="half_away_from_zero").truediv(scale).cast(dtype)
+    # it lands exactly on that decimal (checked against Python's decimal in tests). Values that do
+    # not fit become null first: Polars' cast raises on them even when not strict.
+    units = (expr.cast(pl.Float64) * scale).round(0, mode="half_away_from_zero")
+    return pl.when(units.abs() <= max_units(dtype)).then(units.truediv(scale)).otherwise(None).cast(dtype)
 
 
 def near_tie(expr: pl.Expr, dtype: pl.Decimal) -> pl.Expr:
     """Is ``expr`` within a few ulps of a half-way tie at ``dtype``'s scale (where :func:`rounded` may differ)?"""
     units = expr.cast(pl.Float64) * 10**dtype.scale
-    # |computed units - shortest decimal x 10**scale| is a few ulps: far below this margin
-    return ((units - units.floor()) - 0.5).abs() <= units.abs().clip(lower_bound=1.0) * 1e-12
+    # |computed units - shortest decimal x 10**scale| is a few ulps: far below this margin. Values
+    # beyond the column never are (the margin would cover every double there; they do not fit).
+    near = ((units - units.floor()) - 0.5).abs() <= units.abs().clip(lower_bound=1.0) * 1e-12
+    return near & (units.abs() <= max_units(dtype) + 1)
 
 
 def with_exact_ties(frame: pl.DataFrame, source: str, target: str, tie: str, dtype: pl.Decimal) -> pl.DataFrame:

@@ -75,6 +75,8 @@ _CONVERSION_READ_SCHEMA = {
     "landing_page_id": pl.Int64,
     "click_campaign_id": pl.Int64,
 }
+#: What the reads return: the join rows and the found click's user (D21).
+_READ_SCHEMA = {**_CONVERSION_READ_SCHEMA, "found_click_user_id": pl.Int64}
 
 
 def conversions(conn: Connection, hours: Sequence[int], users: Sequence[int] | None = None) -> pl.DataFrame:
@@ -85,11 +87,12 @@ def conversions(conn: Connection, hours: Sequence[int], users: Sequence[int] | N
     visible with ``click_rows = 0`` (D16: skipped downstream, counted by a check). A click id
     present several times in 202_clicks is collapsed to one row (D15: the row with the smallest
     click_time, then click_cpc, then ppc_account_id) and ``click_rows`` says how many there were.
+    Only the clicks of the conversion's own user count (D21): see :func:`collapse_conversion_rows`.
     """
     if not hours:
         return frames.empty(frames.CONVERSIONS)
     stmt = _conversions_statement(min(hours), max(hours) + HOUR - 1, users)
-    raw = read_frame(conn, stmt, _CONVERSION_READ_SCHEMA)
+    raw = read_frame(conn, stmt, _READ_SCHEMA)
     return collapse_conversion_rows(raw)
 
 
@@ -110,6 +113,7 @@ def _conversions_statement(lo: int, hi: int, users: Sequence[int] | None):
             _clk.c.ppc_account_id,
             _clk.c.landing_page_id,
             _clk.c.aff_campaign_id.label("click_campaign_id"),
+            _clk.c.user_id.label("found_click_user_id"),
         )
         .select_from(
             _conv.join(_usr, _usr.c.user_id == _conv.c.user_id).outerjoin(_clk, _clk.c.click_id == _conv.c.click_id)
@@ -185,8 +189,8 @@ class ConversionIndex:
 
         def read():
             with self._db.engine().connect() as conn:
-                known = read_by_ids(conn, _conv.c.conv_id, ids, stmt.where, _CONVERSION_READ_SCHEMA)
-                later = read_frame(conn, stmt.where(_conv.c.conv_id > self._high_water), _CONVERSION_READ_SCHEMA)
+                known = read_by_ids(conn, _conv.c.conv_id, ids, stmt.where, _READ_SCHEMA)
+                later = read_frame(conn, stmt.where(_conv.c.conv_id > self._high_water), _READ_SCHEMA)
                 return known, later.filter(~pl.col("conv_id").is_in(ids.implode()))
 
         known, later = self._db.retry.run(read, what="read conversions", logger=self._logger)
@@ -194,18 +198,43 @@ class ConversionIndex:
 
 
 def collapse_conversion_rows(raw: pl.DataFrame) -> pl.DataFrame:
-    """One row per conversion from the join rows (D15), with ``click_rows`` and ``date_hour``."""
+    """One row per conversion from the join rows (D15), with ``click_rows`` and ``date_hour``.
+
+    ``click_rows`` counts the click rows of the conversion's own user (202_clicks.user_id =
+    202_conversion_logs.user_id), and the click columns come from one of them (D15's order). A
+    conversion whose click id is found only among another user's clicks is skipped like an orphan
+    (D21: ``click_rows = 0``, no journey, no credit) but keeps that click's columns, which is how
+    :func:`foreign_click` tells it from an orphan (:func:`orphan`: no click row at all). Join rows
+    without ``found_click_user_id`` (built by hand) count every click found as the user's.
+    """
+    if "found_click_user_id" in raw.columns:
+        own = (pl.col("found_click_user_id") == pl.col("user_id")).fill_null(False)
+    else:
+        own = pl.col("found_click_id").is_not_null()
     return frames.conform(
-        raw.sort(["conv_id", "found_click_time", "cpc", "ppc_account_id"], nulls_last=True)
+        raw.with_columns(own=own)
+        .sort(["conv_id", "own", "found_click_time", "cpc", "ppc_account_id"],
+              descending=[False, True, False, False, False], nulls_last=True)
         .group_by("conv_id", maintain_order=True)
         .agg(
             pl.all().first(),
-            pl.col("found_click_id").is_not_null().sum().cast(pl.UInt32).alias("click_rows"),
+            pl.col("own").sum().cast(pl.UInt32).alias("click_rows"),
         )
         .with_columns(date_hour=pl.col("conv_time") - pl.col("conv_time") % HOUR),
         frames.CONVERSIONS,
         "conversions",
     )
+
+
+def orphan() -> pl.Expr:
+    """frames.CONVERSIONS rows whose click id is in no row of 202_clicks (D16)."""
+    return (pl.col("click_rows") == 0) & pl.col("ppc_account_id").is_null()
+
+
+def foreign_click() -> pl.Expr:
+    """frames.CONVERSIONS rows whose click id is only in rows of another user's clicks (D21):
+    ``click_rows = 0`` with the found click's columns (202_clicks.ppc_account_id is NOT NULL)."""
+    return (pl.col("click_rows") == 0) & pl.col("ppc_account_id").is_not_null()
 
 
 SETTINGS = {
