@@ -212,8 +212,9 @@ class Snapshots(_Contract):
     attributed_conversions: pl.Int64 = pa.Field(ge=1)  # D4: no conversions, no row
     revenue: pl.Float64 = pa.Field()
     cost: pl.Float64 = pa.Field()
-    attributed_revenue: Annotated[pl.Decimal, MONEY_DTYPE.precision, MONEY_DTYPE.scale] = pa.Field()
-    attributed_cost: Annotated[pl.Decimal, MONEY_DTYPE.precision, MONEY_DTYPE.scale] = pa.Field()
+    # null where the value does not fit DECIMAL(12,4): the write-back holds that group (storable_values)
+    attributed_revenue: Annotated[pl.Decimal, MONEY_DTYPE.precision, MONEY_DTYPE.scale] = pa.Field(nullable=True)
+    attributed_cost: Annotated[pl.Decimal, MONEY_DTYPE.precision, MONEY_DTYPE.scale] = pa.Field(nullable=True)
 
     class Config:
         unique = ["model_id", "user_id", "date_hour"]

@@ -79,18 +79,22 @@ def unstorable_values(credits: pl.DataFrame, snapshots: pl.DataFrame) -> pl.Data
     A touch's revenue or cost that is null or not finite is reported too: the ordered sums would
     skip a null (``cum_sum``) and give a total that looks storable."""
     money = _decimal_type(MONEY_DTYPE)
-    found = []
-    for value, column in (("revenue", "attributed_revenue"), ("cost", "attributed_cost")):
-        target = f"{_SNAPSHOTS}.{column} {money}"
-        bad = snapshots.filter(~storable(pl.col(value), MONEY_DTYPE).fill_null(False) | pl.col(column).is_null())
-        found.append(_reasons(bad, pl.format(f"storable_values: {column} {{}} does not fit {target}", _shown(value))))
-        bad = credits.filter(~pl.col(value).is_finite().fill_null(False))
-        found.append(_reasons(bad, pl.format(f"storable_values: conversion {{}} {value} {{}} does not fit {target}",
-                                             "conv_id", _shown(value))))
-    for column in ("attributed_clicks", "attributed_conversions"):
-        bad = snapshots.filter(~pl.col(column).is_between(0, INT_UNSIGNED_MAX).fill_null(False))
-        found.append(_reasons(bad, pl.format(f"storable_values: {column} {{}} does not fit {_SNAPSHOTS}.{column} "
-                                             "INT UNSIGNED", pl.col(column))))
+    money_columns = (("revenue", "attributed_revenue"), ("cost", "attributed_cost"))  # two columns, not rows
+    found = [
+        _reasons(snapshots.filter(~storable(pl.col(value), MONEY_DTYPE).fill_null(False) | pl.col(column).is_null()),
+                 pl.format(f"storable_values: {column} {{}} does not fit {_SNAPSHOTS}.{column} {money}", _shown(value)))
+        for value, column in money_columns
+    ] + [
+        _reasons(credits.filter(~pl.col(value).is_finite().fill_null(False)),
+                 pl.format(f"storable_values: conversion {{}} {value} {{}} does not fit {_SNAPSHOTS}.{column} {money}",
+                           "conv_id", _shown(value)))
+        for value, column in money_columns
+    ] + [
+        _reasons(snapshots.filter(~pl.col(column).is_between(0, INT_UNSIGNED_MAX).fill_null(False)),
+                 pl.format(f"storable_values: {column} {{}} does not fit {_SNAPSHOTS}.{column} INT UNSIGNED",
+                           pl.col(column)))
+        for column in ("attributed_clicks", "attributed_conversions")
+    ]
     bad = credits.filter(~storable(pl.col("credit"), CREDIT_DTYPE).fill_null(False) | pl.col("credit_stored").is_null())
     found.append(_reasons(bad, pl.format(f"storable_values: conversion {{}} position {{}} credit {{}} does not fit "
                                          f"{_TOUCHPOINTS}.credit {_decimal_type(CREDIT_DTYPE)}",
