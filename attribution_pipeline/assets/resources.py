@@ -17,8 +17,12 @@ from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage.database import Database
 from attribution_pipeline.storage.run_locks import RunLock, run_is_alive
 
-#: A run younger than this is never declared dead (it may not have taken its lock yet).
+#: A run younger than this that has not said it holds its lock is never declared dead (it may not
+#: have taken its lock yet). A run tagged ``LOCK_TAG`` is dead as soon as its lock is free.
 START_GRACE_SECONDS = 120
+LOCK_TAG = "attribution/liveness_lock"
+#: Retries made by the database object when each run started (the report counts the run's own).
+_RETRIES_AT_START: dict[str, int] = {}
 _PIPELINE_ASSETS = frozenset({"attribution_models", "conversions", "journeys", "credits", "snapshots",
                               "attribution_writeback", "attribution_exports"})
 
@@ -56,8 +60,10 @@ class RunScope(dg.ConfigurableResource):
             try:
                 self.db.retry.run(lambda: mark_dead_runs(context.instance, self.db, lock_dir, run_id, context.log),
                                   what="dead-run sweep", logger=context.log)
+                _RETRIES_AT_START[run_id] = self.db.retry.counter.total
                 lock = RunLock(self.db.engine(), run_id, lock_dir)
-                self.db.retry.run(lock.acquire, what="run lock", logger=context.log)
+                if self.db.retry.run(lock.acquire, what="run lock", logger=context.log):
+                    context.instance.add_run_tags(run_id, {LOCK_TAG: "held"})
             except Exception as exc:  # noqa: BLE001 - liveness is bookkeeping: it never stops a run
                 log_event(context.log, "run_lock_unavailable", level="warning", error=type(exc).__name__,
                           run_id=run_id)
@@ -67,6 +73,20 @@ class RunScope(dg.ConfigurableResource):
         finally:
             if lock is not None:
                 lock.release()
+            _RETRIES_AT_START.pop(run_id, None)
+
+
+def _still_dead(instance: dg.DagsterInstance, db: Database, run_id: str, lock_dir) -> bool:
+    """A second look a moment later: a run that just released its lock at its end is SUCCESS by now."""
+    time.sleep(1.0)
+    run = instance.get_run_by_id(run_id)
+    return (run is not None and run.status == dg.DagsterRunStatus.STARTED
+            and not run_is_alive(db.engine(), run_id, lock_dir))
+
+
+def run_retries(db: Database, run_id: str) -> int:
+    """Database operations retried since the run ``run_id`` started (in this process)."""
+    return db.retry.counter.total - _RETRIES_AT_START.get(run_id, db.retry.counter.total)
 
 
 def is_pipeline_run(run: dg.DagsterRun) -> bool:
@@ -87,9 +107,10 @@ def mark_dead_runs(instance: dg.DagsterInstance, db: Database, lock_dir, current
     for record in records:
         run = record.dagster_run
         started = record.start_time or (record.create_timestamp.timestamp() if record.create_timestamp else now)
-        if run.run_id == current_run_id or not is_pipeline_run(run) or now - started < START_GRACE_SECONDS:
+        young = now - started < START_GRACE_SECONDS and LOCK_TAG not in run.tags
+        if run.run_id == current_run_id or not is_pipeline_run(run) or young:
             continue
-        if run_is_alive(db.engine(), run.run_id, lock_dir):
+        if run_is_alive(db.engine(), run.run_id, lock_dir) or not _still_dead(instance, db, run.run_id, lock_dir):
             continue
         instance.report_run_failed(run, message="the run's process is gone (its liveness lock is free: killed, "
                                    "or its host died); rows it committed stay, the others were never written. "

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from attribution_pipeline.assets.resources import RunScope
+from attribution_pipeline.assets.resources import RunScope, run_retries
 from attribution_pipeline.core import invariants
 from attribution_pipeline.core.hours import HOUR, hour_key
 from attribution_pipeline.core.invariants import GROUP
@@ -72,7 +72,6 @@ class WritebackRun:
         self.by_model: dict[int, dict[str, int]] = {}
         self.stage_seconds: dict[str, float] = {}
         self.started = time.perf_counter()
-        self.retries_before = db.retry.counter.total
         self.stop_reason: str | None = None
 
     def stage(self, name: str):
@@ -255,7 +254,7 @@ class WritebackRun:
             **self.totals,
             "committed_hours": [] if self.scope.dry_run else self.committed_ranges(),
             "uncommitted_hours": self.failed_chunks,
-            "db_retries": self.db.retry.counter.total - self.retries_before,
+            "db_retries": run_retries(self.db, self.run_id),
             "rows_by_model": {str(k): v for k, v in sorted(self.by_model.items())},
             "skipped_models": list(self.skipped.values()),
             "held_groups": held.height,

@@ -22,3 +22,14 @@ def hours_without_exports(snapshot_hours: Sequence[int], exported: Mapping[str, 
         if missing:
             rows.append((hour, ",".join(missing)))
     return pl.DataFrame(rows, orient="row", schema={"date_hour": pl.Int64, "missing": pl.String})
+
+
+def hours_to_catch_up(snapshot_hours: Sequence[int], exported: Mapping[str, Sequence[int]], exclude: Sequence[int],
+                      limit: int) -> tuple[list[int], int]:
+    """Hours with snapshots but without every export file, other than ``exclude`` (the run's own
+    hours), the newest ``limit`` of them (ascending), and how many more remain for later runs."""
+    missing = hours_without_exports(snapshot_hours, exported).get_column("date_hour").to_list()
+    skip = set(exclude)
+    todo = [h for h in missing if h not in skip]
+    chosen = sorted(todo[-limit:]) if limit > 0 else []
+    return chosen, len(todo) - len(chosen)

@@ -45,3 +45,11 @@ def snapshot_user_hours(conn: Connection, first_hour: int, end: int) -> pl.DataF
             .where(s.c.scope_type == "global", s.c.date_hour >= first_hour, s.c.date_hour < end))
     rows = conn.execute(stmt).all()
     return pl.DataFrame([(int(u), int(h)) for u, h in rows], orient="row", schema=USER_HOURS)
+
+
+def snapshot_hours(conn: Connection, first_hour: int, end: int) -> list[int]:
+    """Hours in [first_hour, end) that have global snapshot rows (any user)."""
+    s = tables.attribution_snapshots
+    stmt = (select(s.c.date_hour).distinct()
+            .where(s.c.scope_type == "global", s.c.date_hour >= first_hour, s.c.date_hour < end))
+    return sorted(int(h) for (h,) in conn.execute(stmt))
