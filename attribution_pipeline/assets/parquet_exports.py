@@ -11,7 +11,7 @@ from attribution_pipeline.core.hours import chunk_hours, hour_key
 from attribution_pipeline.exports.layout import table_glob
 from attribution_pipeline.exports.reconcile import reconcile
 from attribution_pipeline.exports.runner import ExportStats, export_chunks, read_chunk
-from attribution_pipeline.io_managers.hourly_parquet import remove_private_frames
+from attribution_pipeline.io_managers.hourly_parquet import remove_run_frames, run_lineage
 from attribution_pipeline.logs import log_event
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage.database import Database
@@ -34,13 +34,12 @@ def attribution_exports(context: dg.AssetExecutionContext, journeys: HourlyFrame
     one file per table and hour, replaced atomically, built from every row stored for the hour
     after the write-back's commit (all users and models, so a ``--user`` run or an inactive model
     never truncates an hour) and from the run's ``journeys``. Money is DECIMAL; no personal data
-    (docs/exports.md). The last step of a run: a scoped run's private frames are removed when it
-    ends."""
-    try:
-        return export_hours(context, journeys, db, settings, scope)
-    finally:
-        if not scope.is_full:
-            remove_private_frames(settings.frames_path, context.run.run_id)
+    (docs/exports.md). The last step of a run: when it succeeds, the run's own frames, and those
+    of the failed runs it re-executes, are removed (when it fails they stay, so that a
+    re-execution from failure finds them)."""
+    result = export_hours(context, journeys, db, settings, scope)
+    remove_run_frames(settings.frames_path, run_lineage(context.instance, context.run))
+    return result
 
 
 def export_hours(context: dg.AssetExecutionContext, journeys: HourlyFrame, db: Database, settings: Settings,

@@ -1,15 +1,19 @@
 """Where export files live, and how they are replaced: atomically, one writer at a time.
 
 ``<root>/<table>/date=YYYY-MM-DD/hour=HH/part.parquet``: hive-partitioned, one file per table and
-UTC hour, written to a temporary name, fsynced and renamed into place, under an ``flock`` on
-``<root>/.export.lock``.
+UTC hour, under an ``flock`` on ``<root>/.export.lock`` (one writer at a time). A set of hours is
+published in two phases: every table's file of every hour is written to a temporary name and
+fsynced (:func:`stage_part`), then all are renamed into place while holding
+``<root>/.publish.lock`` exclusively, and their directories are fsynced (:func:`publish_parts`).
+A reader holding the publish lock shared (``attribution query``, the DuckDB views) therefore sees
+either the old or the new files of all tables, never a mix.
 """
 
 import fcntl
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,8 +39,13 @@ def table_glob(root: Path, table: str) -> str:
     return str(Path(root) / table / "**" / "*.parquet")
 
 
-def write_part(root: Path, table: str, hour: int, df: pl.DataFrame) -> Path:
-    """Replace the hour's file of ``table`` atomically: temporary file, fsync, rename."""
+#: A file written under its temporary name, not yet renamed into place: (temporary, final).
+Staged = tuple[Path, Path]
+
+
+def stage_part(root: Path, table: str, hour: int, df: pl.DataFrame) -> Staged:
+    """Write the hour's file of ``table`` under a temporary name (ignored by the ``*.parquet``
+    glob) and fsync it; :func:`publish_parts` renames it into place."""
     final = part_path(root, table, hour)
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(final.parent)
@@ -46,10 +55,47 @@ def write_part(root: Path, table: str, hour: int, df: pl.DataFrame) -> Path:
             df.write_parquet(fh, compression="zstd", statistics=True)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
-    return final
+        raise
+    return tmp, final
+
+
+def discard(staged: Sequence[Staged]) -> None:
+    """Remove the temporary files of ``staged`` that were not renamed into place."""
+    for tmp, _ in staged:
+        tmp.unlink(missing_ok=True)
+
+
+def publish_parts(root: Path, staged: Sequence[Staged]) -> None:
+    """Rename every staged file into place while holding the publish lock exclusively (readers
+    holding it shared see all the old files or all the new ones), then fsync the directories the
+    renames changed (and their parents, which may hold new directories): durable once this returns."""
+    try:
+        with publish_lock(root, shared=False):
+            for tmp, final in staged:
+                os.replace(tmp, final)
+    finally:
+        discard(staged)
+    folders = {final.parent for _, final in staged}
+    for folder in sorted(folders | {f.parent for f in folders} | {f.parent.parent for f in folders}):
+        fsync_dir(folder)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_part(root: Path, table: str, hour: int, df: pl.DataFrame) -> Path:
+    """Replace the hour's file of ``table`` atomically: temporary file, fsync, rename under the
+    publish lock, fsync of the directory."""
+    staged = stage_part(root, table, hour, df)
+    publish_parts(root, [staged])
+    return staged[1]
 
 
 def _remove_stale_tmp(folder: Path) -> None:

@@ -12,7 +12,7 @@ from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.exports.build import HourExports, build_exports, build_parts, journeys_export
 from attribution_pipeline.exports.columns import SORT_KEYS, TABLES
 from attribution_pipeline.exports.journey_plan import JourneyPlan, Recompute, plan_journeys
-from attribution_pipeline.exports.layout import export_lock, write_part
+from attribution_pipeline.exports.layout import Staged, discard, export_lock, publish_parts, stage_part
 from attribution_pipeline.exports.stored import StoredRows, read_stored_rows
 
 
@@ -35,15 +35,23 @@ class ExportStats:
 
 
 def write_exports(root: Path, hours: Sequence[int], exports: HourExports) -> ExportStats:
-    """One file per table and hour (an empty file for an hour without rows), each atomic."""
+    """One file per table and hour (an empty file for an hour without rows), published together:
+    every file is written under a temporary name and fsynced first, then all are renamed into
+    place under the exclusive publish lock, so a reader holding it shared never sees one table of
+    an hour from this export and another from the previous one."""
     stats = ExportStats(hours=len(hours))
-    for table in TABLES:
-        df: pl.DataFrame = getattr(exports, table)
-        by_hour = df.partition_by("date_hour", as_dict=True, maintain_order=True)
-        for hour in hours:
-            write_part(root, table, hour, by_hour.get((hour,), df.clear()))
-            stats.files += 1
-        stats.rows[table] += df.height
+    staged: list[Staged] = []
+    try:
+        for table in TABLES:
+            df: pl.DataFrame = getattr(exports, table)
+            by_hour = df.partition_by("date_hour", as_dict=True, maintain_order=True)
+            for hour in hours:
+                staged.append(stage_part(root, table, hour, by_hour.get((hour,), df.clear())))
+                stats.files += 1
+            stats.rows[table] += df.height
+        publish_parts(root, staged)
+    finally:
+        discard(staged)
     covered = exports.touchpoints.select("snapshot_id").unique()
     stats.unreconciled_snapshots = exports.snapshots.filter(
         (pl.col("attributed_revenue") != 0) | (pl.col("attributed_cost") != 0)
