@@ -56,9 +56,11 @@ def test_a_chunk_that_fails_after_others_committed_exits_2_and_resume_writes_onl
     instance = dg.DagsterInstance.from_config(str(tmp_path / "dagster"))
     failed = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
     assert len(failed) == 1
-    report = json.loads(next((tmp_path / "dagster").parent.glob("attribution_home/reports/*.json")).read_text()) \
-        if list((tmp_path).glob("attribution_home/reports/*.json")) else None
-    assert report is None or report["outcome"] == 2
+    (report_file,) = (tmp_path / "attribution_home" / "reports").glob("*.json")
+    report = json.loads(report_file.read_text())
+    assert (report["outcome"], report["chunks_committed"], report["run_id"]) == (2, 2, failed[0].run_id)
+    assert [(c["first_hour"], c["last_hour"]) for c in report["uncommitted_hours"]] == [
+        ("2024-06-01-10:00", "2024-06-01-10:00")]
 
     with database.make_engine(mysql_url).begin() as conn:
         conn.exec_driver_sql("DROP TRIGGER refuse_conv_3")

@@ -50,7 +50,7 @@ def _print_hours(report: dict) -> None:
     resumed = f" ({report['chunks_resumed']} chunk(s) committed by the run it resumes)" if report.get("chunks_resumed") else ""
     committed = report.get("committed_hours", [])
     print("  committed hours: " + (", ".join(f"{a} .. {b}" for a, b in committed) or "none") + resumed)
-    for chunk in report.get("uncommitted_hours", report.get("rolled_back_chunks", [])):
+    for chunk in report["uncommitted_hours"]:
         print(f"  not committed {chunk['first_hour']} .. {chunk['last_hour']}: {chunk['reason']}")
     if report.get("db_retries"):
         print(f"  database operations retried: {report['db_retries']}")

@@ -83,6 +83,7 @@ def publish_parts(root: Path, staged: Sequence[Staged]) -> None:
 
 
 def fsync_dir(folder: Path) -> None:
+    """Make the renames and links done in ``folder`` durable (the export files and the frames)."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

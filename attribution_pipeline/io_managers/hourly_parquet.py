@@ -44,6 +44,7 @@ import polars as pl
 from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.core.hours import hours_in
 from attribution_pipeline.errors import MissingUpstreamHours
+from attribution_pipeline.exports.layout import fsync_dir
 
 RUNS_DIR = "_runs"
 #: A run's private frames untouched for longer than this are left over (a crash, a failed run never
@@ -54,15 +55,6 @@ STALE_PRIVATE_SECONDS = 86400
 def hour_file(root: Path, asset: str, hour: int) -> Path:
     moment = datetime.fromtimestamp(hour, tz=timezone.utc)
     return root / asset / f"date={moment:%Y-%m-%d}" / f"hour={moment:%H}.parquet"
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make the renames and links done in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _tmp_name(path: Path, kind: str) -> Path:
