@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
+from attribution_pipeline.automation.jobs import JOB_NAME, PIPELINE_KEYS
 from attribution_pipeline.logs import log_event, stdlib_logger
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage.database import Database
@@ -23,8 +24,6 @@ START_GRACE_SECONDS = 120
 LOCK_TAG = "attribution/liveness_lock"
 #: Retries made by the database object when each run started (the report counts the run's own).
 _RETRIES_AT_START: dict[str, int] = {}
-_PIPELINE_ASSETS = frozenset({"attribution_models", "conversions", "journeys", "credits", "snapshots",
-                              "attribution_writeback", "attribution_exports"})
 
 
 class RunScope(dg.ConfigurableResource):
@@ -90,11 +89,9 @@ def run_retries(db: Database, run_id: str) -> int:
 
 
 def is_pipeline_run(run: dg.DagsterRun) -> bool:
-    """Does ``run`` execute a step of the hourly pipeline (any job, UI runs included)?"""
-    if run.job_name == "attribution_job":
-        return True
-    selected = {key.to_user_string() for key in (run.asset_selection or ())}
-    return bool(selected & _PIPELINE_ASSETS)
+    """Does ``run`` execute a step of the hourly pipeline (any job, UI runs included)? Those runs
+    hold a liveness lock (every step uses this resource); a run of checks alone does not."""
+    return run.job_name == JOB_NAME or bool(run.asset_selection and PIPELINE_KEYS & set(run.asset_selection))
 
 
 def mark_dead_runs(instance: dg.DagsterInstance, db: Database, lock_dir, current_run_id: str | None,

@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from attribution_pipeline.assets.hourly import RANGE_END_TAG, RANGE_START_TAG
-from attribution_pipeline.automation.jobs import JOB_NAME, PIPELINE_KEYS
+from attribution_pipeline.assets.resources import is_pipeline_run
+from attribution_pipeline.automation.jobs import PIPELINE_KEYS
 from attribution_pipeline.logs import clean, log_event
 
 MAX_FAILED_CHECKS = 50  # per alert
@@ -65,12 +66,9 @@ def run_hours_label(run: dg.DagsterRun) -> str:
 
 def is_attribution_run(run: dg.DagsterRun) -> bool:
     """The run materialises or checks an attribution asset (any job: attribution_job, UI runs)."""
-    if run.job_name == JOB_NAME:
+    if is_pipeline_run(run):
         return True
-    keys = PIPELINE_KEYS
-    if run.asset_selection and keys & set(run.asset_selection):
-        return True
-    return bool(run.asset_check_selection and keys & {c.asset_key for c in run.asset_check_selection})
+    return bool(run.asset_check_selection and PIPELINE_KEYS & {c.asset_key for c in run.asset_check_selection})
 
 
 def metadata_value(metadata, name):
