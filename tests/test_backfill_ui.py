@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import scenarios
 from attribution_pipeline.storage import database
 from attribution_pipeline.assets.hourly import RANGE_END_TAG, RANGE_START_TAG
 from attribution_pipeline.core.hours import hour_key
+from faults.tcp_proxy import free_port
 from oracle import php_engine
 from pipeline import HOUR, run
 
@@ -28,12 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 T = scenarios.T
 FIRST = T - 600 * HOUR  # 720 hours that contain the spec §4.6 conversions
 LAST = FIRST + 719 * HOUR
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:

@@ -20,6 +20,7 @@ for its Unix socket (``SELECT @@socket``) and reconnects through it, which would
 around the proxy.
 """
 
+import random
 import socket
 import struct
 import threading
@@ -40,10 +41,24 @@ def local_address() -> str:
     return "127.0.0.1" if address.startswith("127.") else address
 
 
+# Ports below the kernel's ephemeral range (``ip_local_port_range``, 32768-60999 by default), so
+# an outgoing connection (the suite opens thousands to MySQL) can never take the port between the
+# moment it is chosen and the moment it is bound, or while an outage has the listener closed.
+PORTS = range(20000, 32768)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port free on ``host`` now, outside the ephemeral range (see ``PORTS``)."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.choice(PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port on {host} in {PORTS.start}-{PORTS.stop - 1}")
 
 
 @dataclass
@@ -95,6 +110,12 @@ class TcpProxy:
         self.stop()
 
     def start(self) -> None:
+        for _ in range(20):
+            try:
+                self._listen()
+                return
+            except OSError:  # taken since it was chosen (another test's proxy): choose again
+                self.port = free_port(self.host)
         self._listen()
 
     def stop(self) -> None:
@@ -161,10 +182,14 @@ class TcpProxy:
         with self._lock:
             if self._stopped:
                 return
-        try:
-            self._listen()
-        except OSError as exc:  # the port was taken meanwhile: the test will see the run fail
-            self.errors.append(f"reopen failed: {exc}")
+        for attempt in range(50):
+            try:
+                self._listen()
+                return
+            except OSError as exc:  # still held (a closing socket): the test sees it if it stays
+                if attempt == 49:
+                    self.errors.append(f"reopen failed: {exc}")
+                time.sleep(0.1)
 
     def _close_listener(self) -> None:
         listener, self._listener = self._listener, None
