@@ -7,7 +7,7 @@ the factory the ``attribution`` CLI and the tests call with their own settings.
 
 import dagster as dg
 
-from attribution_pipeline.assets import credits, inputs, journeys, parquet_exports, writeback
+from attribution_pipeline.assets import credits, inputs, journeys, parquet_exports, source_changes, writeback
 from attribution_pipeline.assets.freshness import writeback_latest_hour_fresh
 from attribution_pipeline.assets.gaps import gap_scan_job, gap_scan_schedule, writeback_history_gaps
 from attribution_pipeline.assets.hourly import Hourly, hourly_partitions
@@ -25,8 +25,8 @@ from attribution_pipeline.storage.database import Database
 def build_definitions(settings: Settings) -> dg.Definitions:
     """The pipeline's definitions for ``settings`` (partitions, resources, job, schedule, sensors)."""
     hourly = Hourly(hourly_partitions(settings.partitions_start))
-    pipeline = [*inputs.build(hourly), *journeys.build(hourly), *credits.build(hourly), *writeback.build(hourly),
-                *parquet_exports.build(hourly)]  # each asset family with its checks beside it
+    pipeline = [*source_changes.build(hourly), *inputs.build(hourly), *journeys.build(hourly), *credits.build(hourly),
+                *writeback.build(hourly), *parquet_exports.build(hourly)]  # each asset family with its checks beside it
     checks = [d for d in pipeline if isinstance(d, dg.AssetChecksDefinition)]
     db = Database.from_settings(settings)
     return dg.Definitions(

@@ -90,7 +90,7 @@ def attribution_models(context: dg.AssetExecutionContext, db: dg.ResourceParam[D
     )
 
 
-def conversions(context: dg.AssetExecutionContext, db: dg.ResourceParam[Database],
+def conversions(context: dg.AssetExecutionContext, source_changes: HourlyFrame, db: dg.ResourceParam[Database],
                 settings: dg.ResourceParam[Settings], scope: RunScope) -> HourlyFrame:
     """The conversions of each hour: ``H <= conv_time <= H + 3599``, not soft-deleted, of users not
     deleted, with their converting click's cpc (spec §2.1; D3, D15, D16).
@@ -100,14 +100,20 @@ def conversions(context: dg.AssetExecutionContext, db: dg.ResourceParam[Database
     several times counts once. A run of several chunks
     scans 202_conversion_logs once for the whole range and reads each chunk by primary key; a
     one-chunk run reads its hours with one query (``prosper_reads.ConversionIndex``).
+
+    Only the (user, hour) pairs ``source_changes`` recomputes are read (D22): the others keep
+    their stored rows, untouched.
     """
     users = scope_users(db, scope)
-    index = prosper_reads.ConversionIndex(db, run_hours(context), users, logger=context.log)
+    wanted = source_changes.collect().filter(pl.col("recompute")).select("date_hour", "user_id")
+    hours = sorted(set(wanted.get_column("date_hour").to_list()))
+    index = prosper_reads.ConversionIndex(db, hours, users, logger=context.log) if hours else None
 
     def produce(chunk: tuple[int, ...], stats: FrameStats) -> pl.DataFrame:
-        if users == []:
+        todo = [h for h in chunk if h in set(hours)]
+        if users == [] or not todo:
             return frames.empty(frames.CONVERSIONS)
-        df = index.conversions(chunk)
+        df = index.conversions(tuple(todo)).join(wanted, on=["date_hour", "user_id"], how="semi")
         stats.count("conversions", int((df["click_rows"] > 0).sum()))
         stats.count("orphan_conversions", int(df.select(orphan().sum()).item()))
         stats.count("foreign_user_clicks", int(df.select(foreign_click().sum()).item()))

@@ -42,6 +42,7 @@ class RunScope(dg.ConfigurableResource):
     users: list[int] = []
     models: list[int] = []
     dry_run: bool = False
+    full: bool = False  # recompute and rewrite every (user, hour), changed or not (``--full``, D22)
     report_path: str = ""  # where the run writes its report (JSON); default under the reports folder
     db: dg.ResourceDependency[Database]
     settings: dg.ResourceDependency[Settings]

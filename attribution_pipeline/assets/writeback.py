@@ -10,6 +10,7 @@ from attribution_pipeline.assets.writeback_run import ChunkFrames, WritebackRun
 from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.core.hours import HOUR, chunk_hours
 from attribution_pipeline.settings import Settings
+from attribution_pipeline.storage import source_state
 from attribution_pipeline.storage.database import Database
 
 WRITEBACK = "attribution_writeback"
@@ -42,25 +43,29 @@ CHECKS = [
 ]
 
 
-def attribution_writeback(context: dg.AssetExecutionContext, conversions: HourlyFrame, journeys: HourlyFrame,
-                          attribution_models: HourlyFrame, credits: HourlyFrame, snapshots: HourlyFrame,
-                          db: dg.ResourceParam[Database], settings: dg.ResourceParam[Settings],
+def attribution_writeback(context: dg.AssetExecutionContext, source_changes: HourlyFrame, conversions: HourlyFrame,
+                          journeys: HourlyFrame, attribution_models: HourlyFrame, credits: HourlyFrame,
+                          snapshots: HourlyFrame, db: dg.ResourceParam[Database], settings: dg.ResourceParam[Settings],
                           scope: RunScope) -> dg.MaterializeResult:
     """Writes 202_attribution_snapshots and 202_attribution_touchpoints for the keys the run owns
     (D9), chunk by chunk, each chunk atomic under named locks, read back before commit and
     committed with its audit rows (D18) and the 202_cronjob_logs stamp (D11). Groups failing an
     invariant are held (their stored rows stay) and the run ends with outcome 2 (D19). A chunk
     that cannot be committed fails the run after the others were written (outcome 2, or 1 if
-    nothing was committed); a re-execution of the run skips the chunks its parents committed."""
+    nothing was committed); a re-execution of the run skips the chunks its parents committed.
+    The (user, hour) pairs ``source_changes`` does not recompute keep their rows; those it does
+    are recorded with what they were computed from, in their chunk's transaction (D22)."""
     run_id = context.run.run_id
     run = WritebackRun(db=db, settings=settings, scope=scope, hours=run_hours(context), run_id=run_id,
                        logger=context.log, fields=run_fields(context),
                        resumed=committed_by_parents(context.instance, context.run),
-                       on_commit=lambda chunk: record_commit(context, chunk))
+                       on_commit=lambda chunk: record_commit(context, chunk),
+                       record_state=records_state(db, settings, scope))
 
     def read(chunk):
         return ChunkFrames(models=attribution_models.read(chunk), conversions=conversions.read(chunk),
-                           journeys=journeys.read(chunk), credits=credits.read(chunk), snapshots=snapshots.read(chunk))
+                           journeys=journeys.read(chunk), credits=credits.read(chunk), snapshots=snapshots.read(chunk),
+                           changes=source_changes.read(chunk))
 
     path = Path(scope.report_path) if scope.report_path else settings.reports_path / f"{run_id}.json"
     try:
@@ -76,6 +81,20 @@ def attribution_writeback(context: dg.AssetExecutionContext, conversions: Hourly
             "committed_hours": dg.MetadataValue.json(report["committed_hours"]),
             "uncommitted_hours": dg.MetadataValue.json(report["uncommitted_hours"][:50])})
     return run.materialize_result(report, path)
+
+
+def records_state(db: Database, settings: Settings, scope: RunScope) -> bool:
+    """Whether the run records what its (user, hour) pairs were computed from (D22): not for a
+    run of some models (the user's other models were not recomputed), nor for journeys read from
+    202_conversion_touchpoints (not fingerprinted), nor without the state table (``init-db``)."""
+    if scope.models or scope.dry_run or settings.journey_source != "clicks":
+        return False
+
+    def exists():
+        with db.engine().connect() as conn:
+            return source_state.has_state_table(conn)
+
+    return db.retry.run(exists, what="find attribution_source_state")
 
 
 def failure_text(report: dict, run: WritebackRun) -> str:

@@ -31,6 +31,8 @@ ERROR = dg.AssetCheckSeverity.ERROR
 WARN = dg.AssetCheckSeverity.WARN
 _COUNTS = ("snapshots_written", "touchpoints_written", "snapshots_deleted", "touchpoints_deleted",
            "journey_touches_written")
+#: What an incremental run recomputed and left alone (D22), summed over its committed chunks.
+_INCREMENTAL = ("user_hours_recomputed", "user_hours_skipped", "groups_written", "groups_unchanged")
 
 
 @dataclass
@@ -42,6 +44,7 @@ class ChunkFrames:
     journeys: pl.DataFrame
     credits: pl.DataFrame
     snapshots: pl.DataFrame
+    changes: pl.DataFrame | None = None  # source_changes of the chunk (D22); None: every pair recomputed
 
 
 class WritebackRun:
@@ -53,10 +56,13 @@ class WritebackRun:
     """
 
     def __init__(self, *, db: Database, settings: Settings, scope: RunScope, hours: list[int], run_id: str,
-                 logger, fields: dict, resumed: frozenset[int] = frozenset(), on_commit=None):
+                 logger, fields: dict, resumed: frozenset[int] = frozenset(), on_commit=None,
+                 record_state: bool = False):
         self.db, self.settings, self.scope = db, settings, scope
         self.hours, self.run_id, self.logger, self.fields = hours, run_id, logger, fields
         self.resumed, self.on_commit = resumed, on_commit
+        self.record_state = record_state and not scope.dry_run  # note what was written from what (D22)
+        self._change_counts: dict[tuple[int, ...], dict[str, int]] = {}
         self.now = int(time.time())
         self.lookback_start, self.lookback_end = hours[0], hours[-1] + HOUR - 1
         self.held: list[pl.DataFrame] = []
@@ -68,7 +74,8 @@ class WritebackRun:
         self.resumed_chunks: list[tuple[int, ...]] = []
         self.compared: list[pl.DataFrame] = []
         self.skipped: dict[int, dict] = {}
-        self.totals = {"conversions": 0, **{k: 0 for k in _COUNTS}, "chunks_committed": 0, "chunks_resumed": 0}
+        self.totals = {"conversions": 0, **{k: 0 for k in _COUNTS}, "chunks_committed": 0, "chunks_resumed": 0,
+                       **{k: 0 for k in _INCREMENTAL}}
         self.by_model: dict[int, dict[str, int]] = {}
         self.stage_seconds: dict[str, float] = {}
         self.started = time.perf_counter()
@@ -113,6 +120,12 @@ class WritebackRun:
                                           credits=frames.credits, snapshots=frames.snapshots, models=models,
                                           touch_cap=self.settings.touch_cap)
         keys = held.select(GROUP).unique()
+        changes = frames.changes
+        if changes is not None:
+            skipped = changes.filter(~pl.col("recompute"))
+            self._change_counts[chunk] = {
+                "user_hours_recomputed": changes.height - skipped.height, "user_hours_skipped": skipped.height,
+                "groups_unchanged": int(skipped.get_column("stored_groups").fill_null(0).sum())}
         persist = self.settings.persist_journeys and self.settings.journey_source == "clicks"
         snapshots = frames.snapshots.join(keys, on=GROUP, how="anti")
         summary = run_summary([snapshots.with_columns(chunk=pl.lit(chunk[0]))])
@@ -127,6 +140,10 @@ class WritebackRun:
             journeys=_journeys_to_persist(frames.journeys, held) if persist else None,
             audits=audit_rows(summary, lookback_start=self.lookback_start, lookback_end=self.lookback_end,
                               now=self.now) if summary.height else None,
+            unchanged=None if changes is None else changes.filter(~pl.col("recompute")).select("user_id", "date_hour"),
+            state=(changes.filter(pl.col("recompute")).select("user_id", "date_hour", "source_fp")
+                   if changes is not None and self.record_state else None),
+            token=self.run_id,
         )
 
     def process(self, chunk: tuple[int, ...], frames: ChunkFrames) -> None:
@@ -187,6 +204,7 @@ class WritebackRun:
         self.totals["chunks_committed"] += 1
         for key in _COUNTS:
             self.totals[key] += getattr(outcome, key)
+        self._count_changes(plan, outcome)
         for model_id, counts in outcome.by_model.items():
             acc = self.by_model.setdefault(model_id, {"snapshots": 0, "touchpoints": 0})
             acc["snapshots"] += counts["snapshots"]
@@ -200,6 +218,11 @@ class WritebackRun:
                   stage_ms={k: round(v * 1000, 1) for k, v in outcome.stage_seconds.items()}, **self.fields)
         if self.on_commit is not None:
             self.on_commit(chunk)
+
+    def _count_changes(self, plan: ChunkWrite, outcome: ChunkOutcome) -> None:
+        self.totals["groups_written"] += outcome.snapshots_written
+        for key, value in self._change_counts.pop(plan.hours, {}).items():
+            self.totals[key] += value
 
     # -- the end of the run ----------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 #: The assets of the hourly pipeline, in the order data flows through them.
-PIPELINE_ASSETS = ("attribution_models", "conversions", "journeys", "credits", "snapshots",
+PIPELINE_ASSETS = ("source_changes", "attribution_models", "conversions", "journeys", "credits", "snapshots",
                    "attribution_writeback", "attribution_exports")
 PIPELINE_KEYS = frozenset(dg.AssetKey(name) for name in PIPELINE_ASSETS)
 JOB_NAME = "attribution_job"

@@ -23,7 +23,7 @@ def instance_for(settings: Settings, dry_run: bool) -> dg.DagsterInstance:
 
 
 def run_job(defs: dg.Definitions, settings: Settings, first_hour: int, last_hour: int, *, users=(), models=(),
-            dry_run: bool = False, report_path: str | None = None, source: str = "cli",
+            dry_run: bool = False, full: bool = False, report_path: str | None = None, source: str = "cli",
             instance: dg.DagsterInstance | None = None, verbose: bool = False, tags: dict | None = None):
     """Execute ``attribution_job`` of ``defs`` in-process as one run over ``[first_hour, last_hour]``.
 
@@ -36,7 +36,7 @@ def run_job(defs: dg.Definitions, settings: Settings, first_hour: int, last_hour
         "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "WARNING"}}},
         "resources": {
             "scope": {"config": {"users": list(users), "models": list(models), "dry_run": dry_run,
-                                 "report_path": report_path}}
+                                 "full": full, "report_path": report_path}}
         },
     }
     job = defs.resolve_job_def(JOB_NAME)

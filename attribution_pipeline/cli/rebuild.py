@@ -67,7 +67,7 @@ def cmd_rebuild(args, settings: Settings) -> int:
               "yet and were left out")
     print(f"database: {db.display_url()}")
     result, report = run_job(build_definitions(settings), settings, selection.first, selection.last, users=users,
-                             models=models, dry_run=args.dry_run, verbose=args.verbose)
+                             models=models, dry_run=args.dry_run, full=args.full, verbose=args.verbose)
     return report_outcome(result, report, engine)
 
 
@@ -79,6 +79,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--user", type=int, action="extend", nargs="+", help="only these users (repeatable)")
     p.add_argument("--model", type=int, action="extend", nargs="+", help="only these models (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="compute and compare with the stored rows, write nothing")
+    p.add_argument("--full", action="store_true",
+                   help="recompute and rewrite every hour, even those whose inputs did not change (D22)")
     p.add_argument("--verbose", action="store_true", help="print the run's structured log lines")
     p.set_defaults(func=cmd_rebuild)
     add_resume(sub)
@@ -107,6 +109,7 @@ def cmd_resume(args, settings: Settings) -> int:
     print(f"resuming run {args.run_id}: {first_key} .. {last_key}")
     result, report = run_job(build_definitions(settings), settings, key_hour(first_key), key_hour(last_key),
                              users=scope.get("users", []), models=scope.get("models", []), instance=instance,
+                             full=bool(scope.get("full", False)),
                              verbose=args.verbose, tags={RESUME_TAG: args.run_id}, source="resume")
     return report_outcome(result, report, db.engine())
 

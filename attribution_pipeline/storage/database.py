@@ -18,6 +18,7 @@ Hardening (``docs/configuration.md``, *Connections and TLS*):
 """
 
 import ssl
+import zlib
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -210,6 +211,10 @@ def tls_connect_args(params: Mapping[str, str]) -> dict:
 # ------------------------------------------------------------------------------------------
 
 
+def _crc32(text):
+    return None if text is None else zlib.crc32(str(text).encode())
+
+
 def _sqlite_engine(url: str, parsed: URL, pool: dict) -> Engine:
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -222,6 +227,8 @@ def _sqlite_engine(url: str, parsed: URL, pool: dict) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.close()
+        # MySQL's CRC32(), which the source fingerprints use (storage/source_state.py)
+        dbapi_connection.create_function("crc32", 1, _crc32, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _begin(conn):

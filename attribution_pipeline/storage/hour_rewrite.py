@@ -5,13 +5,15 @@ deleted, the model is active, valid and selected, and the hour is selected (D9).
 whole hours, in one transaction, under a named lock per hour (``GET_LOCK`` on MySQL,
 ``BEGIN IMMEDIATE`` on SQLite):
 
-1. find the stored snapshot rows of the owned keys (held groups excluded: their rows stay);
+1. find the stored snapshot rows of the owned keys (held groups and the (user, hour) pairs not
+   recomputed excluded: their rows stay);
 2. delete their touchpoints and them (stale hours and PHP's duplicate rows go too, D4);
 3. insert the new snapshots (a key that existed keeps its lowest snapshot id and its
    created_at, as PHP reruns do), read their ids back, insert their touchpoints;
 4. read both tables back and compare with what was computed (as DECIMAL strings); any
    difference raises :class:`WriteBackMismatch` and the chunk rolls back;
-5. write the chunk's audit rows and the cron-log stamp (D18, D11);
+5. record what each recomputed (user, hour) was computed from (D22), write the chunk's audit rows
+   and the cron-log stamp (D18, D11);
 6. commit. A crash at any point leaves the chunk's old rows or its new rows, never a mix.
 
 Re-running the same hours gives the same rows (idempotent). Rows of other users, inactive,
@@ -26,10 +28,11 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Connection, Engine
 
 from attribution_pipeline.core.invariants import GROUP
+from attribution_pipeline.core.source_fingerprints import empty_stored_fp, stored_fingerprints
 from attribution_pipeline.core.run_summary import foreign_rows
 from attribution_pipeline.errors import WriteBackMismatch
 from attribution_pipeline.logs import timed_into
-from attribution_pipeline.storage import tables
+from attribution_pipeline.storage import source_state, tables
 from attribution_pipeline.storage.audit import record_chunk
 from attribution_pipeline.storage.bulk import bulk_load
 from attribution_pipeline.storage.frame_io import chunked
@@ -58,6 +61,9 @@ class ChunkWrite:
     lookback_end: int
     journeys: pl.DataFrame | None = None  # frames.JOURNEYS to persist into 202_conversion_touchpoints
     audits: pl.DataFrame | None = None  # the chunk's audit rows (D18), committed with its rows
+    unchanged: pl.DataFrame | None = None  # (user_id, date_hour) not recomputed: their rows stay (D22)
+    state: pl.DataFrame | None = None  # (user_id, date_hour, source_fp) to record as written (D22)
+    token: str = ""  # the write's token in attribution_source_state (the run id)
 
 
 @dataclass
@@ -69,6 +75,7 @@ class ChunkOutcome:
     touchpoints_written: int = 0
     journey_touches_written: int = 0
     audit_rows: int = 0
+    state_rows: int = 0
     seconds: float = 0.0
     by_model: dict[int, dict[str, int]] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -98,6 +105,9 @@ def write_chunk(engine: Engine, plan: ChunkWrite, *, now: int, batch_rows: int, 
                 if plan.journeys is not None:
                     with outcome.stage("persist_journeys"):
                         outcome.journey_touches_written = persist_journeys(conn, plan.journeys, now=now, batch_rows=batch_rows)
+                if plan.state is not None:
+                    with outcome.stage("record_state"):
+                        outcome.state_rows = record_state(conn, plan, now=now)
                 if plan.audits is not None:
                     with outcome.stage("audit"):
                         outcome.audit_rows = record_chunk(conn, plan.audits, now=now)
@@ -115,6 +125,8 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
         existing = stored_snapshots(conn, plan.owned, plan.hours).join(
             plan.held.select(GROUP).unique(), on=GROUP, how="anti"
         )
+        if plan.unchanged is not None:
+            existing = existing.join(plan.unchanged, on=["user_id", "date_hour"], how="anti")
     outcome.foreign = foreign_rows(existing)
     old_ids = existing.get_column("snapshot_id").to_list()
     with outcome.stage("delete"):
@@ -168,6 +180,19 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
         int(m): {"snapshots": int(s), "touchpoints": int(t)}
         for m, s, t in zip(per_model["model_id"], per_model["snapshots"], per_model["touchpoints"])
     }
+
+
+def record_state(conn: Connection, plan: ChunkWrite, *, now: int) -> int:
+    """Record, in the chunk's transaction, what each recomputed (user, hour) was computed from and
+    how its snapshot rows are now stored (D22); a (user, hour) with a held group is forgotten, so
+    that the next run recomputes it."""
+    keys = ["user_id", "date_hour"]
+    held = plan.held.select(keys).unique()
+    written = plan.state.join(held, on=keys, how="anti")
+    stored = stored_fingerprints(stored_snapshots(conn, plan.owned, plan.hours).join(written, on=keys, how="semi"))
+    rows = written.join(stored, on=keys, how="left").with_columns(pl.col("stored_fp").fill_null(empty_stored_fp()))
+    source_state.forget(conn, held.join(plan.state, on=keys, how="semi"))
+    return source_state.record(conn, rows, token=plan.token, now=now)
 
 
 def _check_snapshots(expected: pl.DataFrame, written: pl.DataFrame) -> None:

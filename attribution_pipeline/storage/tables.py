@@ -375,6 +375,27 @@ cronjob_logs = Table(
     **_TABLE_OPTS,
 )
 
+# --------------------------------------------------------------------------------------------
+# the pipeline's own table (not Prosper202's): what each (user, hour) was last computed from
+# --------------------------------------------------------------------------------------------
+
+#: One row per (user, hour) the pipeline wrote: the fingerprint of the inputs its rows were
+#: computed from, of its stored snapshot rows as written, and the write's token and the token the
+#: Parquet export last published (D22: incremental runs).
+source_state = Table(
+    "attribution_source_state",
+    metadata,
+    Column("user_id", u_mediumint(), primary_key=True, autoincrement=False),
+    Column("date_hour", u_int(), primary_key=True, autoincrement=False),
+    Column("source_fp", String(48), nullable=False),
+    Column("stored_fp", String(48), nullable=False),
+    Column("write_token", String(64), nullable=False),
+    Column("export_token", String(64), nullable=True),
+    Column("written_at", u_int(), nullable=False),
+    Index("hour_lookup", "date_hour"),
+    **_TABLE_OPTS,
+)
+
 #: Tables the pipeline reads (never written, except conversion touchpoints when journey
 #: persistence is switched on).
 SOURCE_TABLES = (
@@ -383,6 +404,8 @@ SOURCE_TABLES = (
 )
 #: Tables the pipeline writes.
 OUTPUT_TABLES = (attribution_snapshots, attribution_touchpoints, attribution_audit, cronjob_logs)
+#: The pipeline's own tables (created by ``init-db``; Prosper202 knows nothing of them).
+PIPELINE_TABLES = (source_state,)
 
 #: Cron log row Prosper202's System Checks page reads for the attribution rebuild.
 CRONJOB_LOG_ID_ATTRIBUTION = 2

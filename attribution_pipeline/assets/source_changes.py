@@ -1,0 +1,104 @@
+"""The source_changes asset: which (user, hour) of the run must be recomputed (D22).
+
+Runs first. A (user, hour) whose inputs have the fingerprint recorded when its rows were last
+written, and whose stored snapshot rows are still the rows written then, is not recomputed, not
+rewritten and not re-exported: the hourly schedule's run over the trailing hours costs what changed.
+"""
+
+import dagster as dg
+import polars as pl
+
+from attribution_pipeline.assets.hourly import Hourly, run_fields, run_hours, scope_users
+from attribution_pipeline.assets.resources import RunScope
+from attribution_pipeline.core import source_fingerprints as fp
+from attribution_pipeline.core.frames import HourlyFrame
+from attribution_pipeline.core.hours import HOUR
+from attribution_pipeline.core.model_rules import parse_model_row
+from attribution_pipeline.logs import log_event
+from attribution_pipeline.settings import Settings
+from attribution_pipeline.storage import prosper_reads, source_state
+from attribution_pipeline.storage.database import Database
+from attribution_pipeline.storage.frame_io import read_frame
+from attribution_pipeline.storage.stored_rows import stored_snapshots
+
+
+def full_rewrite_reason(scope: RunScope, settings: Settings) -> str | None:
+    """Why every (user, hour) of the run is recomputed and rewritten, or None (incremental)."""
+    if scope.full:
+        return "full rewrite (--full)"
+    if scope.dry_run:
+        return "dry run (compares everything)"
+    if scope.models:
+        return "full rewrite (a run of some models only)"
+    if settings.journey_source != "clicks":
+        return "full rewrite (journeys read from 202_conversion_touchpoints)"
+    return None
+
+
+def rules(settings: Settings) -> dict:
+    """The settings a run's rows depend on, beside the database's rows."""
+    return {"lookback_seconds": settings.lookback_seconds, "touch_cap": settings.touch_cap,
+            "journey_source": settings.journey_source}
+
+
+def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: list[int], logger=None) -> pl.DataFrame:
+    """:data:`~attribution_pipeline.core.source_fingerprints.CHANGES` for the run's users and hours."""
+    wanted = scope_users(db, scope)
+    lo, hi = hours[0], hours[-1] + HOUR - 1
+
+    def read():
+        with db.engine().connect() as conn:
+            users = [] if wanted == [] else prosper_reads.active_users(conn, wanted)
+            models = prosper_reads.model_rows(conn, users)
+            user_fp = fp.user_fingerprints(users, models, source_state.settings_rows(conn, users),
+                                           source_state.campaign_rows(conn, users), rules(settings))
+            current = fp.source_fingerprints(
+                hours, user_fp, source_state.conversion_parts(conn, users, lo, hi),
+                source_state.click_parts(conn, users, lo - settings.lookback_seconds, hi), settings.lookback_seconds)
+            reason = full_rewrite_reason(scope, settings)
+            if reason is None and not source_state.has_state_table(conn):
+                reason = "full rewrite (no attribution_source_state table: run `attribution init-db`)"
+            if reason is not None:
+                return fp.decide(current, pl.DataFrame(), pl.DataFrame(), full_reason=reason)
+            owned = pl.DataFrame([{"model_id": s.model_id, "user_id": s.user_id}
+                                  for s in map(parse_model_row, models) if s.is_valid],
+                                 schema={"model_id": pl.Int64, "user_id": pl.Int64})
+            stored = fp.stored_fingerprints(stored_snapshots(conn, owned, hours, reader=read_frame))
+            return fp.decide(current, source_state.recorded(conn, users, hours), stored, full_reason=None)
+
+    return db.retry.run(read, what="source fingerprints", logger=logger)
+
+
+def source_changes(context: dg.AssetExecutionContext, db: dg.ResourceParam[Database],
+                   settings: dg.ResourceParam[Settings], scope: RunScope):
+    """Per (user, hour) of the run: the fingerprint of everything its rows are computed from
+    (conversions with their converting clicks, the clicks its journeys can reach, models,
+    multi-touch settings, the pipeline's rules), and whether it is recomputed: when that
+    fingerprint, or the stored rows, differ from what the pipeline recorded at its last write
+    (D22). ``--full``, dry runs and runs of some models recompute everything."""
+    hours = run_hours(context)
+    changes = compute_changes(db, settings, scope, hours, logger=context.log)
+    counts = dict(changes.group_by("reason").len().iter_rows())
+    recompute = changes.filter(pl.col("recompute"))
+    log_event(context.log, "source_changes", stage="source_changes", user_hours=changes.height,
+              recomputed=recompute.height, skipped=changes.height - recompute.height, **run_fields(context))
+    yield dg.Output(
+        HourlyFrame.from_frame(changes, hours, fp.CHANGES, chunk_size=settings.chunk_hours,
+                               scoped=not scope.is_full, name="source_changes"),
+        metadata={
+            "user_hours": changes.height,
+            "user_hours_recomputed": recompute.height,
+            "user_hours_skipped": changes.height - recompute.height,
+            "hours_recomputed": recompute.get_column("date_hour").n_unique(),
+            "reasons": dg.MetadataValue.json(counts),
+        },
+    )
+
+
+def recomputed(changes: HourlyFrame, chunk: tuple[int, ...]) -> pl.DataFrame:
+    """``date_hour, user_id, source_fp`` of the (user, hour) pairs of ``chunk`` to recompute."""
+    return changes.read(chunk).filter(pl.col("recompute")).select("date_hour", "user_id", "source_fp")
+
+
+def build(hourly: Hourly) -> list:
+    return [hourly.frame_asset(kinds={"mysql"})(source_changes)]
