@@ -1,7 +1,7 @@
 """Child process of the benchmark: one Dagster run over [first, last] through the real job.
 
 Prints one JSON line with the run's timings (wall, per step, per write-back stage, per journey
-stage) so the parent can report where time goes. Peak RSS is measured by the parent (wait4).
+stage) so the parent can report where time goes, and its own peak RSS (VmHWM).
 """
 
 import argparse
@@ -18,7 +18,7 @@ def main() -> None:
     parser.add_argument("--db-url", required=True)
     parser.add_argument("--first", type=int, required=True)
     parser.add_argument("--last", type=int, required=True)
-    parser.add_argument("--chunk-hours", type=int, default=168)
+    parser.add_argument("--chunk-hours", type=int, help="default: ATTRIBUTION_CHUNK_HOURS, else the pipeline's default")
     parser.add_argument("--report", required=True)
     args = parser.parse_args()
 
@@ -31,7 +31,9 @@ def main() -> None:
     from attribution_pipeline.settings import Settings
 
     imported = time.perf_counter() - started
-    settings = Settings.from_env().replace(db_url=args.db_url, chunk_hours=args.chunk_hours)
+    settings = Settings.from_env().replace(db_url=args.db_url)
+    if args.chunk_hours:
+        settings = settings.replace(chunk_hours=args.chunk_hours)
     result, report = run_job(build_definitions(settings), settings, args.first, args.last, report_path=args.report,
                              source="bench")
     steps = {
@@ -43,6 +45,7 @@ def main() -> None:
     print(json.dumps({
         "success": result.success,
         "wall_s": round(time.perf_counter() - started, 3),
+        "chunk_hours": settings.chunk_hours,
         "import_s": round(imported, 3),
         "steps_s": steps,
         "writeback_stages_s": (report or {}).get("stage_seconds", {}),

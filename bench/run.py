@@ -3,6 +3,7 @@
     python -m bench.run                      # 720 hours, 2M clicks, 100k conversions, 6 models/account
     python -m bench.run --scale 0.1          # smaller
     python -m bench.run --clicks 10000000 --conversions 1000000
+    python -m bench.run --clicks 10000000 --conversions 1000000 --memory-only   # (b) alone
 
 In one invocation, on one seeded MariaDB database (``attr_bench_<tag>``, re-used with
 ``--reuse``), it measures:
@@ -31,34 +32,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from bench.proc import measured
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 START = 1735689600  # 2025-01-01 00:00 UTC
 HOUR = 3600
-
-
-def measured(cmd, env=None, stdin_path=None, stdout_path=None):
-    """Run ``cmd``; return (wall seconds, peak RSS MiB, stdout text)."""
-    out_file = open(stdout_path, "w+") if stdout_path else tempfile.TemporaryFile("w+")
-    stdin = open(stdin_path) if stdin_path else subprocess.DEVNULL
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdin=stdin, stdout=out_file, stderr=subprocess.PIPE, text=True)
-    errors: list[str] = []
-    reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()))
-    reader.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    reader.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    out_file.seek(0)
-    text = out_file.read() if not stdout_path else ""
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[:4]} failed ({proc.returncode}): {errors[0][-3000:] if errors else ''}")
-    return wall, usage.ru_maxrss / 1024, text
 
 
 class Bench:
@@ -99,36 +81,52 @@ class Bench:
             (home / "dagster").mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / "dagster.yaml", home / "dagster" / "dagster.yaml")
         env.pop("ATTRIBUTION_RECORD_SQL", None)
+        env.pop("ATTRIBUTION_CHUNK_HOURS", None)  # the pipeline's default unless --chunk-hours
+        if self.args.chunk_hours:
+            env["ATTRIBUTION_CHUNK_HOURS"] = str(self.args.chunk_hours)
         if record:
             env["ATTRIBUTION_RECORD_SQL"] = str(record)
         return env
 
     # --------------------------------------------------------------------------------------
     def seed(self):
-        from sqlalchemy import text
+        from attribution_pipeline.demo.generator import GeneratorConfig, generate
+
+        if self.fresh_database():
+            cfg = GeneratorConfig(seed=self.args.seed, start=START, hours=self.hours, clicks=self.args.clicks,
+                                  conversions=self.args.conversions, users=self.args.users, models="main6")
+            self.load_frames(lambda: generate(cfg))
+
+    def fresh_database(self) -> bool:
+        """Create the benchmark database (dropping an earlier one), or keep it with ``--reuse``:
+        whether it needs seeding. Any table the pipeline defines and a kept database lacks is created."""
+        from sqlalchemy import create_engine, text
 
         from attribution_pipeline.storage import tables
-        from attribution_pipeline.demo.generator import GeneratorConfig, generate, load
 
         admin = self.server.set(database=None).render_as_string(hide_password=False)
-        from sqlalchemy import create_engine
-
         with create_engine(admin).connect() as conn:
             exists = conn.execute(text("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = :n"),
                                   {"n": self.database}).scalar()
             if exists and self.args.reuse:
                 print(f"re-using database {self.database}")
+                tables.create_missing(self.engine())
                 rows = {t: int(self.sql(f"SELECT COUNT(*) FROM `{t}`").split()[-1]) for t in ("202_clicks", "202_conversion_logs")}
                 self.results["seed"] = {"rows": rows, "reused": True}
-                return
+                return False
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{self.database}`")
             conn.exec_driver_sql(f"CREATE DATABASE `{self.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+        tables.create_missing(self.engine())
+        return True
+
+    def load_frames(self, make_frames) -> None:
+        """Generate (``make_frames()``: table name -> frame) and load the source tables."""
+        from attribution_pipeline.demo.generator import load
+        from attribution_pipeline.storage import tables
+
         engine = self.engine()
-        tables.create_missing(engine)
-        cfg = GeneratorConfig(seed=self.args.seed, start=START, hours=self.hours, clicks=self.args.clicks,
-                              conversions=self.args.conversions, users=self.args.users, models="main6")
         started = time.perf_counter()
-        frames = generate(cfg)
+        frames = make_frames()
         generated = time.perf_counter() - started
         # load 202_clicks without its secondary indexes, then build them in one pass (this is the
         # benchmark's own fresh database; the pipeline itself never alters a table)
@@ -146,7 +144,7 @@ class Bench:
         self.results["seed"] = {"rows": counts, "generate_s": round(generated, 1),
                                 "load_s": round(time.perf_counter() - started - generated, 1)}
         print(f"seeded {self.database}: {counts['202_clicks']:,} clicks, {counts['202_conversion_logs']:,} conversions "
-              f"in {time.perf_counter() - started:.0f}s")
+              f"in {time.perf_counter() - started:.0f}s", flush=True)
 
     def reset_outputs(self):
         self.sql("TRUNCATE TABLE `202_attribution_touchpoints`; TRUNCATE TABLE `202_attribution_snapshots`; "
@@ -181,7 +179,7 @@ class Bench:
         self.settle(name)
         wall, rss, out = measured(
             [PY, "-m", "bench.pipeline_run", "--db-url", self.url, "--first", str(first), "--last", str(last),
-             "--chunk-hours", str(self.args.chunk_hours), "--report", str(home / "report.json")],
+             "--report", str(home / "report.json")],
             env=self.env(home, recorded),
         )
         detail = json.loads(out.strip().splitlines()[-1])
@@ -228,10 +226,10 @@ class Bench:
         return {"reads_s": round(read_wall, 2), "rows_read": rows_read, "writes_s": round(write_wall, 2),
                 "rows_written": rows_written, "wall_s": round(read_wall + write_wall, 2)}
 
-    def credits_only(self, home: Path):
+    def credits_only(self, home: Path, chunk_hours: int):
         wall, rss, out = measured([PY, "-m", "bench.credits_only", "--frames", str(home / "frames"),
                                    "--first", str(START), "--last", str(START + (self.hours - 1) * HOUR),
-                                   "--chunk-hours", str(self.args.chunk_hours)], env=self.env(home))
+                                   "--chunk-hours", str(chunk_hours)], env=self.env(home))
         detail = json.loads(out.strip().splitlines()[-1])
         return {**detail, "process_wall_s": round(wall, 2), "peak_rss_mib": detail.get("vmhwm_mib") or round(rss)}
 
@@ -265,14 +263,16 @@ class Bench:
         self.results["server"] = info.strip().splitlines()[-1]
         last = START + (self.hours - 1) * HOUR
         print("(b) range run over all hours as one run ...", flush=True)
-        full = self.pipeline_run("range", START, last, record=True)
+        full = self.pipeline_run("range", START, last, record=not self.args.memory_only)
         self.results["b_range_run"] = full
-        print(f"    {full['wall_s']}s, peak RSS {full['peak_rss_mib']} MiB", flush=True)
+        print(f"    {full['wall_s']}s, peak RSS {full['peak_rss_mib']} MiB, chunk {full['chunk_hours']} h", flush=True)
+        if self.args.memory_only:
+            return self.report_memory_only()
         print("(a) I/O floor ...", flush=True)
         self.results["a_io_floor"] = self.io_floor(Path(full["home"]))
         print(f"    {self.results['a_io_floor']}", flush=True)
         print("(d) credit computation alone ...", flush=True)
-        self.results["d_credits_only"] = self.credits_only(Path(full["home"]))
+        self.results["d_credits_only"] = self.credits_only(Path(full["home"]), full["chunk_hours"])
         print(f"    {self.results['d_credits_only']}", flush=True)
         if not self.args.skip_half:
             print("(b') range run over the first half of the hours ...", flush=True)
@@ -291,7 +291,7 @@ class Bench:
         lines = [
             "",
             f"data: {r.get('seed', {}).get('rows', {}).get('202_clicks', '?')} clicks, "
-            f"{b.get('conversions')} conversions in {self.hours} hours; chunk {self.args.chunk_hours} h; "
+            f"{b.get('conversions')} conversions in {self.hours} hours; chunk {b.get('chunk_hours')} h; "
             f"server (version, buffer pool, flush_log_at_trx_commit, max_allowed_packet): {r['server']}",
             f"waited for InnoDB's background writes to stop before each measurement (s): {r.get('settle_s', {})}",
             f"{'measure':58} {'wall s':>8} {'peak RSS MiB':>13} {'rows/s':>12}",
@@ -325,13 +325,23 @@ class Bench:
         lines.append("where (b) spends its time, per Dagster step (s): " + json.dumps(b["steps_s"]))
         lines.append("write-back stages (s): " + json.dumps(b["writeback_stages_s"]))
         lines.append("journeys (s, counts): " + json.dumps(b["journeys"]))
-        text = "\n".join(lines)
+        self.write_out("\n".join(lines))
+
+    def report_memory_only(self):
+        b = self.results["b_range_run"]
+        self.write_out(f"\ndata: {self.results['seed']['rows'].get('202_clicks')} clicks, {b.get('conversions')} "
+                       f"conversions in {self.hours} hours; chunk {b.get('chunk_hours')} h (ATTRIBUTION_CHUNK_HOURS "
+                       f"{self.args.chunk_hours or 'unset'})\n(b) all hours as one run: {b['wall_s']} s, "
+                       f"peak RSS {b['peak_rss_mib']} MiB\nsteps (s): {json.dumps(b['steps_s'])}")
+
+    def write_out(self, text: str, prefix: str = "results") -> None:
+        """Print ``text``; write it and the raw results to ``bench/out/`` (not committed)."""
         print(text)
         out = REPO / "bench" / "out"
         out.mkdir(exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        (out / f"results-{self.args.tag}-{stamp}.json").write_text(json.dumps(r, indent=1, default=str))
-        (out / f"results-{self.args.tag}-{stamp}.txt").write_text(text + "\n")
+        (out / f"{prefix}-{self.args.tag}-{stamp}.json").write_text(json.dumps(self.results, indent=1, default=str))
+        (out / f"{prefix}-{self.args.tag}-{stamp}.txt").write_text(text + "\n")
 
 
 def main():
@@ -341,7 +351,7 @@ def main():
     p.add_argument("--conversions", type=int)
     p.add_argument("--hours", type=int, default=720)
     p.add_argument("--users", type=int, help="accounts (default 40 x scale)")
-    p.add_argument("--chunk-hours", type=int, default=168)
+    p.add_argument("--chunk-hours", type=int, help="ATTRIBUTION_CHUNK_HOURS for the runs (default: unset, the pipeline's default)")
     p.add_argument("--sample-hours", type=int, default=6)
     p.add_argument("--seed", type=int, default=202)
     p.add_argument("--server-url", default=os.environ.get("ATTRIBUTION_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306"))
@@ -349,6 +359,8 @@ def main():
     p.add_argument("--reuse", action="store_true", help="re-use an already seeded database of the same tag")
     p.add_argument("--skip-half", action="store_true")
     p.add_argument("--skip-per-hour", action="store_true")
+    p.add_argument("--memory-only", action="store_true", help="only (b), for its wall time and peak RSS: no SQL "
+                   "recording, no floor, no (b'), (c) or (d)")
     p.add_argument("--workdir")
     p.add_argument("--persistent-instance", action="store_true",
                    help="record the runs in a SQLite Dagster instance (default: in-memory, as `attribution rebuild` "
