@@ -5,6 +5,8 @@ written, and whose stored snapshot rows are still the rows written then, is not 
 rewritten and not re-exported: the hourly schedule's run over the trailing hours costs what changed.
 """
 
+import json
+
 import dagster as dg
 import polars as pl
 
@@ -69,6 +71,36 @@ def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: li
     return db.retry.run(read, what="source fingerprints", logger=logger)
 
 
+#: Run tag: the hours the run recomputes, as JSON ``[[first, last], ...]`` epoch ranges (absent:
+#: every hour). The data checks record per-hour results only for them: an hour not recomputed
+#: keeps the results of the run that wrote it.
+RECOMPUTED_TAG = "attribution/recomputed_hours"
+_MAX_RANGES = 50
+
+
+def tag_recomputed(context: dg.AssetExecutionContext, hours: list[int], recomputed: list[int]) -> None:
+    wanted = sorted(set(recomputed))
+    if wanted == sorted(hours):
+        return
+    ranges: list[list[int]] = []
+    for hour in wanted:
+        if ranges and hour == ranges[-1][1] + HOUR:
+            ranges[-1][1] = hour
+        else:
+            ranges.append([hour, hour])
+    if len(ranges) <= _MAX_RANGES:
+        context.instance.add_run_tags(context.run.run_id, {RECOMPUTED_TAG: json.dumps(ranges)})
+
+
+def recomputed_hours(instance: dg.DagsterInstance, run_id: str) -> set[int] | None:
+    """The hours run ``run_id`` recomputed (None: every hour of the run, or not known)."""
+    run = instance.get_run_by_id(run_id)
+    value = run.tags.get(RECOMPUTED_TAG) if run is not None else None
+    if not value:
+        return None
+    return {h for first, last in json.loads(value) for h in range(first, last + HOUR, HOUR)}
+
+
 def source_changes(context: dg.AssetExecutionContext, db: dg.ResourceParam[Database],
                    settings: dg.ResourceParam[Settings], scope: RunScope):
     """Per (user, hour) of the run: the fingerprint of everything its rows are computed from
@@ -80,6 +112,7 @@ def source_changes(context: dg.AssetExecutionContext, db: dg.ResourceParam[Datab
     changes = compute_changes(db, settings, scope, hours, logger=context.log)
     counts = dict(changes.group_by("reason").len().iter_rows())
     recompute = changes.filter(pl.col("recompute"))
+    tag_recomputed(context, hours, recompute.get_column("date_hour").to_list())
     log_event(context.log, "source_changes", stage="source_changes", user_hours=changes.height,
               recomputed=recompute.height, skipped=changes.height - recompute.height, **run_fields(context))
     yield dg.Output(
