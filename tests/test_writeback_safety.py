@@ -126,7 +126,7 @@ def test_a_non_transient_error_fails_once_and_leaves_the_old_rows(loaded, capsys
 
     asset_module.write_chunk, saved_asset = counting, asset_module.write_chunk
     try:
-        code = main(["rebuild", "--db-url", url, "--start", str(T), "--end", str(LAST + HOUR)])
+        code = main(["rebuild", "--db-url", url, "--start", str(T), "--end", str(LAST + HOUR), "--full"])
     finally:
         hour_rewrite.write_chunk, asset_module.write_chunk = saved, saved_asset
     assert code == 1
