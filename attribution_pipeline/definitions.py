@@ -44,7 +44,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "settings": settings,
             "alerts": Alerter.from_settings(settings),
             "scope": RunScope(db=db, settings=settings),  # holds the run's liveness lock while it runs
-            "frames_io_manager": HourlyParquetIOManager(base_dir=str(settings.frames_path)),
+            "frames_io_manager": HourlyParquetIOManager(base_dir=str(settings.frames_path),
+                                                        memory_budget_mb=float(settings.memory_budget_mb),
+                                                        chunk_hours=settings.chunk_hours),
         },
     )
 

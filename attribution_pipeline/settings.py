@@ -125,7 +125,8 @@ class Settings:
     partitions_start: str = DEFAULT_PARTITIONS_START  # first hourly partition (hour key)
     lookback_days: int = 30  # D2: journey lookback
     touch_cap: int = 25  # D2: newest clicks kept (the converting click may add one)
-    chunk_hours: int = 168  # hours computed and committed together (the atomic write unit, D9)
+    chunk_hours: int = 168  # the most hours a chunk (the atomic write unit, D9) holds; sized by the budget
+    memory_budget_mb: float = 1536  # peak RSS a run's chunks are sized for (core/chunk_plan.py)
     write_batch_rows: int = 5000  # rows per INSERT batch where LOAD DATA is refused
     journey_source: str = "clicks"  # D13: "clicks" (built at run time) or "stored"
     persist_journeys: bool = False  # D13: also write built journeys into 202_conversion_touchpoints
@@ -159,6 +160,7 @@ class Settings:
             lookback_days=_int(env, "ATTRIBUTION_LOOKBACK_DAYS", 30, minimum=0),
             touch_cap=_int(env, "ATTRIBUTION_TOUCH_CAP", 25, minimum=1),
             chunk_hours=_int(env, "ATTRIBUTION_CHUNK_HOURS", 168, minimum=1),
+            memory_budget_mb=_int(env, "ATTRIBUTION_MEMORY_BUDGET_MB", 1536, minimum=64),
             write_batch_rows=_int(env, "ATTRIBUTION_WRITE_BATCH_ROWS", 5000, minimum=1),
             journey_source=source,
             persist_journeys=_bool(env, "ATTRIBUTION_PERSIST_JOURNEYS", False),

@@ -1,4 +1,5 @@
-"""Set-based reads: the sliding click window and the literal-rendering guard of the fast path."""
+"""Set-based reads: the conversion index and the literal-rendering guard of the fast path (the click
+stream journeys are built from: tests/test_click_stream.py)."""
 
 import polars as pl
 import pytest
@@ -10,25 +11,6 @@ from attribution_pipeline.storage.database import Database
 
 T = scenarios.T
 DAY = 86400
-
-
-def test_click_window_reads_each_click_once_and_equals_fresh_reads(mysql_url):
-    engine = database.make_engine(mysql_url)
-    with engine.begin() as conn:
-        for i in range(200):
-            scenarios.add_click(conn, 10_000 + i, 1 + i % 2, 10 + i % 3, T + i * 6 * 3600)
-        scenarios.add_click(conn, 10_050, 2, 10, T + 50 * 6 * 3600 + 7)  # a duplicate id with another time (D15)
-    window = click_reads.ClickWindow(Database(mysql_url), [1, 2], [10, 11])
-    slices = [(T + d * DAY - 30 * DAY, T + d * DAY + 3599) for d in range(0, 50, 7)]
-    for lo, hi in slices:
-        got = window.between(lo, hi).sort("click_id", "click_time")
-        with engine.connect() as conn:
-            fresh = click_reads.clicks(conn, [1, 2], [10, 11], lo, hi).sort("click_id", "click_time")
-        assert got.equals(fresh)
-    with engine.connect() as conn:
-        total = click_reads.clicks(conn, [1, 2], [10, 11], slices[0][0], slices[-1][1]).height
-    assert window.rows_read == total  # every click read exactly once
-    assert window.queries == len(slices)
 
 
 def test_conversion_index_scans_once_and_each_chunk_equals_a_fresh_read(mysql_url):

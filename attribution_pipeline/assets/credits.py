@@ -4,38 +4,64 @@ import dagster as dg
 import polars as pl
 
 from attribution_pipeline.assets.check_kit import CREDIT_IDS, SNAPSHOT_IDS, schema_check
+from attribution_pipeline.assets.chunking import run_chunks
 from attribution_pipeline.assets.hourly import Hourly, run_hours
 from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.core import contracts, frames
-from attribution_pipeline.core.aggregation import build_snapshots
+from attribution_pipeline.core.aggregation import build_snapshots, build_snapshots_in_pieces
+from attribution_pipeline.core.chunk_plan import row_pieces
 from attribution_pipeline.core.crediting import compute_credits
 from attribution_pipeline.core.frames import FrameStats, HourlyFrame
 from attribution_pipeline.settings import Settings
+from attribution_pipeline.storage.journey_source import counted
 
 
 def credits(context: dg.AssetExecutionContext, journeys: HourlyFrame, conversions: HourlyFrame,
             attribution_models: HourlyFrame, settings: dg.ResourceParam[Settings], scope: RunScope) -> HourlyFrame:
     """Credit per (model, conversion, credited touch) for every valid model type: last_touch,
     time_decay, position_based, assisted, algorithmic (as last touch), first_touch, linear
-    (spec §3; D1, D5, D7, D10, D14). Each model is computed on its own (D1)."""
+    (spec §3; D1, D5, D7, D10, D14). Each model is computed on its own (D1). Chunks follow the
+    run's plan (``assets/chunking.py``); an hour over the budget is credited in pieces of whole
+    conversions (by user, then by conversion range)."""
+    planned = run_chunks(run_hours(context), conversions, attribution_models, settings)
 
     def produce(chunk: tuple[int, ...], stats: FrameStats) -> pl.DataFrame:
-        out = compute_credits(journeys.read(chunk), conversions.read(chunk), attribution_models.read(chunk))
+        touches, conv, models = journeys.read(chunk), conversions.read(chunk), attribution_models.read(chunk)
+        split = planned.splitter(chunk, stats)
+        if split is None:
+            out = compute_credits(touches, conv, models)
+        else:
+            out = pl.concat([compute_credits(touches.join(piece.select("conv_id"), on="conv_id", how="semi"), piece,
+                                             models) for piece in split(counted(conv))])
         stats.count("credited_touches", out.height)
         return out
 
-    return HourlyFrame.build(run_hours(context), produce, frames.CREDITS, chunk_size=settings.chunk_hours,
-                             scoped=not scope.is_full, name="credits")
+    frame = HourlyFrame.build(run_hours(context), produce, frames.CREDITS, chunks=planned.chunks,
+                              scoped=not scope.is_full, name="credits")
+    planned.report(frame.stats)
+    return frame
 
 
-def snapshots(context: dg.AssetExecutionContext, credits: HourlyFrame, settings: dg.ResourceParam[Settings],
-              scope: RunScope) -> HourlyFrame:
+def snapshots(context: dg.AssetExecutionContext, credits: HourlyFrame, conversions: HourlyFrame,
+              attribution_models: HourlyFrame, settings: dg.ResourceParam[Settings], scope: RunScope) -> HourlyFrame:
     """One row per (model, user, hour) with conversions, global scope: attributed clicks,
     conversions, revenue and cost, summed in PHP's order and rounded as MySQL stores them
-    (spec §3.0, §3.7, §4.1; D4, D5, D8, D14)."""
-    return HourlyFrame.build(run_hours(context), lambda chunk, _stats: build_snapshots(credits.read(chunk)),
-                             frames.SNAPSHOTS, chunk_size=settings.chunk_hours, scoped=not scope.is_full,
-                             name="snapshots")
+    (spec §3.0, §3.7, §4.1; D4, D5, D8, D14). Chunks follow the run's plan; an hour over the
+    budget is summed per conversion in pieces, then per hour over all of them."""
+    planned = run_chunks(run_hours(context), conversions, attribution_models, settings)
+
+    def produce(chunk: tuple[int, ...], stats: FrameStats) -> pl.DataFrame:
+        rows = credits.read(chunk)
+        if not planned.plan.oversized(chunk):
+            return build_snapshots(rows)
+        parts = row_pieces(rows, planned.plan.rows_budget)
+        stats.count("pieces", len(parts))
+        return build_snapshots_in_pieces(parts)
+
+    frame = HourlyFrame.build(run_hours(context), produce, frames.SNAPSHOTS, chunks=planned.chunks,
+                              scoped=not scope.is_full, name="snapshots")
+    planned.report(frame.stats)
+    return frame
 
 
 def build(hourly: Hourly) -> list:

@@ -12,43 +12,45 @@ from attribution_pipeline.assets.check_kit import (
     schema_check,
     schema_findings,
 )
+from attribution_pipeline.assets.chunking import run_chunks
 from attribution_pipeline.assets.hourly import Hourly, run_hours
 from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.core import contracts, frames
 from attribution_pipeline.core.frames import FrameStats, HourlyFrame
-from attribution_pipeline.core.hours import chunk_hours
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage import click_reads
 from attribution_pipeline.storage.database import Database
 from attribution_pipeline.storage.journey_source import JourneyRule, JourneySource, counted
 
 
-def journeys(context: dg.AssetExecutionContext, conversions: HourlyFrame, db: dg.ResourceParam[Database],
-             settings: dg.ResourceParam[Settings], scope: RunScope) -> HourlyFrame:
+def journeys(context: dg.AssetExecutionContext, conversions: HourlyFrame, attribution_models: HourlyFrame,
+             db: dg.ResourceParam[Database], settings: dg.ResourceParam[Settings], scope: RunScope) -> HourlyFrame:
     """The touches of each conversion, positions 0..n-1 (D2), built from 202_clicks at run time.
 
-    The click slice each chunk needs (its conversions' accounts and campaigns, from the lookback
-    before its first conversion to its last one) is read here, through a
-    :class:`~attribution_pipeline.storage.journey_source.JourneySource` that reads each click once
-    per run, rather than through a partition mapping over hundreds of upstream hours. Multi-touch
-    settings (spec §5.1) reduce a journey to the converting click where disabled (D13). With
-    ``ATTRIBUTION_JOURNEY_SOURCE=stored`` the journeys of 202_conversion_touchpoints are used
+    The run is cut into the chunks of its plan (``assets/chunking.py``: sized by their estimated
+    rows within ``ATTRIBUTION_MEMORY_BUDGET_MB``, made from the stored conversions and models). The
+    clicks each chunk needs (its conversions' accounts and campaigns, within the lookback) are read
+    here, through a :class:`~attribution_pipeline.storage.journey_source.JourneySource` that reads
+    each click once per run and keeps only the clicks later chunks can use, rather than through a
+    partition mapping over hundreds of upstream hours. An hour over the budget is built in pieces.
+    Multi-touch settings (spec §5.1) reduce a journey to the converting click where disabled (D13).
+    With ``ATTRIBUTION_JOURNEY_SOURCE=stored`` the journeys of 202_conversion_touchpoints are used
     instead (PHP rebuild semantics).
     """
     hours = run_hours(context)
     source = JourneySource(db, JourneyRule.from_settings(settings), logger=context.log)
+    planned = run_chunks(hours, conversions, attribution_models, settings)
 
     def produce(chunk: tuple[int, ...], stats: FrameStats) -> pl.DataFrame:
         conv = counted(conversions.read(chunk))
         if conv.height and not source.prepared:
-            # every (user, campaign) pair of the range: one pass over the stored conversions
-            pairs = [counted(conversions.read(c)).select("user_id", "campaign_id").unique()
-                     for c in chunk_hours(hours, settings.chunk_hours)]
-            source.prepare(pl.concat(pairs).unique(), stats)
-        return source.journeys(conv, stats)
+            source.prepare(planned.pairs(), stats)  # every (user, campaign) pair of the range
+        return source.journeys(conv, stats, split=planned.splitter(chunk, stats))
 
-    return HourlyFrame.build(hours, produce, frames.JOURNEYS, chunk_size=settings.chunk_hours,
-                             scoped=not scope.is_full, name="journeys")
+    frame = HourlyFrame.build(hours, produce, frames.JOURNEYS, chunks=planned.chunks, scoped=not scope.is_full,
+                              name="journeys")
+    planned.report(frame.stats)
+    return frame
 
 
 def click_slice_schema(chunk, df: pl.DataFrame, tally) -> pl.DataFrame:

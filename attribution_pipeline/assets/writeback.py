@@ -69,7 +69,7 @@ def attribution_writeback(context: dg.AssetExecutionContext, source_changes: Hou
 
     path = Path(scope.report_path) if scope.report_path else settings.reports_path / f"{run_id}.json"
     try:
-        for chunk in chunk_hours(run.hours, settings.chunk_hours):
+        for chunk in HourlyFrame.planned(run.hours, conversions, attribution_models, settings).chunks:
             run.run_chunk(chunk, read)
         run.finish()
     finally:  # whatever stopped the run, the report says what was committed

@@ -23,9 +23,10 @@ def _ordered_total(column: str, over: list[str]) -> pl.Expr:
     return pl.col(column).cum_sum().over(over).alias(column)
 
 
-def build_snapshots(credits: pl.DataFrame) -> pl.DataFrame:
-    """frames.SNAPSHOTS from frames.CREDITS."""
-    per_conversion = (
+def per_conversion(credits: pl.DataFrame) -> pl.LazyFrame:
+    """One row per (model, conversion): its credited touches and its revenue and cost, each summed
+    in journey order (spec §3.7)."""
+    return (
         credits.lazy()
         .sort(["model_id", "conv_id", "position"])
         .with_columns(_ordered_total("revenue", ["model_id", "conv_id"]), _ordered_total("cost", ["model_id", "conv_id"]))
@@ -38,9 +39,26 @@ def build_snapshots(credits: pl.DataFrame) -> pl.DataFrame:
             pl.col("cost").last(),
         )
     )
+
+
+def build_snapshots(credits: pl.DataFrame) -> pl.DataFrame:
+    """frames.SNAPSHOTS from frames.CREDITS."""
+    return snapshots_of(per_conversion(credits))
+
+
+def build_snapshots_in_pieces(pieces: list[pl.DataFrame]) -> pl.DataFrame:
+    """:func:`build_snapshots` of the credits of an hour given in pieces, each holding whole
+    conversions (an hour over the memory budget): the per-conversion sums of each piece, then the
+    ordered per-hour sums over all of them, so the result is the same as in one piece."""
+    return snapshots_of(pl.concat([per_conversion(piece).collect() for piece in pieces]).lazy())
+
+
+def snapshots_of(per_conv: pl.LazyFrame) -> pl.DataFrame:
+    """frames.SNAPSHOTS from :func:`per_conversion` rows: sums per (model, user, hour) in
+    ``conv_id`` order, rounded as MySQL stores them (D14)."""
     bucket = ["model_id", "user_id", "date_hour"]
     per_hour = (
-        per_conversion.sort([*bucket, "conv_id"])
+        per_conv.sort([*bucket, "conv_id"])
         .with_columns(_ordered_total("revenue", bucket), _ordered_total("cost", bucket))
         .group_by(bucket, maintain_order=True)
         .agg(

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from attribution_pipeline.core.chunk_plan import plan_run
 from attribution_pipeline.core.hours import chunk_hours
 from attribution_pipeline.core.precision import CREDIT_DTYPE, MONEY_DTYPE
+from attribution_pipeline.settings import Settings
 
 # ------------------------------------------------------------------------------------------
 # Column contracts (name -> dtype). The pandera models of core/contracts.py mirror these.
@@ -162,6 +164,8 @@ class FrameStats:
 
 #: ``produce(hours, stats)``: the rows of exactly ``hours``; it may add to ``stats``.
 Producer = Callable[[tuple[int, ...], "FrameStats"], pl.DataFrame]
+#: Explicit chunks of a frame: consecutive tuples of its hours, or a function that returns them.
+Chunks = Sequence[tuple[int, ...]] | Callable[[], Sequence[tuple[int, ...]]]
 
 
 class HourlyFrame:
@@ -169,18 +173,22 @@ class HourlyFrame:
 
     Build one with :meth:`build` (a computation), :meth:`from_frame` (rows in memory) or the IO
     manager (stored files). Nothing is computed until the chunks are iterated (by the IO manager
-    when storing, or by ``read``/``collect``). ``scoped`` marks a frame computed for a subset of
+    when storing, or by ``read``/``collect``). The chunks are ``chunk_size`` hours at a time, or the
+    explicit ``chunks`` given (a run's chunk plan, ``core/chunk_plan.py``, or a function returning
+    them, called when the frame is first iterated). ``scoped`` marks a frame computed for a subset of
     users or models (a ``--user`` run): the IO manager keeps such frames private to their run so
     they never replace complete ones. ``missing`` lists hours that cannot be read (an input whose
     files are gone); reading one raises the producer's named error.
     """
 
     def __init__(self, hours: Sequence[int], produce: Producer, schema: dict, *, chunk_size: int = 24,
-                 scoped: bool = False, name: str = "frame", missing: Sequence[int] = ()):
+                 chunks: Chunks | None = None, scoped: bool = False, name: str = "frame",
+                 missing: Sequence[int] = ()):
         self.hours = tuple(sorted(hours))
         self._produce = produce
         self.schema = schema
         self.chunk_size = max(1, int(chunk_size))
+        self._chunks = chunks
         self.scoped = scoped
         self.name = name
         self.missing = tuple(sorted(missing))
@@ -190,6 +198,12 @@ class HourlyFrame:
     def build(cls, hours: Sequence[int], produce: Producer, schema: dict, **kw) -> "HourlyFrame":
         """The frame ``produce(chunk, stats)`` computes, chunk by chunk, when it is iterated."""
         return cls(hours, produce, schema, **kw)
+
+    @staticmethod
+    def planned(hours: Sequence[int], conversions: "HourlyFrame", models: "HourlyFrame", settings: Settings):
+        """The run's chunk plan (``core/chunk_plan.py``: chunks sized by their estimated rows within
+        ``settings.memory_budget_mb``) from its stored conversions and models frames."""
+        return plan_run(hours, conversions, models, settings)
 
     @classmethod
     def from_frame(cls, df: pl.DataFrame, hours: Sequence[int], schema: dict, **kw) -> "HourlyFrame":
@@ -208,12 +222,24 @@ class HourlyFrame:
         self.stats.seconds += time.perf_counter() - started
         return df
 
+    def chunk_list(self) -> list[tuple[int, ...]]:
+        """The chunks :meth:`chunks` yields: the explicit ones (a list, or a function giving it, called
+        here: a plan made when the frame is first iterated), else ``chunk_size`` hours at a time."""
+        if self._chunks is None:
+            return chunk_hours(self.hours, self.chunk_size)
+        chunks = [tuple(c) for c in (self._chunks() if callable(self._chunks) else self._chunks)]
+        if tuple(h for c in chunks for h in c) != self.hours:
+            raise ValueError(f"{self.name}: its chunks do not cover its {len(self.hours)} hours once, in order")
+        return chunks
+
     def chunks(self) -> Iterator[tuple[tuple[int, ...], pl.DataFrame]]:
-        for hours in chunk_hours(self.hours, self.chunk_size):
-            df = self.read(hours)
-            self.stats.rows += df.height
-            self.stats.chunks += 1
-            yield hours, df
+        """Each chunk's hours and rows, read (or computed) when the iteration reaches it."""
+        return (self._counted(hours, self.read(hours)) for hours in self.chunk_list())
+
+    def _counted(self, hours: tuple[int, ...], df: pl.DataFrame) -> tuple[tuple[int, ...], pl.DataFrame]:
+        self.stats.rows += df.height
+        self.stats.chunks += 1
+        return hours, df
 
     def collect(self) -> pl.DataFrame:
         parts = [df for _, df in self.chunks()]

@@ -40,7 +40,9 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pyarrow.parquet as pq
 
+from attribution_pipeline.core.chunk_plan import plan_chunks
 from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.core.hours import hours_in
 from attribution_pipeline.errors import MissingUpstreamHours
@@ -140,15 +142,35 @@ def read_hour_files(root: Path, asset: str, hours: Sequence[int]) -> pl.DataFram
     return pl.read_parquet([hour_file(root, asset, h) for h in hours]).rechunk()
 
 
-def stored_frame(root: Path, asset: str, hours: Sequence[int]) -> HourlyFrame:
+def _file_rows(path: Path) -> int:
+    try:
+        return pq.read_metadata(path).num_rows
+    except (OSError, ValueError):  # missing or unreadable: reading the hour will say so
+        return 0
+
+
+def stored_rows(root: Path, asset: str, hours: Sequence[int]) -> dict[int, int]:
+    """The rows of each stored hour file of ``asset`` (from the Parquet footers: nothing is read)."""
+    return {h: _file_rows(hour_file(root, asset, h)) for h in hours}
+
+
+def stored_frame(root: Path, asset: str, hours: Sequence[int], max_hours: int = 24,
+                 budget_mb: float | None = None) -> HourlyFrame:
     """The stored frame of ``asset`` over ``hours``, read lazily; ``missing`` lists the hours
-    without a file (reading one raises :class:`MissingUpstreamHours`)."""
+    without a file (reading one raises :class:`MissingUpstreamHours`). Iterated (the data checks),
+    it yields chunks of at most ``max_hours`` hours whose stored rows fit
+    ``budget_mb`` (``core/chunk_plan.py``, one stored row counted as one estimated row), from the
+    files' row counts when first iterated."""
     missing = [h for h in hours if not hour_file(root, asset, h).exists()]
     absent = set(missing)
     probe = next((hour_file(root, asset, h) for h in hours if h not in absent), None)
     schema = dict(pl.read_parquet_schema(probe)) if probe is not None else {}
+
+    def chunks() -> tuple[tuple[int, ...], ...]:
+        return plan_chunks(hours, stored_rows(root, asset, hours), budget_mb=budget_mb, max_hours=max_hours).chunks
+
     return HourlyFrame(hours, lambda chunk, _stats: read_hours(root, asset, chunk), schema, name=asset,
-                       missing=missing)
+                       missing=missing, chunk_size=max_hours, chunks=chunks if budget_mb is not None else None)
 
 
 def private_root(base: Path, run_id: str) -> Path:
@@ -223,6 +245,10 @@ class HourlyParquetIOManager(dg.ConfigurableIOManager):
     (published to the shared one unless scoped); loads any hour range, the run's own first."""
 
     base_dir: str
+    #: Loaded frames are iterated in chunks whose stored rows fit this budget (``ATTRIBUTION_MEMORY_BUDGET_MB``)
+    memory_budget_mb: float = 1536.0
+    #: ... and of at most this many hours (``ATTRIBUTION_CHUNK_HOURS``).
+    chunk_hours: int = 168
 
     def _shared(self) -> Path:
         return Path(self.base_dir)
@@ -270,4 +296,4 @@ class HourlyParquetIOManager(dg.ConfigurableIOManager):
         asset = asset_name(context.asset_key)
         step = context.step_context
         root = input_root(self._shared(), asset, run_lineage(step.instance, step.dagster_run))
-        return stored_frame(root, asset, hours)
+        return stored_frame(root, asset, hours, max_hours=self.chunk_hours, budget_mb=self.memory_budget_mb)

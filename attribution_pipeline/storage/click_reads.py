@@ -1,4 +1,5 @@
-"""Reads of ``202_clicks``: the journey slice, clicks by id, duplicated ids (D2, D15).
+"""Reads of ``202_clicks``: the journey slice (read through ``storage/click_stream.py``), clicks by
+id, duplicated ids (D2, D15).
 
 Set-based SELECTs with bound parameters, served by Prosper202's ``user_click_time (user_id,
 click_time)`` and ``click_id`` indexes; frames have the columns of ``core.frames.CLICKS``.
@@ -60,52 +61,6 @@ def clicks_by_id(conn: Connection, click_ids: Sequence[int]) -> pl.DataFrame:
     for part in chunked(ids, _IN_LIST):
         parts.append(read_frame(conn, stmt.params(ids=list(part)), CLICKS))
     return pl.concat(parts)
-
-
-class ClickWindow:
-    """The clicks of fixed users and campaigns over a time window that only moves forward.
-
-    A range run processes chunks of hours in order; each chunk needs the clicks from 30 days
-    before its first conversion to its last one, so consecutive chunks' slices overlap by almost
-    the whole lookback. The window keeps what it has read, reads only the part of the next slice
-    it has not seen, and forgets what falls behind: every click is read once per run, and memory
-    holds one lookback of clicks. Raw rows are kept (duplicates included); callers collapse them.
-    """
-
-    def __init__(self, db: Database, users: Sequence[int], campaigns: Sequence[int], logger=None):
-        self._db = db
-        self._logger = logger
-        self._users = sorted(set(int(u) for u in users))
-        self._campaigns = sorted(set(int(c) for c in campaigns))
-        self._rows = frames.empty(CLICKS)
-        self._lo: int | None = None
-        self._hi: int | None = None
-        self.rows_read = 0
-        self.queries = 0
-
-    def _read(self, lo: int, hi: int) -> pl.DataFrame:
-        def read():
-            with self._db.engine().connect() as conn:
-                return clicks(conn, self._users, self._campaigns, lo, hi)
-
-        df = self._db.retry.run(read, what="read clicks", logger=self._logger)
-        self.rows_read += df.height
-        self.queries += 1
-        return df
-
-    def between(self, lo: int, hi: int) -> pl.DataFrame:
-        """Every click of the window's users and campaigns with ``lo <= click_time <= hi``."""
-        lo = max(0, lo)
-        if self._hi is None or lo < self._lo or lo > self._hi:
-            self._rows = self._read(lo, hi)
-            self._lo, self._hi = lo, hi
-        else:
-            if hi > self._hi:
-                self._rows = pl.concat([self._rows, self._read(self._hi + 1, hi)])
-                self._hi = hi
-            self._rows = self._rows.filter(pl.col("click_time") >= lo)
-            self._lo = lo
-        return self._rows.filter(pl.col("click_time").is_between(lo, hi))
 
 
 _DUPLICATES_SCHEMA = {"click_id": frames.CLICK_ID, "copies": pl.Int64}
