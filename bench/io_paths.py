@@ -11,6 +11,8 @@ Writes (touchpoint-shaped rows into a copy of 202_attribution_touchpoints):
   * PyMySQL multi-row INSERT batches (``executemany``), batch sizes under max_allowed_packet
   * LOAD DATA LOCAL INFILE from a Polars-written CSV (our MySQL path, ``bulk.bulk_load``)
   * the ``mariadb`` client's LOAD DATA LOCAL INFILE (reference)
+
+Batch sizes, row order, session settings and DELETE shapes of the write path: ``bench.write_paths``.
 """
 
 import argparse
@@ -35,14 +37,8 @@ def timed(fn):
     return time.perf_counter() - started, out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--server", default="127.0.0.1")
-    p.add_argument("--database", default="attr_bench_2000k_100k_720h")
-    p.add_argument("--rows", type=int, default=2_000_000, help="rows written per write path")
-    args = p.parse_args()
-    url = f"mysql+pymysql://root@{args.server}:3306/{args.database}"
-    engine = database.make_engine(url)
+def read_paths(args, engine) -> tuple[list[tuple], int]:
+    """The read paths, (kind, path, rows, seconds) each; and the server's max_allowed_packet."""
     c = tables.clicks.c
     with engine.connect() as conn:
         users = [int(u) for u in conn.execute(text("SELECT DISTINCT user_id FROM `202_clicks`")).scalars()]
@@ -69,7 +65,12 @@ def main() -> None:
            args.database, "-e", sql]
     seconds, _ = timed(lambda: subprocess.run(cli, stdout=subprocess.DEVNULL, check=True))
     rows.append(("read", "mariadb client, output discarded (reference)", df.height, seconds))
+    return rows, packet
 
+
+def write_paths(args, url: str, packet: int) -> list[tuple]:
+    """The write paths, (kind, path, rows, seconds) each."""
+    rows = []
     n = args.rows
     data = pl.DataFrame({
         "snapshot_id": pl.int_range(n, eager=True) // 60 + 1,
@@ -126,7 +127,18 @@ def main() -> None:
     with raw.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS io_probe")
     raw.commit()
+    return rows
 
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--server", default="127.0.0.1")
+    p.add_argument("--database", default="attr_bench_2000k_100k_720h")
+    p.add_argument("--rows", type=int, default=2_000_000, help="rows written per write path")
+    args = p.parse_args()
+    url = f"mysql+pymysql://root@{args.server}:3306/{args.database}"
+    rows, packet = read_paths(args, database.make_engine(url))
+    rows += write_paths(args, url, packet)
     print(f"max_allowed_packet = {packet:,} bytes")
     print(f"{'':6} {'path':58} {'rows':>10} {'seconds':>8} {'rows/s':>11}")
     for kind, name, count, seconds in rows:
