@@ -32,7 +32,7 @@ from pipeline import HOUR, run, settings
 START = int(datetime(2025, 3, 1, tzinfo=timezone.utc).timestamp())
 HOURS = [START + i * HOUR for i in range(4)]
 CONFIG = GeneratorConfig(seed=23, start=START, hours=4, users=3, clicks=6000, conversions=240)
-FRAME_ASSETS = ("attribution_models", "conversions", "journeys", "credits", "snapshots")
+FRAME_ASSETS = ("source_changes", "attribution_models", "conversions", "journeys", "credits", "snapshots")
 
 
 def seeded(url):
@@ -95,7 +95,7 @@ def test_concurrent_runs_over_the_same_hours_each_read_only_their_own_frames(mys
         return real_run_hours(context)
 
     monkeypatch.setattr(credits_assets, "run_hours", run_b_inside_a)
-    result_a, _ = run(mysql_url, a_hours[0], a_hours[-1])
+    result_a, _ = run(mysql_url, a_hours[0], a_hours[-1], full=True)  # A recomputes every hour (D22)
     monkeypatch.setattr(credits_assets, "run_hours", real_run_hours)
     assert during["a_run_id"] == result_a.run_id != during["b_run_id"]
 
