@@ -3,17 +3,28 @@
 import time
 
 import dagster as dg
+import polars as pl
 
 from attribution_pipeline.assets.hourly import FRAMES_IO, Hourly, run_fields, run_hours, scope_users
 from attribution_pipeline.assets.resources import RunScope
+from attribution_pipeline.assets.writeback import WRITEBACK, committed_by_parents, records_state
 from attribution_pipeline.core import frames
 from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.core.history_gaps import hours_to_catch_up
-from attribution_pipeline.core.hours import HOUR, chunk_hours, floor_hour, hour_key
+from attribution_pipeline.core.hours import HOUR, floor_hour, hour_key
 from attribution_pipeline.exports.columns import TABLES
+from attribution_pipeline.exports.from_run import GROUP, RunWrites
 from attribution_pipeline.exports.layout import exported_hours, table_glob
 from attribution_pipeline.exports.reconcile import reconcile
-from attribution_pipeline.exports.runner import ExportStats, export_chunks, read_chunk
+from attribution_pipeline.exports.runner import (
+    EXPORT_MEMORY_MB,
+    ExportStats,
+    chunk_rows,
+    export_chunks,
+    read_chunk,
+    row_chunks,
+)
+from attribution_pipeline.exports.stored import touch_rows_per_hour
 from attribution_pipeline.io_managers.hourly_parquet import remove_run_frames, run_lineage
 from attribution_pipeline.logs import log_event
 from attribution_pipeline.settings import Settings
@@ -34,24 +45,29 @@ RECONCILIATION = dg.AssetCheckSpec(
 )
 
 
-def attribution_exports(context: dg.AssetExecutionContext, journeys: HourlyFrame, db: dg.ResourceParam[Database],
-                        settings: dg.ResourceParam[Settings], scope: RunScope) -> dg.MaterializeResult:
+def attribution_exports(context: dg.AssetExecutionContext, journeys: HourlyFrame, credits: HourlyFrame,
+                        snapshots: HourlyFrame, db: dg.ResourceParam[Database], settings: dg.ResourceParam[Settings],
+                        scope: RunScope) -> dg.MaterializeResult:
     """Hive-partitioned Parquet for analysts (DuckDB): ``snapshots``, ``touchpoints`` and
     ``journeys`` under ``$ATTRIBUTION_EXPORT_DIR/<table>/date=YYYY-MM-DD/hour=HH/part.parquet``,
     one file per table and hour, replaced atomically, built from every row stored for the hour
     after the write-back's commit (all users and models, so a ``--user`` run or an inactive model
-    never truncates an hour) and from the run's ``journeys``. Money is DECIMAL; no personal data
+    never truncates an hour) and from the run's ``journeys``. The touchpoints this run's write-back
+    wrote come from its ``credits`` (checked against the stored snapshot rows, ``snapshots`` being
+    what it computed), the others from MySQL. Money is DECIMAL; no personal data
     (docs/exports.md). The last step of a run: when it succeeds, the run's own frames, and those
     of the failed runs it re-executes, are removed (when it fails they stay, so that a
     re-execution from failure finds them)."""
-    result = export_hours(context, journeys, db, settings, scope)
+    result = export_hours(context, journeys, credits, snapshots, db, settings, scope)
     remove_run_frames(settings.frames_path, run_lineage(context.instance, context.run))
     return result
 
 
-def export_hours(context: dg.AssetExecutionContext, journeys: HourlyFrame, db: Database, settings: Settings,
-                 scope: RunScope) -> dg.MaterializeResult:
-    """The exports of the run's hours, then their reconciliation with MySQL."""
+def export_hours(context: dg.AssetExecutionContext, journeys: HourlyFrame, credits: HourlyFrame,
+                 snapshots: HourlyFrame, db: Database, settings: Settings, scope: RunScope) -> dg.MaterializeResult:
+    """The exports of the run's hours, then their reconciliation with MySQL (only the hours exported)."""
+    # The hours this run exports: any subset of the run's hours may be chosen here (the others keep
+    # their files); everything below works on this list only.
     hours = run_hours(context)
     root = settings.export_path
     if scope.dry_run:
@@ -64,30 +80,55 @@ def export_hours(context: dg.AssetExecutionContext, journeys: HourlyFrame, db: D
     engine = db.engine()
     users = None if scope.is_full else scope_users(db, scope)
     rule = JourneyRule.from_settings(settings)
+    run = run_writes(context, credits, snapshots, db, settings, scope)
 
     def recompute(hours_, users_):
         return journeys_of(db, rule, list(hours_), None if users_ is None else list(users_), logger=context.log)
 
     def read(chunk):
         return db.retry.run(
-            lambda: read_chunk(engine, chunk, root=root, journeys=journeys, users=users, recompute=recompute),
+            lambda: read_chunk(engine, chunk, root=root, journeys=journeys, users=users, recompute=recompute, run=run),
             what=f"export reads {hour_key(chunk[0])}..{hour_key(chunk[-1])}", logger=context.log,
         )
 
     total = ExportStats()
-    for chunk, stats in export_chunks(chunk_hours(hours, settings.chunk_hours), root=root, read=read):
+    for chunk, stats in export_chunks(export_chunk_hours(context, db, settings, hours), root=root, read=read):
         total.add(stats)
         log_event(context.log, "export_chunk", stage="exports", first_hour=hour_key(chunk[0]),
                   last_hour=hour_key(chunk[-1]), files=stats.files, **{f"rows_{t}": n for t, n in stats.rows.items()},
-                  **run_fields(context))
+                  **stats.sources, **run_fields(context))
     caught_up, remaining = catch_up(context, db, settings, hours, recompute, total)
     checked = sorted(set(hours) | set(caught_up))
-    wrong = db.retry.run(lambda: reconcile(engine, root, checked), what="reconcile exports", logger=context.log)
+    check = reconciliation(context, db, root, checked, started)
+    return dg.MaterializeResult(check_results=[check], metadata={
+        "hours": total.hours,
+        "files": total.files,
+        **{f"rows_{t}": n for t, n in total.rows.items()},
+        **total.journeys,
+        **total.sources,
+        "touchpoints_from_run_frames": run is not None,
+        "journey_users_recomputed": len(users) if users is not None else 0,
+        "hours_caught_up": len(caught_up),
+        "hours_left_to_catch_up": remaining,
+        "unreconciled_snapshots": total.unreconciled_snapshots,
+        "seconds": round(time.perf_counter() - started, 3),
+        "export_dir": dg.MetadataValue.path(str(root)),
+        "duckdb": dg.MetadataValue.md(
+            f"`attribution query \"SELECT * FROM snapshots LIMIT 10\"` or, in any DuckDB:\n\n"
+            f"`SELECT * FROM read_parquet('{table_glob(root, 'snapshots')}', hive_partitioning = true)`"
+        ),
+    })
+
+
+def reconciliation(context: dg.AssetExecutionContext, db: Database, root, checked: list[int],
+                   started: float) -> dg.AssetCheckResult:
+    """The ``export_reconciliation`` result: the files of the hours ``checked`` (those exported)
+    read back and compared with the snapshot totals MySQL stores for them."""
+    wrong = db.retry.run(lambda: reconcile(db.engine(), root, checked), what="reconcile exports", logger=context.log)
     failing = [hour_key(h) for h in wrong.get_column("date_hour").to_list()]
-    seconds = round(time.perf_counter() - started, 3)
     log_event(context.log, "export_reconciled", stage="exports", failing_hours=len(failing),
-              latency_ms=round(seconds * 1000), **run_fields(context))
-    check = dg.AssetCheckResult(
+              latency_ms=round((time.perf_counter() - started) * 1000), **run_fields(context))
+    return dg.AssetCheckResult(
         check_name="export_reconciliation",
         passed=not failing,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -101,22 +142,58 @@ def export_hours(context: dg.AssetExecutionContext, journeys: HourlyFrame, db: D
             "sample": dg.MetadataValue.json([{"hour": hour_key(h), "reason": r} for h, r in wrong.head(20).iter_rows()]),
         },
     )
-    return dg.MaterializeResult(check_results=[check], metadata={
-        "hours": total.hours,
-        "files": total.files,
-        **{f"rows_{t}": n for t, n in total.rows.items()},
-        **total.journeys,
-        "journey_users_recomputed": len(users) if users is not None else 0,
-        "hours_caught_up": len(caught_up),
-        "hours_left_to_catch_up": remaining,
-        "unreconciled_snapshots": total.unreconciled_snapshots,
-        "seconds": seconds,
-        "export_dir": dg.MetadataValue.path(str(root)),
-        "duckdb": dg.MetadataValue.md(
-            f"`attribution query \"SELECT * FROM snapshots LIMIT 10\"` or, in any DuckDB:\n\n"
-            f"`SELECT * FROM read_parquet('{table_glob(root, 'snapshots')}', hive_partitioning = true)`"
-        ),
-    })
+
+
+def run_writes(context: dg.AssetExecutionContext, credits: HourlyFrame, snapshots: HourlyFrame, db: Database,
+               settings: Settings, scope: RunScope) -> RunWrites | None:
+    """What this run's write-back wrote (``exports/from_run.py``), or None when it wrote nothing
+    in this run (the export materialised alone, a re-execution of the export step only) or held
+    more groups than its ``held_groups`` check lists: every touchpoint is then read from MySQL.
+    Hours a parent run committed (a resumed run) are not the run's own."""
+    held = held_groups(context)
+    if held is None:
+        return None
+    hours = run_hours(context)
+    token = context.run.run_id if records_state(db, settings, scope) else None
+    return RunWrites(credits=credits, snapshots=snapshots,
+                     hours=frozenset(hours) - committed_by_parents(context.instance, context.run),
+                     window=(hours[0], hours[-1] + HOUR - 1), held=held, token=token)
+
+
+def held_groups(context: dg.AssetExecutionContext) -> pl.DataFrame | None:
+    """``GROUP`` of the groups this run's write-back held, from its ``held_groups`` check, or None
+    when the write-back did not materialise in this run or its check lists only some of them."""
+    wrote, listed, count = False, None, None
+    for entry in context.instance.all_logs(context.run.run_id, of_type={
+            dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_CHECK_EVALUATION}):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        data = event.event_specific_data
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            wrote = wrote or data.materialization.asset_key == dg.AssetKey(WRITEBACK)
+        elif data.asset_key == dg.AssetKey(WRITEBACK) and data.check_name == "held_groups":
+            listed, count = data.metadata["held"].value, data.metadata["held_groups"].value
+    if not wrote or listed is None or len(listed) < count:
+        return None
+    return pl.DataFrame([{k: int(g[k]) for k in GROUP} for g in listed], schema={k: pl.Int64 for k in GROUP})
+
+
+def export_chunk_hours(context: dg.AssetExecutionContext, db: Database, settings: Settings,
+                       hours: list[int]) -> list[tuple[int, ...]]:
+    """``hours`` in chunks of at most :func:`chunk_rows` touchpoint rows (an hour with more is a
+    chunk alone), counted from the snapshots MySQL stores (``SUM(attributed_clicks)`` per hour)."""
+    if not hours:
+        return []
+    rows = db.retry.run(lambda: touch_rows_per_hour(db.engine(), hours), what="count export rows",
+                        logger=context.log)
+    return row_chunks(hours, rows, max_rows=chunk_rows(memory_budget_mb(settings)))
+
+
+def memory_budget_mb(settings: Settings) -> int:
+    """Memory one export chunk may take. NOTE: ``ATTRIBUTION_MEMORY_BUDGET_MB`` (``Settings.memory_budget_mb``)
+    is being added to settings.py; until it lands, :data:`EXPORT_MEMORY_MB` is used."""
+    return int(getattr(settings, "memory_budget_mb", None) or EXPORT_MEMORY_MB)
 
 
 def catch_up(context: dg.AssetExecutionContext, db: Database, settings: Settings, hours: list[int], recompute,
@@ -143,7 +220,7 @@ def catch_up(context: dg.AssetExecutionContext, db: Database, settings: Settings
         return db.retry.run(lambda: read_chunk(engine, chunk, root=root, journeys=absent, users=None, recompute=recompute),
                             what=f"export reads {hour_key(chunk[0])}..{hour_key(chunk[-1])}", logger=context.log)
 
-    for chunk, stats in export_chunks(chunk_hours(todo, settings.chunk_hours), root=root, read=read):
+    for chunk, stats in export_chunks(export_chunk_hours(context, db, settings, todo), root=root, read=read):
         total.add(stats)
         log_event(context.log, "export_caught_up", stage="exports", first_hour=hour_key(chunk[0]),
                   last_hour=hour_key(chunk[-1]), files=stats.files, remaining=remaining, **run_fields(context))
@@ -151,10 +228,11 @@ def catch_up(context: dg.AssetExecutionContext, db: Database, settings: Settings
 
 
 def build(hourly: Hourly) -> list:
-    """The export asset: after the write-back, with the run's journeys as its declared input."""
+    """The export asset: after the write-back, with the run's journeys, credits and snapshots as its
+    declared inputs."""
     return [hourly.asset(
         deps=["attribution_writeback"],
-        ins={"journeys": dg.AssetIn(input_manager_key=FRAMES_IO)},
+        ins={name: dg.AssetIn(input_manager_key=FRAMES_IO) for name in ("journeys", "credits", "snapshots")},
         kinds={"parquet", "duckdb"},
         check_specs=[RECONCILIATION],
     )(attribution_exports)]

@@ -160,28 +160,34 @@ def build_parts(hours: Sequence[int], touches: pl.DataFrame, *, max_hours: int |
                 max_rows: int | None = None) -> list[tuple[int, ...]]:
     """Consecutive groups of ``hours`` to build together: at most ``max_hours`` hours and, unless
     one hour alone has more, at most ``max_rows`` of the ``touches`` rows (by ``date_hour``)."""
-    max_hours = BUILD_HOURS if max_hours is None else max(1, int(max_hours))
-    max_rows = BUILD_ROWS if max_rows is None else max(1, int(max_rows))
     counts = dict(touches.group_by("date_hour").len().iter_rows()) if touches.height else {}
+    return group_hours(hours, counts, max_hours=BUILD_HOURS if max_hours is None else max_hours,
+                       max_rows=BUILD_ROWS if max_rows is None else max_rows)
+
+
+def group_hours(hours: Sequence[int], rows: dict[int, int], *, max_hours: int, max_rows: int) -> list[tuple[int, ...]]:
+    """``hours`` in ascending order, in consecutive groups of at most ``max_hours`` hours and, unless
+    one hour alone has more, at most ``max_rows`` rows (``rows``: per hour; absent: none)."""
+    max_hours, max_rows = max(1, int(max_hours)), max(1, int(max_rows))
     parts: list[tuple[int, ...]] = []
     part: list[int] = []
-    rows = 0
+    total = 0
     for hour in sorted(hours):
-        n = counts.get(hour, 0)
-        if part and (len(part) >= max_hours or rows + n > max_rows):
+        n = rows.get(hour, 0)
+        if part and (len(part) >= max_hours or total + n > max_rows):
             parts.append(tuple(part))
-            part, rows = [], 0
+            part, total = [], 0
         part.append(hour)
-        rows += n
+        total += n
     if part:
         parts.append(tuple(part))
     return parts
 
 
 def build_exports(stored: StoredRows, journeys: pl.DataFrame, hours: Sequence[int]) -> HourExports:
-    """The three export frames of ``hours`` (contiguous) from a chunk's stored rows and its
-    export-schema ``journeys``."""
-    within = pl.col("date_hour").is_between(min(hours), max(hours))
+    """The three export frames of ``hours`` (any of the chunk's hours, not necessarily
+    contiguous) from a chunk's stored rows and its export-schema ``journeys``."""
+    within = pl.col("date_hour").is_in(list(hours))
     snaps = stored.snapshots.filter(within)
     touch = touch_frame(stored.touches.filter(within), snaps, stored.clicks)
     days_journeys = journeys.filter(within)

@@ -9,11 +9,36 @@ import polars as pl
 from sqlalchemy.engine import Engine
 
 from attribution_pipeline.core.frames import HourlyFrame
-from attribution_pipeline.exports.build import HourExports, build_exports, build_parts, journeys_export
+from attribution_pipeline.exports.build import HourExports, build_exports, build_parts, group_hours, journeys_export
 from attribution_pipeline.exports.columns import SORT_KEYS, TABLES
+from attribution_pipeline.exports.from_run import RunWrites
 from attribution_pipeline.exports.journey_plan import JourneyPlan, Recompute, plan_journeys
 from attribution_pipeline.exports.layout import Staged, discard, export_lock, publish_parts, stage_part
 from attribution_pipeline.exports.stored import StoredRows, read_stored_rows
+
+
+#: Memory one export chunk may take, in MiB. NOTE: ``ATTRIBUTION_MEMORY_BUDGET_MB`` is being added to
+#: ``settings.py`` (another change); the export asset uses it once it exists, this default until then.
+EXPORT_MEMORY_MB = 1536
+#: Peak bytes per touchpoint row of a chunk's export (measured, docs/exports.md): the chunk's read
+#: (touchpoint rows with their conversion, the run's credits they come from, clicks, journeys,
+#: snapshots) x 2, since the next chunk is read while this one is written, plus the build of a part.
+BYTES_PER_TOUCH_ROW = 400
+#: At most this many hours per export chunk whatever their rows (a month): bounds the journeys of
+#: hours whose conversions have no touchpoints (no valid model) and the number of files of a chunk.
+EXPORT_MAX_HOURS = 744
+
+
+def chunk_rows(memory_mb: int) -> int:
+    """Touchpoint rows per export chunk for ``memory_mb`` MiB (:data:`BYTES_PER_TOUCH_ROW`)."""
+    return max(1, int(memory_mb) * 2**20 // BYTES_PER_TOUCH_ROW)
+
+
+def row_chunks(hours: Sequence[int], rows: dict[int, int], *, max_rows: int,
+               max_hours: int = EXPORT_MAX_HOURS) -> list[tuple[int, ...]]:
+    """``hours`` in export chunks of at most ``max_rows`` touchpoint rows (``rows`` per hour; an
+    hour with more is a chunk alone) and at most ``max_hours`` hours."""
+    return group_hours(hours, rows, max_hours=max_hours, max_rows=max_rows)
 
 
 @dataclass
@@ -23,6 +48,7 @@ class ExportStats:
     rows: dict[str, int] = field(default_factory=lambda: {t: 0 for t in TABLES})
     unreconciled_snapshots: int = 0  # stored snapshots with revenue or cost but no touchpoints
     journeys: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, int] = field(default_factory=dict)  # where the touchpoint rows came from
 
     def add(self, other: "ExportStats") -> None:
         self.hours += other.hours
@@ -32,6 +58,8 @@ class ExportStats:
         self.unreconciled_snapshots += other.unreconciled_snapshots
         for k, v in other.journeys.items():
             self.journeys[k] = self.journeys.get(k, 0) + v
+        for k, v in other.sources.items():
+            self.sources[k] = self.sources.get(k, 0) + v
 
 
 def write_exports(root: Path, hours: Sequence[int], exports: HourExports) -> ExportStats:
@@ -75,11 +103,12 @@ class ChunkRead:
 
 
 def read_chunk(engine: Engine, hours: Sequence[int], *, root: Path, journeys: HourlyFrame,
-               users: Sequence[int] | None, recompute: Recompute) -> ChunkRead:
+               users: Sequence[int] | None, recompute: Recompute, run: RunWrites | None = None) -> ChunkRead:
     """Plan the journeys of ``hours`` (``journeys``: the export asset's input) and read what is
-    stored for them (hold the export lock)."""
+    stored for them (hold the export lock); with ``run``, the touchpoints it wrote come from its
+    frames (``exports/from_run.py``), not from MySQL."""
     plan = plan_journeys(hours, root=root, journeys=journeys, users=users, recompute=recompute)
-    return ChunkRead(tuple(hours), plan, read_stored_rows(engine, hours, [_fresh_ids(plan)]))
+    return ChunkRead(tuple(hours), plan, read_stored_rows(engine, hours, [_fresh_ids(plan)], run=run))
 
 
 def write_chunk_files(root: Path, chunk: ChunkRead) -> ExportStats:
@@ -92,16 +121,17 @@ def write_chunk_files(root: Path, chunk: ChunkRead) -> ExportStats:
     stats.journeys = {"journey_hours_from_frames": plan.hours_from_frames,
                       "journey_hours_from_exports": plan.hours_from_exports,
                       "journey_hours_recomputed": plan.hours_recomputed}
+    stats.sources = dict(stored.sources)
     return stats
 
 
 def export_chunk(engine: Engine, hours: Sequence[int], *, root: Path, journeys: HourlyFrame,
-                 users: Sequence[int] | None, recompute: Recompute) -> ExportStats:
+                 users: Sequence[int] | None, recompute: Recompute, run: RunWrites | None = None) -> ExportStats:
     """Export whole ``hours``: under the export lock, read what is stored, plan the journeys,
     write every file. ``users`` None for a full run, else the users a scoped run rewrote."""
     with export_lock(root):
         return write_chunk_files(root, read_chunk(engine, hours, root=root, journeys=journeys, users=users,
-                                                  recompute=recompute))
+                                                  recompute=recompute, run=run))
 
 
 def export_chunks(chunks: Sequence[Sequence[int]], *, root: Path,
