@@ -8,9 +8,7 @@ one means when red is in ``docs/operations.md``.
 
 Partitions. Every data check is an hourly-partitioned check (``partitions_def`` = the assets'
 hourly partitions) that receives the stored frame of exactly the run's hours through the
-``HourlyParquetIOManager`` and reads it one chunk of hours at a time, chunks sized by rows
-(:func:`read_in_chunks`: a few large chunks of a sparse frame, chunks of about
-:data:`CHECK_CHUNK_ROWS` rows of a dense one), so memory is bounded by a chunk's rows.
+``HourlyParquetIOManager`` and reads it one chunk of hours at a time (memory is bounded by a chunk).
 Dagster runs such a check **once per run** over the whole range, and an ``AssetCheckResult`` only
 carries a partition when the run targets a single partition key (``dagster/partition``); in a range
 run (schedule, backfill, CLI, even over one hour) it has no partition. So each check records:
@@ -50,11 +48,6 @@ SAMPLE_SIZE = 20  # failing rows shown per evaluation (ids only)
 HOURLY_RESULTS_MAX_HOURS = 24  # runs up to this long record a result for every hour
 FAILING_HOUR_RESULTS_MAX = 100  # longer runs record at most this many failing hours per check
 FAILING_HOURS_LISTED = 500  # hours named in a run-level evaluation's metadata
-#: A check reads its stored frame in chunks of hours sized by rows (:func:`read_in_chunks`): the
-#: first of this many hours, the next ones of at most CHECK_CHUNK_ROWS rows and CHECK_MAX_HOURS hours.
-CHECK_FIRST_HOURS = 24
-CHECK_CHUNK_ROWS = 2_000_000
-CHECK_MAX_HOURS = 744
 
 ERROR = dg.AssetCheckSeverity.ERROR
 WARN = dg.AssetCheckSeverity.WARN
@@ -291,28 +284,6 @@ def _results(context: dg.AssetCheckExecutionContext, *, asset_key: dg.AssetKey, 
     )
 
 
-def read_in_chunks(frame: HourlyFrame, *, max_rows: int | None = None, first_hours: int | None = None,
-                   max_hours: int | None = None) -> Iterator[tuple[tuple[int, ...], pl.DataFrame]]:
-    """The stored ``frame``, in order, in chunks of hours sized by its rows: the first chunk has
-    ``first_hours`` hours, each next one as many hours as the rows per hour seen so far fit in
-    ``max_rows`` (at most four times the previous chunk's hours, at most ``max_hours``).
-
-    A check reads a sparse frame in a few large chunks (each chunk costs a pandera validation and a
-    read of its hour files: 30 chunks of 24 hours validated 3-6x slower than 5 of 168) and a dense
-    one in chunks of about ``max_rows`` rows, so memory stays bounded by rows, not hours."""
-    max_rows = CHECK_CHUNK_ROWS if max_rows is None else max(1, int(max_rows))
-    size = CHECK_FIRST_HOURS if first_hours is None else max(1, int(first_hours))
-    max_hours = CHECK_MAX_HOURS if max_hours is None else max(1, int(max_hours))
-    hours, start, rows, seen = frame.hours, 0, 0, 0
-    while start < len(hours):
-        chunk = tuple(hours[start:start + size])
-        df = frame.read(chunk)
-        yield chunk, df
-        start, rows, seen = start + len(chunk), rows + df.height, seen + len(chunk)
-        fit = max_rows * seen // rows if rows else max_hours
-        size = max(1, min(max_hours, 4 * len(chunk), fit))
-
-
 def run_frame_check(context: dg.AssetCheckExecutionContext, frame: HourlyFrame, *, asset_key: dg.AssetKey,
                     check_name: str, severity: dg.AssetCheckSeverity, ids: dict, noun: str,
                     finder: Finder) -> Iterator:
@@ -320,7 +291,7 @@ def run_frame_check(context: dg.AssetCheckExecutionContext, frame: HourlyFrame, 
     started = time.perf_counter()
     tally = Tally(frame.hours, ids)
     try:
-        for chunk, df in read_in_chunks(frame):
+        for chunk, df in frame.chunks():
             tally.add(df.height, _in_chunk(finder(chunk, df, tally), chunk))
     except Exception as exc:  # noqa: BLE001 - reported as a failed evaluation, see the module docstring
         tally.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"

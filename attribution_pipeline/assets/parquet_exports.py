@@ -1,6 +1,7 @@
 """The Parquet exports for analysts, rewritten for the run's hours after the write-back."""
 
 import time
+from dataclasses import dataclass
 
 import dagster as dg
 import polars as pl
@@ -17,7 +18,6 @@ from attribution_pipeline.exports.from_run import GROUP, RunWrites
 from attribution_pipeline.exports.layout import exported_hours, table_glob
 from attribution_pipeline.exports.reconcile import reconcile
 from attribution_pipeline.exports.runner import (
-    EXPORT_MEMORY_MB,
     ExportStats,
     chunk_rows,
     export_chunks,
@@ -45,26 +45,38 @@ RECONCILIATION = dg.AssetCheckSpec(
 )
 
 
-def attribution_exports(context: dg.AssetExecutionContext, journeys: HourlyFrame, credits: HourlyFrame,
-                        snapshots: HourlyFrame, db: dg.ResourceParam[Database], settings: dg.ResourceParam[Settings],
-                        scope: RunScope) -> dg.MaterializeResult:
+def attribution_exports(context: dg.AssetExecutionContext, source_changes: HourlyFrame, journeys: HourlyFrame,
+                        credits: HourlyFrame, snapshots: HourlyFrame, db: dg.ResourceParam[Database],
+                        settings: dg.ResourceParam[Settings], scope: RunScope) -> dg.MaterializeResult:
     """Hive-partitioned Parquet for analysts (DuckDB): ``snapshots``, ``touchpoints`` and
     ``journeys`` under ``$ATTRIBUTION_EXPORT_DIR/<table>/date=YYYY-MM-DD/hour=HH/part.parquet``,
     one file per table and hour, replaced atomically, built from every row stored for the hour
     after the write-back's commit (all users and models, so a ``--user`` run or an inactive model
-    never truncates an hour) and from the run's ``journeys``. The touchpoints this run's write-back
+    never truncates an hour) and from the run's ``journeys`` (of the (user, hour) pairs it recomputed,
+    ``source_changes``: the others' are kept from the files, D22). The touchpoints this run's write-back
     wrote come from its ``credits`` (checked against the stored snapshot rows, ``snapshots`` being
     what it computed), the others from MySQL. Money is DECIMAL; no personal data
     (docs/exports.md). The last step of a run: when it succeeds, the run's own frames, and those
     of the failed runs it re-executes, are removed (when it fails they stay, so that a
     re-execution from failure finds them)."""
-    result = export_hours(context, journeys, credits, snapshots, db, settings, scope)
+    inputs = RunFrames(source_changes=source_changes, journeys=journeys, credits=credits, snapshots=snapshots)
+    result = export_hours(context, inputs, db, settings, scope)
     remove_run_frames(settings.frames_path, run_lineage(context.instance, context.run))
     return result
 
 
-def export_hours(context: dg.AssetExecutionContext, journeys: HourlyFrame, credits: HourlyFrame,
-                 snapshots: HourlyFrame, db: Database, settings: Settings, scope: RunScope) -> dg.MaterializeResult:
+@dataclass(frozen=True)
+class RunFrames:
+    """The run's frames the export asset declares as inputs."""
+
+    source_changes: HourlyFrame
+    journeys: HourlyFrame
+    credits: HourlyFrame
+    snapshots: HourlyFrame
+
+
+def export_hours(context: dg.AssetExecutionContext, inputs: RunFrames, db: Database, settings: Settings,
+                 scope: RunScope) -> dg.MaterializeResult:
     """The exports of the run's hours, then their reconciliation with MySQL (only the hours exported)."""
     # The hours this run exports: any subset of the run's hours may be chosen here (the others keep
     # their files); everything below works on this list only.
@@ -80,14 +92,16 @@ def export_hours(context: dg.AssetExecutionContext, journeys: HourlyFrame, credi
     engine = db.engine()
     users = None if scope.is_full else scope_users(db, scope)
     rule = JourneyRule.from_settings(settings)
-    run = run_writes(context, credits, snapshots, db, settings, scope)
+    run = run_writes(context, inputs.credits, inputs.snapshots, db, settings, scope)
+    journeys, skipped = journeys_input(inputs)
 
     def recompute(hours_, users_):
         return journeys_of(db, rule, list(hours_), None if users_ is None else list(users_), logger=context.log)
 
     def read(chunk):
         return db.retry.run(
-            lambda: read_chunk(engine, chunk, root=root, journeys=journeys, users=users, recompute=recompute, run=run),
+            lambda: read_chunk(engine, chunk, root=root, journeys=journeys, users=users, recompute=recompute, run=run,
+                               skipped=skipped),
             what=f"export reads {hour_key(chunk[0])}..{hour_key(chunk[-1])}", logger=context.log,
         )
 
@@ -144,6 +158,21 @@ def reconciliation(context: dg.AssetExecutionContext, db: Database, root, checke
     )
 
 
+def journeys_input(inputs: RunFrames) -> tuple[HourlyFrame, pl.DataFrame | None]:
+    """The run's ``journeys`` and the (user, hour) pairs it did not recompute (D22: no journeys of
+    theirs in the frame; ``source_changes``), None when it recomputed all. An hour whose
+    ``source_changes`` frame is gone counts as one whose journeys are gone (recomputed)."""
+    changes, journeys = inputs.source_changes, inputs.journeys
+    if not changes.missing:
+        skipped = changes.collect().filter(~pl.col("recompute")).select("user_id", "date_hour")
+        return journeys, (skipped if skipped.height else None)
+    known = [h for h in changes.hours if h not in set(changes.missing)]
+    skipped = changes.read(known).filter(~pl.col("recompute")).select("user_id", "date_hour") if known else None
+    unknown = HourlyFrame(journeys.hours, lambda chunk, _stats: journeys.read(chunk), journeys.schema,
+                          name=journeys.name, missing=sorted(set(journeys.missing) | set(changes.missing)))
+    return unknown, (skipped if skipped is not None and skipped.height else None)
+
+
 def run_writes(context: dg.AssetExecutionContext, credits: HourlyFrame, snapshots: HourlyFrame, db: Database,
                settings: Settings, scope: RunScope) -> RunWrites | None:
     """What this run's write-back wrote (``exports/from_run.py``), or None when it wrote nothing
@@ -181,19 +210,14 @@ def held_groups(context: dg.AssetExecutionContext) -> pl.DataFrame | None:
 
 def export_chunk_hours(context: dg.AssetExecutionContext, db: Database, settings: Settings,
                        hours: list[int]) -> list[tuple[int, ...]]:
-    """``hours`` in chunks of at most :func:`chunk_rows` touchpoint rows (an hour with more is a
-    chunk alone), counted from the snapshots MySQL stores (``SUM(attributed_clicks)`` per hour)."""
+    """``hours`` in chunks of at most :func:`chunk_rows` touchpoint rows within the run's memory
+    budget (``ATTRIBUTION_MEMORY_BUDGET_MB``; an hour with more is a chunk alone), counted from the
+    snapshots MySQL stores (``SUM(attributed_clicks)`` per hour: no touchpoint is read)."""
     if not hours:
         return []
     rows = db.retry.run(lambda: touch_rows_per_hour(db.engine(), hours), what="count export rows",
                         logger=context.log)
-    return row_chunks(hours, rows, max_rows=chunk_rows(memory_budget_mb(settings)))
-
-
-def memory_budget_mb(settings: Settings) -> int:
-    """Memory one export chunk may take. NOTE: ``ATTRIBUTION_MEMORY_BUDGET_MB`` (``Settings.memory_budget_mb``)
-    is being added to settings.py; until it lands, :data:`EXPORT_MEMORY_MB` is used."""
-    return int(getattr(settings, "memory_budget_mb", None) or EXPORT_MEMORY_MB)
+    return row_chunks(hours, rows, max_rows=chunk_rows(settings.memory_budget_mb))
 
 
 def catch_up(context: dg.AssetExecutionContext, db: Database, settings: Settings, hours: list[int], recompute,
@@ -228,11 +252,12 @@ def catch_up(context: dg.AssetExecutionContext, db: Database, settings: Settings
 
 
 def build(hourly: Hourly) -> list:
-    """The export asset: after the write-back, with the run's journeys, credits and snapshots as its
-    declared inputs."""
+    """The export asset: after the write-back, with the run's source changes, journeys, credits and
+    snapshots as its declared inputs."""
     return [hourly.asset(
         deps=["attribution_writeback"],
-        ins={name: dg.AssetIn(input_manager_key=FRAMES_IO) for name in ("journeys", "credits", "snapshots")},
+        ins={name: dg.AssetIn(input_manager_key=FRAMES_IO)
+             for name in ("source_changes", "journeys", "credits", "snapshots")},
         kinds={"parquet", "duckdb"},
         check_specs=[RECONCILIATION],
     )(attribution_exports)]

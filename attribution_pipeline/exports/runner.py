@@ -9,7 +9,15 @@ import polars as pl
 from sqlalchemy.engine import Engine
 
 from attribution_pipeline.core.frames import HourlyFrame
-from attribution_pipeline.exports.build import HourExports, build_exports, build_parts, group_hours, journeys_export
+from attribution_pipeline.core.chunk_plan import FIXED_MIB, MIB
+from attribution_pipeline.exports.build import (
+    BUILD_ROWS,
+    HourExports,
+    build_exports,
+    build_parts,
+    group_hours,
+    journeys_export,
+)
 from attribution_pipeline.exports.columns import SORT_KEYS, TABLES
 from attribution_pipeline.exports.from_run import RunWrites
 from attribution_pipeline.exports.journey_plan import JourneyPlan, Recompute, plan_journeys
@@ -17,21 +25,25 @@ from attribution_pipeline.exports.layout import Staged, discard, export_lock, pu
 from attribution_pipeline.exports.stored import StoredRows, read_stored_rows
 
 
-#: Memory one export chunk may take, in MiB. NOTE: ``ATTRIBUTION_MEMORY_BUDGET_MB`` is being added to
-#: ``settings.py`` (another change); the export asset uses it once it exists, this default until then.
-EXPORT_MEMORY_MB = 1536
-#: Peak bytes per touchpoint row of a chunk's export (measured, docs/exports.md): the chunk's read
-#: (touchpoint rows with their conversion, the run's credits they come from, clicks, journeys,
-#: snapshots) x 2, since the next chunk is read while this one is written, plus the build of a part.
+#: Peak bytes per touchpoint row of an export chunk, beyond :data:`EXPORT_BUILD_MIB`: the rows a
+#: chunk's read holds (touchpoints with their conversion, journeys, clicks: about 115 B a touchpoint)
+#: and, while it is built and written, the next chunk's read (the run's credits it comes from, the
+#: joined rows: about 250 B), measured on the benchmark's data (docs/exports.md, "Memory").
 BYTES_PER_TOUCH_ROW = 400
+#: Peak of building and writing one part of a chunk (at most ``build.BUILD_ROWS`` touchpoints joined
+#: wide: names, shares, positions), whatever the chunk's size (measured, same place).
+EXPORT_BUILD_MIB = 450
 #: At most this many hours per export chunk whatever their rows (a month): bounds the journeys of
-#: hours whose conversions have no touchpoints (no valid model) and the number of files of a chunk.
+#: hours whose conversions have no touchpoints (no valid model) and the files of one chunk.
 EXPORT_MAX_HOURS = 744
 
 
-def chunk_rows(memory_mb: int) -> int:
-    """Touchpoint rows per export chunk for ``memory_mb`` MiB (:data:`BYTES_PER_TOUCH_ROW`)."""
-    return max(1, int(memory_mb) * 2**20 // BYTES_PER_TOUCH_ROW)
+def chunk_rows(budget_mb: float) -> int:
+    """Touchpoint rows per export chunk within a run's memory budget (``ATTRIBUTION_MEMORY_BUDGET_MB``):
+    what is left after the run's fixed part (``core/chunk_plan.FIXED_MIB``) and a build part
+    (:data:`EXPORT_BUILD_MIB`), at :data:`BYTES_PER_TOUCH_ROW` a row; at least ``build.BUILD_ROWS``."""
+    left = (float(budget_mb) - FIXED_MIB - EXPORT_BUILD_MIB) * MIB
+    return max(BUILD_ROWS, int(left) // BYTES_PER_TOUCH_ROW)
 
 
 def row_chunks(hours: Sequence[int], rows: dict[int, int], *, max_rows: int,
@@ -103,11 +115,13 @@ class ChunkRead:
 
 
 def read_chunk(engine: Engine, hours: Sequence[int], *, root: Path, journeys: HourlyFrame,
-               users: Sequence[int] | None, recompute: Recompute, run: RunWrites | None = None) -> ChunkRead:
-    """Plan the journeys of ``hours`` (``journeys``: the export asset's input) and read what is
-    stored for them (hold the export lock); with ``run``, the touchpoints it wrote come from its
-    frames (``exports/from_run.py``), not from MySQL."""
-    plan = plan_journeys(hours, root=root, journeys=journeys, users=users, recompute=recompute)
+               users: Sequence[int] | None, recompute: Recompute, run: RunWrites | None = None,
+               skipped: pl.DataFrame | None = None) -> ChunkRead:
+    """Plan the journeys of ``hours`` (``journeys``: the export asset's input; ``skipped``: the
+    (user, hour) pairs it lacks, :func:`plan_journeys`) and read what is stored for them (hold the
+    export lock); with ``run``, the touchpoints it wrote come from its frames
+    (``exports/from_run.py``), not from MySQL."""
+    plan = plan_journeys(hours, root=root, journeys=journeys, users=users, recompute=recompute, skipped=skipped)
     return ChunkRead(tuple(hours), plan, read_stored_rows(engine, hours, [_fresh_ids(plan)], run=run))
 
 
