@@ -13,7 +13,7 @@ parent; peak RSS is the child's own ``VmHWM``, see ``bench/cli_peak.py``), after
 stopped writing in the background (``Bench.settle``):
 
 1. **cold 72 h**: ``attribution rebuild`` (the command line, in-memory Dagster instance) over the
-   72 hours, every state table of the pipeline empty (:meth:`DenseBench.state_tables`: every table
+   72 hours, every state table of the pipeline empty (:meth:`Bench.state_tables`: every table
    of ``storage/tables.py`` that is not a source table, read at run time) and a fresh
    ``ATTRIBUTION_HOME`` (no frames, no exports); its SELECTs are recorded (``ATTRIBUTION_RECORD_SQL``);
 2. **I/O floor** of (1), the recipe of ``bench.run`` (a): the ``mariadb`` client replays the
@@ -74,20 +74,6 @@ class DenseBench(Bench):
             cfg = dense_config(seed=a.seed, start=START, hours=a.hours, clicks=a.clicks, conversions=a.conversions,
                                users=a.users, campaigns_per_user=a.campaigns_per_user)
             self.load_frames(lambda: generate_dense(cfg))
-
-    def state_tables(self) -> list[str]:
-        """Every table the pipeline defines that is not a Prosper202 source table and exists here:
-        its output tables and any state table of its own (listed at run time, not hard-coded)."""
-        from attribution_pipeline.storage import tables
-
-        existing = set(self.sql(f"SELECT table_name FROM information_schema.tables WHERE table_schema = "
-                                f"'{self.database}'").split("\n"))
-        return [t.name for t in tables.metadata.sorted_tables if t not in tables.SOURCE_TABLES and t.name in existing]
-
-    def reset_outputs(self):
-        names = self.state_tables()
-        self.results["state_tables"] = names
-        self.sql(" ".join(f"TRUNCATE TABLE `{name}`;" for name in names))
 
     def fresh_home(self, name: str) -> Path:
         home = self.work / name
@@ -189,7 +175,7 @@ def report_lines(r: dict, a) -> list[str]:
         "",
         f"data: {_shown(rows.get('202_clicks'))} clicks, {_shown(rows.get('202_conversion_logs'))} conversions in "
         f"{a.hours} hours, {a.users} users x {a.campaigns_per_user} campaigns, {_shown(rows.get('202_attribution_models'))} "
-        f"models; ATTRIBUTION_CHUNK_HOURS {a.chunk_hours or 'unset'}; server (version, buffer pool, "
+        f"models; ATTRIBUTION_* settings the runs saw: {r.get('tuning_env') or 'none (defaults)'}; server (version, buffer pool, "
         f"flush_log_at_trx_commit, max_allowed_packet): {r['server']}",
         f"state tables emptied before each cold run: {', '.join(r.get('state_tables', []))}",
         f"waited for InnoDB's background writes to stop before each measurement (s): {r.get('settle_s', {})}",

@@ -46,6 +46,7 @@ def main() -> None:
         "success": result.success,
         "wall_s": round(time.perf_counter() - started, 3),
         "chunk_hours": settings.chunk_hours,
+        "memory_budget_mb": getattr(settings, "memory_budget_mb", None),
         "import_s": round(imported, 3),
         "steps_s": steps,
         "writeback_stages_s": (report or {}).get("stage_seconds", {}),

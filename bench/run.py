@@ -86,6 +86,10 @@ class Bench:
             env["ATTRIBUTION_CHUNK_HOURS"] = str(self.args.chunk_hours)
         if record:
             env["ATTRIBUTION_RECORD_SQL"] = str(record)
+        plumbing = {"ATTRIBUTION_HOME", "ATTRIBUTION_DB_URL", "ATTRIBUTION_DB_URL_FILE", "ATTRIBUTION_RECORD_SQL",
+                    "ATTRIBUTION_ALERT_WEBHOOK_URL", "ATTRIBUTION_BENCH_MYSQL_URL"}
+        self.results["tuning_env"] = {k: v for k, v in sorted(env.items())
+                                      if k.startswith("ATTRIBUTION_") and k not in plumbing}
         return env
 
     # --------------------------------------------------------------------------------------
@@ -111,7 +115,7 @@ class Bench:
             if exists and self.args.reuse:
                 print(f"re-using database {self.database}")
                 tables.create_missing(self.engine())
-                rows = {t: int(self.sql(f"SELECT COUNT(*) FROM `{t}`").split()[-1]) for t in ("202_clicks", "202_conversion_logs")}
+                rows = {t: int(self.sql(f"SELECT COUNT(*) FROM `{t}`").split()[-1]) for t in ("202_clicks", "202_conversion_logs", "202_attribution_models")}
                 self.results["seed"] = {"rows": rows, "reused": True}
                 return False
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{self.database}`")
@@ -146,9 +150,20 @@ class Bench:
         print(f"seeded {self.database}: {counts['202_clicks']:,} clicks, {counts['202_conversion_logs']:,} conversions "
               f"in {time.perf_counter() - started:.0f}s", flush=True)
 
+    def state_tables(self) -> list[str]:
+        """Every table the pipeline defines that is not a Prosper202 source table and exists here: its
+        output tables and any state table of its own (read from ``storage/tables.py`` at run time)."""
+        from attribution_pipeline.storage import tables
+
+        existing = set(self.sql(f"SELECT table_name FROM information_schema.tables WHERE table_schema = "
+                                f"'{self.database}'").split("\n"))
+        return [t.name for t in tables.metadata.sorted_tables if t not in tables.SOURCE_TABLES and t.name in existing]
+
     def reset_outputs(self):
-        self.sql("TRUNCATE TABLE `202_attribution_touchpoints`; TRUNCATE TABLE `202_attribution_snapshots`; "
-                 "TRUNCATE TABLE `202_attribution_audit`; DELETE FROM `202_cronjob_logs`")
+        """Empty every state table of the pipeline, so that a run writes every row."""
+        names = self.state_tables()
+        self.results["state_tables"] = names
+        self.sql(" ".join(f"TRUNCATE TABLE `{name}`;" for name in names))
 
     def settle(self, what: str, timeout_s: float = 600.0, quiet_bytes_per_s: int = 256 * 1024) -> None:
         """Wait until InnoDB has stopped writing in the background, so that each measurement starts on
@@ -292,6 +307,7 @@ class Bench:
             "",
             f"data: {r.get('seed', {}).get('rows', {}).get('202_clicks', '?')} clicks, "
             f"{b.get('conversions')} conversions in {self.hours} hours; chunk {b.get('chunk_hours')} h; "
+            f"ATTRIBUTION_* settings the runs saw: {r.get('tuning_env') or 'none (defaults)'}; "
             f"server (version, buffer pool, flush_log_at_trx_commit, max_allowed_packet): {r['server']}",
             f"waited for InnoDB's background writes to stop before each measurement (s): {r.get('settle_s', {})}",
             f"{'measure':58} {'wall s':>8} {'peak RSS MiB':>13} {'rows/s':>12}",
@@ -330,8 +346,8 @@ class Bench:
     def report_memory_only(self):
         b = self.results["b_range_run"]
         self.write_out(f"\ndata: {self.results['seed']['rows'].get('202_clicks')} clicks, {b.get('conversions')} "
-                       f"conversions in {self.hours} hours; chunk {b.get('chunk_hours')} h (ATTRIBUTION_CHUNK_HOURS "
-                       f"{self.args.chunk_hours or 'unset'})\n(b) all hours as one run: {b['wall_s']} s, "
+                       f"conversions in {self.hours} hours; chunk {b.get('chunk_hours')} h; ATTRIBUTION_* settings "
+                       f"the run saw: {self.results['tuning_env'] or 'none (defaults)'}\n(b) all hours as one run: {b['wall_s']} s, "
                        f"peak RSS {b['peak_rss_mib']} MiB\nsteps (s): {json.dumps(b['steps_s'])}")
 
     def write_out(self, text: str, prefix: str = "results") -> None:
