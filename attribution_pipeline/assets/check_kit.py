@@ -9,6 +9,8 @@ one means when red is in ``docs/operations.md``.
 Partitions. Every data check is an hourly-partitioned check (``partitions_def`` = the assets'
 hourly partitions) that receives the stored frame of exactly the run's hours through the
 ``HourlyParquetIOManager`` and reads it one chunk of hours at a time (memory is bounded by a chunk).
+The checks of one asset run one after another and share the chunks they read (:class:`FrameChunks`,
+up to :data:`CHECK_CACHE_MB`): a stored frame is read once per run, not once per check.
 Dagster runs such a check **once per run** over the whole range, and an ``AssetCheckResult`` only
 carries a partition when the run targets a single partition key (``dagster/partition``); in a range
 run (schedule, backfill, CLI, even over one hour) it has no partition. So each check records:
@@ -28,6 +30,7 @@ Check steps carry ``dagster/priority`` so they run before the write-back step, w
 private frames of a scoped (``--user``/``--model``/``--dry-run``) run when it ends.
 """
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -284,6 +287,63 @@ def _results(context: dg.AssetCheckExecutionContext, *, asset_key: dg.AssetKey, 
     )
 
 
+class FrameChunks:
+    """The chunks of one stored frame, kept for the next data check of the same asset in the same run.
+
+    The checks of an asset run one after another, right after it (five read ``conversions``, four
+    ``journeys``), and each read the same stored frame in the same chunks: every chunk read its
+    hour files again and the chunks were planned again from the files' footers. The first check of
+    an asset now keeps the chunks it reads, up to ``limit_bytes`` (a frame larger than that is kept
+    in part: its first chunks), and the next checks of that asset in that run read those from
+    memory; the chunks of one frame only are kept, dropped when a check of another frame (or run)
+    starts. Frames are immutable once their step has run, so every check sees the same rows."""
+
+    def __init__(self, limit_bytes: int):
+        self.limit_bytes = limit_bytes
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._plan: list[tuple[int, ...]] | None = None
+        self._kept: dict[tuple[int, ...], pl.DataFrame] = {}
+        self._bytes = 0
+        self.hits = 0
+
+    def clear(self) -> None:
+        with self._lock:
+            self._key, self._plan, self._kept, self._bytes = None, None, {}, 0
+
+    def chunks(self, key: tuple, frame: HourlyFrame) -> Iterator[tuple[tuple[int, ...], pl.DataFrame]]:
+        """``frame.chunks()``, from memory for the chunks an earlier check of ``key`` kept."""
+        with self._lock:
+            if key != self._key:
+                self._key, self._plan, self._kept, self._bytes = key, None, {}, 0
+            plan = self._plan
+        if plan is None:
+            plan = frame.chunk_list()
+            with self._lock:
+                if key == self._key:
+                    self._plan = plan
+        for chunk in plan:
+            with self._lock:
+                df = self._kept.get(chunk) if key == self._key else None
+                self.hits += df is not None
+            if df is None:
+                df = frame.read(chunk)
+                self._keep(key, chunk, df)
+            yield chunk, df
+
+    def _keep(self, key: tuple, chunk: tuple[int, ...], df: pl.DataFrame) -> None:
+        size = df.estimated_size()
+        with self._lock:
+            if key == self._key and self._bytes + size <= self.limit_bytes:
+                self._kept[chunk] = df
+                self._bytes += size
+
+
+#: Memory the checks of one asset may keep between them (:class:`FrameChunks`).
+CHECK_CACHE_MB = 128
+FRAMES = FrameChunks(CHECK_CACHE_MB << 20)
+
+
 def run_frame_check(context: dg.AssetCheckExecutionContext, frame: HourlyFrame, *, asset_key: dg.AssetKey,
                     check_name: str, severity: dg.AssetCheckSeverity, ids: dict, noun: str,
                     finder: Finder) -> Iterator:
@@ -291,7 +351,7 @@ def run_frame_check(context: dg.AssetCheckExecutionContext, frame: HourlyFrame, 
     started = time.perf_counter()
     tally = Tally(frame.hours, ids)
     try:
-        for chunk, df in frame.chunks():
+        for chunk, df in FRAMES.chunks((context.run.run_id, asset_key.to_user_string(), frame.hours), frame):
             tally.add(df.height, _in_chunk(finder(chunk, df, tally), chunk))
     except Exception as exc:  # noqa: BLE001 - reported as a failed evaluation, see the module docstring
         tally.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
