@@ -35,6 +35,7 @@ from attribution_pipeline.logs import timed_into
 from attribution_pipeline.storage import source_state, tables
 from attribution_pipeline.storage.audit import record_chunk
 from attribution_pipeline.storage.bulk import bulk_load
+from attribution_pipeline.storage.database import is_sqlite
 from attribution_pipeline.storage.frame_io import chunked
 from attribution_pipeline.storage.locks import hours_locked
 from attribution_pipeline.storage.stored_rows import (
@@ -99,6 +100,7 @@ def write_chunk(engine: Engine, plan: ChunkWrite, *, now: int, batch_rows: int, 
         lock_started = time.perf_counter()
         with hours_locked(conn, plan.hours, lock_timeout):
             outcome.stage_seconds["lock"] = time.perf_counter() - lock_started
+            read_committed(conn)
             transaction = conn.begin()
             try:
                 _replace_rows(conn, plan, outcome, now=now, batch_rows=batch_rows)
@@ -118,6 +120,23 @@ def write_chunk(engine: Engine, plan: ChunkWrite, *, now: int, batch_rows: int, 
                 transaction.commit()
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def read_committed(conn: Connection) -> None:
+    """Run the chunk's transaction at READ COMMITTED on MySQL/MariaDB: at the default REPEATABLE
+    READ its ``DELETE ... WHERE snapshot_id IN (...)`` takes next-key locks up to the end of the
+    touchpoints' ``snapshot_conv`` index (the newest snapshots are the ones rewritten), so any
+    other session inserting touchpoints for new snapshots (Prosper202, another run on other hours)
+    waits for the chunk's commit (bench/RESULTS.md, write path details). Our own writers are
+    serialised by the hour locks; inside the transaction every read is of rows those locks guard.
+    Not done where the binary log is statement-based (InnoDB refuses to log READ COMMITTED writes
+    in that format)."""
+    if is_sqlite(conn):
+        return
+    binlog = conn.exec_driver_sql("SELECT IF(@@log_bin = 1, @@binlog_format, 'OFF')").scalar()
+    conn.commit()  # the SELECT autobegan a transaction; the level is set between transactions
+    if str(binlog).upper() != "STATEMENT":
+        conn.execution_options(isolation_level="READ COMMITTED")  # reset when the connection is returned
 
 
 def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, now: int, batch_rows: int) -> None:
