@@ -23,6 +23,11 @@ def print_summary(report: dict, names: dict[int, str]) -> None:
             print(f"  user {row['user_id']} model {row['model_id']} {name} {row['hour']}: {row['status']}")
         print("  dry run, nothing written: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no owned rows"))
     else:
+        pairs = report.get("user_hours_recomputed", 0) + report.get("user_hours_skipped", 0)
+        if pairs:  # incremental runs (D22)
+            print(f"  recomputed: {report['user_hours_recomputed']} of {pairs} (user, hour) pair(s); "
+                  f"{report['user_hours_skipped']} unchanged since written, left as stored "
+                  f"({report.get('groups_unchanged', 0)} snapshot rows)")
         print(f"  rows written: {report['snapshots_written']} snapshots, {report['touchpoints_written']} touchpoints "
               f"(replaced {report['snapshots_deleted']} snapshots, {report['touchpoints_deleted']} touchpoints)")
         for model_id, counts in report["rows_by_model"].items():
