@@ -34,6 +34,9 @@ from attribution_pipeline.storage.journey_source import JourneyRule, journeys_of
 
 #: Hours without export files that one run catches up at most (the rest: the next runs).
 CATCH_UP_HOURS = 168
+#: The write-back's latest ``held_groups`` evaluations searched for this run's (other runs may have
+#: evaluated it since; not found: every touchpoint is read from MySQL).
+HELD_LOOKUP = 20
 
 RECONCILIATION = dg.AssetCheckSpec(
     "export_reconciliation",
@@ -190,22 +193,21 @@ def run_writes(context: dg.AssetExecutionContext, credits: HourlyFrame, snapshot
 
 
 def held_groups(context: dg.AssetExecutionContext) -> pl.DataFrame | None:
-    """``GROUP`` of the groups this run's write-back held, from its ``held_groups`` check, or None
-    when the write-back did not materialise in this run or its check lists only some of them."""
-    wrote, listed, count = False, None, None
-    for entry in context.instance.all_logs(context.run.run_id, of_type={
-            dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_CHECK_EVALUATION}):
-        event = entry.dagster_event
-        if event is None:
+    """``GROUP`` of the groups this run's write-back held, from its ``held_groups`` check (evaluated
+    with its materialisation), or None when the write-back did not materialise in this run or its
+    check lists only some of them."""
+    key = dg.AssetCheckKey(dg.AssetKey(WRITEBACK), "held_groups")
+    records = context.instance.event_log_storage.get_asset_check_execution_history(key, limit=HELD_LOOKUP)
+    for record in records:
+        event = record.event.dagster_event if record.run_id == context.run.run_id and record.event else None
+        data = event.event_specific_data if event is not None else None
+        if data is None or getattr(data, "check_name", None) != "held_groups":
             continue
-        data = event.event_specific_data
-        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
-            wrote = wrote or data.materialization.asset_key == dg.AssetKey(WRITEBACK)
-        elif data.asset_key == dg.AssetKey(WRITEBACK) and data.check_name == "held_groups":
-            listed, count = data.metadata["held"].value, data.metadata["held_groups"].value
-    if not wrote or listed is None or len(listed) < count:
-        return None
-    return pl.DataFrame([{k: int(g[k]) for k in GROUP} for g in listed], schema={k: pl.Int64 for k in GROUP})
+        listed, count = data.metadata["held"].value, data.metadata["held_groups"].value
+        if len(listed) < count:
+            return None
+        return pl.DataFrame([{k: int(g[k]) for k in GROUP} for g in listed], schema={k: pl.Int64 for k in GROUP})
+    return None
 
 
 def export_chunk_hours(context: dg.AssetExecutionContext, db: Database, settings: Settings,
