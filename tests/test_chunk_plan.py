@@ -71,7 +71,7 @@ def test_plan_keeps_each_chunk_within_the_budget_and_the_hour_bound():
     assert plan.estimated_rows == (900, 200, 2500, 1000, 0)  # hours 4..6: 0 + 100 + 900, then hour 7 (3 hours at most)
     assert plan.split_hours == [hours[3]] and plan.oversized((hours[3],)) and not plan.oversized(plan.chunks[0])
     assert plan.metadata() == {"plan_chunks": 5, "plan_max_estimated_rows": 2500, "plan_rows_budget": 1000,
-                               "plan_split_hours": 1, "memory_budget_mb": 400}
+                               "plan_split_hours": 1, "memory_budget_mb": round(cp.budget_mb_for(1000))}
     # a budget that holds everything: ATTRIBUTION_CHUNK_HOURS alone cuts
     assert [len(c) for c in cp.plan_chunks(hours, rows, budget_mb=10**6, max_hours=3).chunks] == [3, 3, 2]
 
@@ -85,8 +85,8 @@ def test_the_dense_tenant_of_issue_17_is_cut_into_chunks_of_a_few_hours():
     estimate = cp.hour_rows(counts(per_hour), per_user, touch_cap=25)
     assert set(estimate.values()) == {926 * 26 * 13}  # 312,988 rows an hour, 22.5M for the 72 hours
     plan = cp.plan_chunks(sorted(estimate), estimate, budget_mb=1536, max_hours=168)
-    per_chunk = cp.rows_within(1536) // (926 * 26 * 13)
-    assert per_chunk == 11 and len(plan.chunks) == 7  # 6 chunks of 11 hours and one of 6
+    assert cp.rows_within(1536) == 2_220_734  # (1536 - 350) MiB at 560 bytes a row
+    assert [len(c) for c in plan.chunks] == [7] * 10 + [2]  # 2.19M estimated rows a chunk
     assert max(plan.estimated_rows) * cp.BYTES_PER_ROW / 2**20 + cp.FIXED_MIB <= 1536
 
 

@@ -12,8 +12,8 @@ hence the ``max(1, ...)``). Only conversions whose click was found count (D16). 
 journey can actually use are not known before the journeys are built: any campaign with traffic
 fills the cap within the 30-day lookback (on the dense tenant of issue 17 most journeys were at
 the cap), so the estimate takes the cap. It is what every step can compute the same way from the
-stored ``conversions`` and ``attribution_models`` frames, so journeys, credits and the write-back
-cut the run the same way.
+stored ``conversions`` and ``attribution_models`` frames, so the journeys, credits, snapshots and
+write-back steps cut the run the same way.
 
 A chunk's estimated peak is ``FIXED_MIB + rows x BYTES_PER_ROW``; chunks are filled greedily, hour
 by hour, while that stays within the budget. An hour whose own estimate is over the budget is a
@@ -21,19 +21,26 @@ chunk of its own and is computed in pieces inside its ``produce`` (:func:`pieces
 a user's conversions by ``conv_id`` range), concatenated into that hour's frame; the write-back
 still writes the hour in one transaction (D9).
 
-Measured figures (``BYTES_PER_ROW``, ``FIXED_MIB``)
-------------------------------------------------
-Peak RSS of the whole job (``VmHWM``; the process sampled every 10 ms, each step's peak read
-from the samples between its start and end events) run in-process as ``attribution rebuild``
-does, with every step and check except the Parquet exports, over the demo generator's data (the
-dense shape of issue 17: 4 accounts, 2 campaigns each, every model type, 300k clicks, journeys
-mostly at the cap), as one chunk (``ATTRIBUTION_CHUNK_HOURS=168``, budget out of the way), for
-12, 24 and 48 hours of conversions (7.5k, 15k and 30k conversions). The peak grew linearly with
-the estimated rows; ``BYTES_PER_ROW`` is the slope (the largest of the journeys, credits,
-snapshots and write-back steps' slopes: the write-back's, which holds the chunk's five frames,
-the rows it writes and the rows it reads back as DECIMAL strings), ``FIXED_MIB`` the intercept
-(Python, Dagster, Polars and the run's own bookkeeping), both rounded up. See
-``docs/architecture.md`` ("How a run streams") for the figures.
+Measured figures (``BYTES_PER_ROW``, ``FIXED_MIB``, ``CLICK_BYTES``)
+-----------------------------------------------------------------
+Method: peak RSS of the whole job run in-process as ``attribution rebuild`` runs it (every step
+and check), the process sampled every 10 ms from a thread (``/proc/self/statm``), each step's peak
+read from the samples between its start and end events; the figure is the peak before the
+Parquet exports step (which keeps its own chunking). Data: the demo generator (seed 202, 4
+accounts of which one deleted, 2 campaigns each, 300k clicks over 31 days, 30k conversions in 24
+hours), multi-touch on everywhere and only the models that credit every touch active (linear,
+time decay, position based: 3-5 valid per account), so that journeys are at the cap (25.7 touches
+per conversion) and the credit rows equal the estimate (1.90M touchpoints for 1.94M estimated
+rows over 24 hours): the worst case per estimated row. The first 6, 12 and 24 hours, each as one
+chunk (budget out of the way), held 0.48M, 0.96M and 1.94M estimated rows and peaked at 576, 782
+and 1,283 MiB (the write-back step's peak each time). Slopes: 452 bytes a row from 6 to 12 hours,
+538 from 12 to 24; ``BYTES_PER_ROW`` is the larger, rounded up; ``FIXED_MIB`` the intercept (about
+340 MiB: Python, Dagster, Polars, the run's bookkeeping), rounded up. With every model type active
+(last and first touch credit one touch a journey) the same runs gave 315 bytes an estimated row.
+Check: the 24 hours under budgets of 700 and 900 MiB were cut into 4 and 2 chunks and peaked at
+701 and 802 MiB. ``CLICK_BYTES``: the journeys step alone over 720 hours of 1M clicks held at most
+272k click rows at once and peaked 163 MiB above its start, about 57 MiB of it the journeys built:
+about 400 bytes a click row.
 """
 
 import itertools
@@ -45,11 +52,11 @@ import polars as pl
 from attribution_pipeline.settings import Settings
 
 #: Peak RSS per estimated row of a chunk (see the module docstring for how it was measured).
-BYTES_PER_ROW = 330
+BYTES_PER_ROW = 560
 #: Peak RSS of a run before its chunks hold anything (see the module docstring).
-FIXED_MIB = 400
+FIXED_MIB = 350
 #: Peak RSS per click row the journeys step holds (read, deduplicated, indexed by the journey rule).
-CLICK_BYTES = 300
+CLICK_BYTES = 400
 MIB = 1 << 20
 
 
