@@ -133,5 +133,38 @@ def recomputed(changes: HourlyFrame, chunk: tuple[int, ...]) -> pl.DataFrame:
     return changes.read(chunk).filter(pl.col("recompute")).select("date_hour", "user_id", "source_fp")
 
 
+def hours_to_export(db: Database, settings: Settings, scope: RunScope, hours: list[int],
+                    logger=None) -> tuple[list[int], pl.DataFrame | None]:
+    """The run's hours whose Parquet export is to be rewritten, and the state rows to mark exported
+    afterwards (:func:`mark_exported`): hours with a (user, hour) written since their last export
+    (D22). A run that records no state (``--model``, stored journeys, no state table) exports all
+    its hours, and returns None."""
+    def read():
+        with db.engine().connect() as conn:
+            if not source_state.has_state_table(conn):
+                return None
+            return source_state.pending_exports(conn, hours)
+
+    if scope.models or settings.journey_source != "clicks":
+        return hours, None
+    pending = db.retry.run(read, what="find hours to export", logger=logger)
+    if pending is None:
+        return hours, None
+    return sorted(set(pending.get_column("date_hour").to_list())), pending
+
+
+def mark_exported(db: Database, pending: pl.DataFrame | None, exported: list[int], logger=None) -> int:
+    """Note that the hours ``exported`` were published (their pending state rows)."""
+    if pending is None or not exported:
+        return 0
+    done = pending.filter(pl.col("date_hour").is_in(exported))
+
+    def write():
+        with db.engine().begin() as conn:
+            return source_state.mark_exported(conn, done)
+
+    return db.retry.run(write, what="note exported hours", logger=logger)
+
+
 def build(hourly: Hourly) -> list:
     return [hourly.frame_asset(kinds={"mysql"})(source_changes)]
