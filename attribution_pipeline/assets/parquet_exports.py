@@ -119,6 +119,7 @@ def export_hours(context: dg.AssetExecutionContext, inputs: RunFrames, db: Datab
     check = reconciliation(context, db, root, checked, started)
     return dg.MaterializeResult(check_results=[check], metadata={
         "hours": total.hours,
+        "export_chunks": total.chunks,
         "files": total.files,
         **{f"rows_{t}": n for t, n in total.rows.items()},
         **total.journeys,
@@ -213,13 +214,14 @@ def held_groups(context: dg.AssetExecutionContext) -> pl.DataFrame | None:
 def export_chunk_hours(context: dg.AssetExecutionContext, db: Database, settings: Settings,
                        hours: list[int]) -> list[tuple[int, ...]]:
     """``hours`` in chunks of at most :func:`chunk_rows` touchpoint rows within the run's memory
-    budget (``ATTRIBUTION_MEMORY_BUDGET_MB``; an hour with more is a chunk alone), counted from the
-    snapshots MySQL stores (``SUM(attributed_clicks)`` per hour: no touchpoint is read)."""
+    budget (``ATTRIBUTION_MEMORY_BUDGET_MB``; an hour with more is a chunk alone) and at most
+    ``ATTRIBUTION_CHUNK_HOURS`` hours, counted from the snapshots MySQL stores
+    (``SUM(attributed_clicks)`` per hour: no touchpoint is read)."""
     if not hours:
         return []
     rows = db.retry.run(lambda: touch_rows_per_hour(db.engine(), hours), what="count export rows",
                         logger=context.log)
-    return row_chunks(hours, rows, max_rows=chunk_rows(settings.memory_budget_mb))
+    return row_chunks(hours, rows, max_rows=chunk_rows(settings.memory_budget_mb), max_hours=settings.chunk_hours)
 
 
 def catch_up(context: dg.AssetExecutionContext, db: Database, settings: Settings, hours: list[int], recompute,

@@ -33,10 +33,6 @@ BYTES_PER_TOUCH_ROW = 400
 #: Peak of building and writing one part of a chunk (at most ``build.BUILD_ROWS`` touchpoints joined
 #: wide: names, shares, positions), whatever the chunk's size (measured, same place).
 EXPORT_BUILD_MIB = 450
-#: At most this many hours per export chunk whatever their rows (a month): bounds the journeys of
-#: hours whose conversions have no touchpoints (no valid model) and the files of one chunk.
-EXPORT_MAX_HOURS = 744
-
 
 def chunk_rows(budget_mb: float) -> int:
     """Touchpoint rows per export chunk within a run's memory budget (``ATTRIBUTION_MEMORY_BUDGET_MB``):
@@ -46,16 +42,18 @@ def chunk_rows(budget_mb: float) -> int:
     return max(BUILD_ROWS, int(left) // BYTES_PER_TOUCH_ROW)
 
 
-def row_chunks(hours: Sequence[int], rows: dict[int, int], *, max_rows: int,
-               max_hours: int = EXPORT_MAX_HOURS) -> list[tuple[int, ...]]:
+def row_chunks(hours: Sequence[int], rows: dict[int, int], *, max_rows: int, max_hours: int) -> list[tuple[int, ...]]:
     """``hours`` in export chunks of at most ``max_rows`` touchpoint rows (``rows`` per hour; an
-    hour with more is a chunk alone) and at most ``max_hours`` hours."""
+    hour with more is a chunk alone) and at most ``max_hours`` hours (``ATTRIBUTION_CHUNK_HOURS``:
+    it bounds the journeys of hours without touchpoints, and several chunks let the next one be
+    read while this one is written)."""
     return group_hours(hours, rows, max_hours=max_hours, max_rows=max_rows)
 
 
 @dataclass
 class ExportStats:
     hours: int = 0
+    chunks: int = 0
     files: int = 0
     rows: dict[str, int] = field(default_factory=lambda: {t: 0 for t in TABLES})
     unreconciled_snapshots: int = 0  # stored snapshots with revenue or cost but no touchpoints
@@ -64,6 +62,7 @@ class ExportStats:
 
     def add(self, other: "ExportStats") -> None:
         self.hours += other.hours
+        self.chunks += other.chunks
         self.files += other.files
         for t in TABLES:
             self.rows[t] += other.rows[t]
@@ -80,15 +79,15 @@ def write_exports(root: Path, hours: Sequence[int], exports: HourExports) -> Exp
     place under the exclusive publish lock, so a reader holding it shared never sees one table of
     an hour from this export and another from the previous one."""
     stats = ExportStats(hours=len(hours))
-    staged: list[Staged] = []
+    parts = []
+    for table in TABLES:
+        df: pl.DataFrame = getattr(exports, table)
+        by_hour = df.partition_by("date_hour", as_dict=True, maintain_order=True)
+        parts += [(table, hour, by_hour.get((hour,), df.clear())) for hour in hours]
+        stats.rows[table] += df.height
+    staged = stage_parts(root, parts)
+    stats.files += len(staged)
     try:
-        for table in TABLES:
-            df: pl.DataFrame = getattr(exports, table)
-            by_hour = df.partition_by("date_hour", as_dict=True, maintain_order=True)
-            for hour in hours:
-                staged.append(stage_part(root, table, hour, by_hour.get((hour,), df.clear())))
-                stats.files += 1
-            stats.rows[table] += df.height
         publish_parts(root, staged)
     finally:
         discard(staged)
@@ -97,6 +96,28 @@ def write_exports(root: Path, hours: Sequence[int], exports: HourExports) -> Exp
         (pl.col("attributed_revenue") != 0) | (pl.col("attributed_cost") != 0)
     ).join(covered, on="snapshot_id", how="anti").height
     return stats
+
+
+#: Files staged at once (encoded, written, fsynced): the fsyncs wait on the disk, the encoding runs
+#: in Polars without the GIL; 3 writers staged 2,160 small files in 2.1-2.4 s instead of 3.3-3.5 s.
+STAGE_WORKERS = 3
+
+
+def stage_parts(root: Path, parts: Sequence[tuple[str, int, pl.DataFrame]]) -> list[Staged]:
+    """:func:`stage_part` of every ``(table, hour, rows)``, :data:`STAGE_WORKERS` at a time; if one
+    fails, the others' temporary files are removed and its error raised."""
+    staged: list[Staged] = []
+    failed: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=STAGE_WORKERS, thread_name_prefix="export-stage") as pool:
+        for future in [pool.submit(stage_part, root, table, hour, df) for table, hour, df in parts]:
+            try:
+                staged.append(future.result())
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, once every file is done
+                failed = failed or exc
+    if failed is not None:
+        discard(staged)
+        raise failed
+    return staged
 
 
 def _fresh_ids(plan: JourneyPlan) -> pl.DataFrame:
@@ -136,6 +157,7 @@ def write_chunk_files(root: Path, chunk: ChunkRead) -> ExportStats:
                       "journey_hours_from_exports": plan.hours_from_exports,
                       "journey_hours_recomputed": plan.hours_recomputed}
     stats.sources = dict(stored.sources)
+    stats.chunks = 1
     return stats
 
 
