@@ -10,7 +10,7 @@ Partitions. Every data check is an hourly-partitioned check (``partitions_def`` 
 hourly partitions) that receives the stored frame of exactly the run's hours through the
 ``HourlyParquetIOManager`` and reads it one chunk of hours at a time (memory is bounded by a chunk).
 The checks of one asset run one after another and share the chunks they read (:class:`FrameChunks`,
-up to :data:`CHECK_CACHE_MB`): a stored frame is read once per run, not once per check.
+up to :data:`CHECK_CACHE_MB`): a stored frame that fits is read once per run, not once per check.
 Dagster runs such a check **once per run** over the whole range, and an ``AssetCheckResult`` only
 carries a partition when the run targets a single partition key (``dagster/partition``); in a range
 run (schedule, backfill, CLI, even over one hour) it has no partition. So each check records:
@@ -339,8 +339,11 @@ class FrameChunks:
                 self._bytes += size
 
 
-#: Memory the checks of one asset may keep between them (:class:`FrameChunks`).
-CHECK_CACHE_MB = 128
+#: Memory the checks of one asset may keep between them (:class:`FrameChunks`): a constant, so the
+#: run's peak grows by at most this much whatever its rows (the chunk a check reads is sized by the
+#: IO manager within ATTRIBUTION_MEMORY_BUDGET_MB; the frame of the last checks run, kept until a
+#: check of another frame or run starts, is the small ``snapshots`` one in the job's order).
+CHECK_CACHE_MB = 64
 FRAMES = FrameChunks(CHECK_CACHE_MB << 20)
 
 

@@ -1,8 +1,9 @@
 """Parquet exports for analysts: what the pipeline stored, one file per table and UTC hour.
 
 Modules: :mod:`.layout` (paths, atomic files, the lock), :mod:`.columns` (the pinned schema),
-:mod:`.stored` (set-based reads of what MySQL stores), :mod:`.shares` (exact allocation of stored
-totals), :mod:`.build` (the three frames), :mod:`.journey_plan` (where each hour's journeys come
+:mod:`.stored` (set-based reads of what MySQL stores), :mod:`.from_run` (the touchpoints the run
+just wrote, from its credits frame, instead of re-read from MySQL), :mod:`.shares` (exact allocation
+of stored totals), :mod:`.build` (the three frames), :mod:`.journey_plan` (where each hour's journeys come
 from), :mod:`.runner` (a chunk of hours end to end), :mod:`.reconcile` (files against MySQL).
 
 Layout (hive-partitioned, one dataset folder per table; DuckDB reads each table with
