@@ -158,7 +158,8 @@ def test_loaded_frames_chunk_by_their_stored_rows(tmp_path):
         hourly_parquet.write_hour(tmp_path, "credits", hour, pl.DataFrame(
             {"date_hour": [hour] * n, "x": list(range(n))}, schema={"date_hour": pl.Int64, "x": pl.Int64}))
     assert hourly_parquet.stored_rows(tmp_path, "credits", hours) == dict(zip(hours, [300, 300, 900, 0, 200]))
-    frame = hourly_parquet.stored_frame(tmp_path, "credits", hours, max_hours=24, budget_mb=cp.budget_mb_for(700))
+    budget = cp.budget_mb_for(700 * cp.STORED_ROW_WEIGHT)  # a stored row weighs STORED_ROW_WEIGHT rows
+    frame = hourly_parquet.stored_frame(tmp_path, "credits", hours, max_hours=24, budget_mb=budget)
     assert frame.chunk_list() == [(hours[0], hours[1]), (hours[2],), (hours[3], hours[4])]
     assert [d.height for _, d in frame.chunks()] == [600, 900, 200]
     by_hours = hourly_parquet.stored_frame(tmp_path, "credits", hours, max_hours=2)

@@ -57,6 +57,11 @@ BYTES_PER_ROW = 560
 FIXED_MIB = 350
 #: Peak RSS per click row the journeys step holds (read, deduplicated, indexed by the journey rule).
 CLICK_BYTES = 400
+#: Estimated rows one stored row counts for when a loaded frame is iterated whole (the data checks):
+#: a check costs about 440 bytes a stored row by itself, but it runs after the compute steps, on
+#: top of memory the allocator has not returned yet, and its rows are real ones, not an upper
+#: bound (over 720 hours of 200k conversions, 2.2M stored credit rows a chunk peaked at 1,543 MiB).
+STORED_ROW_WEIGHT = 2
 MIB = 1 << 20
 
 

@@ -42,7 +42,7 @@ import dagster as dg
 import polars as pl
 import pyarrow.parquet as pq
 
-from attribution_pipeline.core.chunk_plan import plan_chunks
+from attribution_pipeline.core.chunk_plan import STORED_ROW_WEIGHT, plan_chunks
 from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.core.hours import hours_in
 from attribution_pipeline.errors import MissingUpstreamHours
@@ -158,16 +158,17 @@ def stored_frame(root: Path, asset: str, hours: Sequence[int], max_hours: int = 
                  budget_mb: float | None = None) -> HourlyFrame:
     """The stored frame of ``asset`` over ``hours``, read lazily; ``missing`` lists the hours
     without a file (reading one raises :class:`MissingUpstreamHours`). Iterated (the data checks),
-    it yields chunks of at most ``max_hours`` hours whose stored rows fit
-    ``budget_mb`` (``core/chunk_plan.py``, one stored row counted as one estimated row), from the
-    files' row counts when first iterated."""
+    it yields chunks of at most ``max_hours`` hours whose stored rows fit ``budget_mb``
+    (``core/chunk_plan.py``, a stored row counted as ``STORED_ROW_WEIGHT`` estimated rows), from
+    the files' row counts when first iterated."""
     missing = [h for h in hours if not hour_file(root, asset, h).exists()]
     absent = set(missing)
     probe = next((hour_file(root, asset, h) for h in hours if h not in absent), None)
     schema = dict(pl.read_parquet_schema(probe)) if probe is not None else {}
 
     def chunks() -> tuple[tuple[int, ...], ...]:
-        return plan_chunks(hours, stored_rows(root, asset, hours), budget_mb=budget_mb, max_hours=max_hours).chunks
+        rows = {h: n * STORED_ROW_WEIGHT for h, n in stored_rows(root, asset, hours).items()}
+        return plan_chunks(hours, rows, budget_mb=budget_mb, max_hours=max_hours).chunks
 
     return HourlyFrame(hours, lambda chunk, _stats: read_hours(root, asset, chunk), schema, name=asset,
                        missing=missing, chunk_size=max_hours, chunks=chunks if budget_mb is not None else None)
