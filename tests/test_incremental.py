@@ -7,6 +7,7 @@ import json
 import pytest
 from sqlalchemy import func, select, text, update
 
+from attribution_pipeline.core import chunk_plan as cp
 from attribution_pipeline.demo.generator import GeneratorConfig, generate, load
 from attribution_pipeline.storage import database, tables
 from oracle import php_engine
@@ -45,11 +46,11 @@ def users_with_conversions(engine, hour_index: int) -> int:
                             .where(conv.c.conv_time.between(lo, lo + HOUR - 1))).scalar()
 
 
-def incremental_then_full(url, engine):
+def incremental_then_full(url, engine, **settings):
     """The incremental run's report and rows, then a --full run's rows over the same hours."""
-    _, report = run(url, HOURS[0], HOURS[-1])
+    _, report = run(url, HOURS[0], HOURS[-1], **settings)
     after = rows(engine)
-    _, full = run(url, HOURS[0], HOURS[-1], full=True)
+    _, full = run(url, HOURS[0], HOURS[-1], full=True, **settings)
     assert full["user_hours_skipped"] == 0 and full["user_hours_recomputed"] == report["user_hours_recomputed"] + \
         report["user_hours_skipped"]
     return report, after, rows(engine)
@@ -106,15 +107,40 @@ def foreign_write(engine):
     return snap["user_id"], 1
 
 
-@pytest.mark.parametrize("change", [new_conversion, soft_delete, payout_edit, click_cost_edit, model_edit,
-                                    foreign_write])
-def test_rows_equal_a_full_rewrite_after_each_kind_of_change(mysql_url, change):
+def split_budget(engine, kind: str | None) -> dict:
+    """Settings that split every run of the test as ``kind`` says (nothing: the default budget)."""
+    if kind is None:
+        return {}
+    with engine.connect() as conn:
+        models_per_user = conn.execute(text("SELECT MAX(n) FROM (SELECT COUNT(*) n FROM `202_attribution_models` "
+                                            "WHERE is_active = 1 GROUP BY user_id) m")).scalar()
+        per_hour = conn.execute(text("SELECT MAX(n) FROM (SELECT COUNT(*) n FROM `202_conversion_logs` "
+                                     "GROUP BY conv_time DIV 3600) c")).scalar()
+        per_user_hour = conn.execute(text("SELECT MAX(n) FROM (SELECT COUNT(*) n FROM `202_conversion_logs` "
+                                          "GROUP BY user_id, conv_time DIV 3600) c")).scalar()
+    conversions = {"hours": per_hour, "users": per_user_hour, "conversion ranges": 2}[kind]
+    return {"memory_budget_mb": cp.budget_mb_for(conversions * cp.touches_bound(25) * models_per_user)}
+
+
+@pytest.mark.parametrize("change,split", [
+    (new_conversion, None), (soft_delete, None), (payout_edit, None), (click_cost_edit, None), (model_edit, None),
+    (foreign_write, None),
+    (new_conversion, "hours"), (click_cost_edit, "users"), (model_edit, "conversion ranges"),
+    (soft_delete, "conversion ranges"),
+])
+def test_rows_equal_a_full_rewrite_after_each_kind_of_change(mysql_url, change, split):
     engine = seed(mysql_url)
-    _, first = run(mysql_url, HOURS[0], HOURS[-1])
+    budget = split_budget(engine, split)
+    result, first = run(mysql_url, HOURS[0], HOURS[-1], **budget)
     assert first["user_hours_recomputed"] > 0 and first["snapshots_written"] > 0
+    if split is not None:  # the budget did cut the run as named
+        assert first["chunks_committed"] == len(HOURS)
+        credits = {k: v.value for k, v in result.asset_materializations_for_node("credits")[0].metadata.items()}
+        if split != "users":  # (whether an hour holds several users over the budget depends on the data)
+            assert (credits.get("pieces", 0) > len(HOURS)) == (split == "conversion ranges"), credits
     before = rows(engine)
     user, expected_pairs = change(engine)
-    report, incremental, full = incremental_then_full(mysql_url, engine)
+    report, incremental, full = incremental_then_full(mysql_url, engine, **budget)
     assert incremental == full  # what the incremental run left is what a full rewrite writes
     if change is foreign_write:  # the edited row was seen and replaced: the rows are ours again
         assert incremental == before and report["foreign_rows"] == 1
