@@ -202,11 +202,12 @@ def held_groups(context: dg.AssetExecutionContext) -> pl.DataFrame | None:
     for record in records:
         event = record.event.dagster_event if record.run_id == context.run.run_id and record.event else None
         data = event.event_specific_data if event is not None else None
-        if data is None or getattr(data, "check_name", None) != "held_groups":
-            continue
-        listed, count = data.metadata["held"].value, data.metadata["held_groups"].value
-        if len(listed) < count:
-            return None
+        if getattr(data, "check_name", None) != "held_groups" or getattr(data, "metadata", None) is None:
+            continue  # another run's, or only planned
+        listed, count = data.metadata.get("held"), data.metadata.get("held_groups")
+        if listed is None or count is None or len(listed.value) < count.value:
+            return None  # not all listed: every touchpoint from MySQL
+        listed = listed.value
         return pl.DataFrame([{k: int(g[k]) for k in GROUP} for g in listed], schema={k: pl.Int64 for k in GROUP})
     return None
 

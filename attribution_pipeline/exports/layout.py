@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +22,8 @@ from pathlib import Path
 import polars as pl
 
 PART = "part.parquet"
+#: Directories fsynced at once after a set of renames (each fsync waits on the disk).
+FSYNC_WORKERS = 3
 LOCK_FILE = ".export.lock"
 _STALE_TMP_SECONDS = 3600
 
@@ -78,8 +81,13 @@ def publish_parts(root: Path, staged: Sequence[Staged]) -> None:
     finally:
         discard(staged)
     folders = {final.parent for _, final in staged}
-    for folder in sorted(folders | {f.parent for f in folders} | {f.parent.parent for f in folders}):
-        fsync_dir(folder)
+    every = sorted(folders | {f.parent for f in folders} | {f.parent.parent for f in folders})
+    if len(every) <= 3:
+        for folder in every:
+            fsync_dir(folder)
+        return
+    with ThreadPoolExecutor(max_workers=FSYNC_WORKERS, thread_name_prefix="export-fsync") as pool:
+        list(pool.map(fsync_dir, every))  # each waits on the disk: a few at a time
 
 
 def fsync_dir(folder: Path) -> None:
