@@ -11,7 +11,7 @@ from attribution_pipeline.core import chunk_plan as cp
 from attribution_pipeline.demo.generator import GeneratorConfig, generate, load
 from attribution_pipeline.storage import database, tables
 from oracle import php_engine
-from pipeline import HOUR, run
+from pipeline import HOUR, run, settings
 
 START = 1735689600  # 2025-01-01 00:00 UTC
 HOURS = [START + i * HOUR for i in range(6)]
@@ -155,12 +155,23 @@ def test_rows_equal_a_full_rewrite_after_each_kind_of_change(mysql_url, change, 
     assert {u for u, _ in changed} == {user}
 
 
+def exports_of(result) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node("attribution_exports")[0].metadata.items()}
+
+
+def export_files(settings_) -> dict:
+    return {p: p.stat().st_mtime_ns for p in settings_.export_path.rglob("*.parquet")}
+
+
 def test_a_rerun_without_changes_writes_nothing_and_reexports_nothing(mysql_url):
     engine = seed(mysql_url)
-    _, first = run(mysql_url, HOURS[0], HOURS[-1])
+    result, first = run(mysql_url, HOURS[0], HOURS[-1])
+    assert exports_of(result)["hours_exported"] == len(HOURS)
+    files = export_files(settings())
     with engine.connect() as conn:
         ids = conn.execute(text("SELECT snapshot_id, created_at FROM `202_attribution_snapshots` ORDER BY 1")).all()
-    _, again = run(mysql_url, HOURS[0], HOURS[-1])
+    result, again = run(mysql_url, HOURS[0], HOURS[-1])
+    assert exports_of(result)["hours_exported"] == 0 and export_files(settings()) == files  # no file rewritten
     assert again["user_hours_recomputed"] == 0
     assert again["user_hours_skipped"] == first["user_hours_recomputed"]
     assert again["snapshots_written"] == again["snapshots_deleted"] == again["touchpoints_deleted"] == 0
@@ -168,6 +179,14 @@ def test_a_rerun_without_changes_writes_nothing_and_reexports_nothing(mysql_url)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT snapshot_id, created_at FROM `202_attribution_snapshots` ORDER BY 1")).all() \
             == ids
+    payout_edit(engine)  # one hour changes: that hour alone is exported again, and its files agree with MySQL
+    result, edited = run(mysql_url, HOURS[0], HOURS[-1])
+    exported = exports_of(result)
+    assert edited["user_hours_recomputed"] == 1 and exported["hours_exported"] == 1
+    changed = {p for p, t in export_files(settings()).items() if files[p] != t}
+    assert {p.parent.name for p in changed} == {"hour=04"} and len(changed) == 3
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "export_reconciliation"]
+    assert check.passed and check.metadata["hours_checked"].value == 1
 
 
 def test_full_rewrite_and_a_held_group_are_recomputed_next_time(mysql_url):

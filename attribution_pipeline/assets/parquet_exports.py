@@ -8,6 +8,7 @@ import polars as pl
 
 from attribution_pipeline.assets.hourly import FRAMES_IO, Hourly, run_fields, run_hours, scope_users
 from attribution_pipeline.assets.resources import RunScope
+from attribution_pipeline.assets.source_changes import hours_to_export, mark_exported
 from attribution_pipeline.assets.writeback import WRITEBACK, committed_by_parents, records_state
 from attribution_pipeline.core import frames
 from attribution_pipeline.core.frames import HourlyFrame
@@ -83,15 +84,17 @@ def export_hours(context: dg.AssetExecutionContext, inputs: RunFrames, db: Datab
     """The exports of the run's hours, then their reconciliation with MySQL (only the hours exported)."""
     # The hours this run exports: any subset of the run's hours may be chosen here (the others keep
     # their files); everything below works on this list only.
-    hours = run_hours(context)
+    run_range = run_hours(context)
     root = settings.export_path
     if scope.dry_run:
         return dg.MaterializeResult(
-            metadata={"dry_run": True, "files": 0, "hours": len(hours), "export_dir": dg.MetadataValue.path(str(root))},
+            metadata={"dry_run": True, "files": 0, "hours": len(run_range), "export_dir": dg.MetadataValue.path(str(root))},
             check_results=[dg.AssetCheckResult(check_name="export_reconciliation", passed=True,
                                                description="dry run: nothing exported")],
         )
     started = time.perf_counter()
+    # only the hours with a (user, hour) written since their last export (D22); the others keep their files
+    hours, pending = hours_to_export(db, settings, scope, run_range, logger=context.log)
     engine = db.engine()
     users = None if scope.is_full else scope_users(db, scope)
     rule = JourneyRule.from_settings(settings)
@@ -114,11 +117,15 @@ def export_hours(context: dg.AssetExecutionContext, inputs: RunFrames, db: Datab
         log_event(context.log, "export_chunk", stage="exports", first_hour=hour_key(chunk[0]),
                   last_hour=hour_key(chunk[-1]), files=stats.files, **{f"rows_{t}": n for t, n in stats.rows.items()},
                   **stats.sources, **run_fields(context))
+    marked = mark_exported(db, pending, hours, logger=context.log)
     caught_up, remaining = catch_up(context, db, settings, hours, recompute, total)
     checked = sorted(set(hours) | set(caught_up))
     check = reconciliation(context, db, root, checked, started)
     return dg.MaterializeResult(check_results=[check], metadata={
         "hours": total.hours,
+        "hours_exported": len(hours),
+        "hours_unchanged": len(run_range) - len(hours),
+        "pairs_marked_exported": marked,
         "export_chunks": total.chunks,
         "files": total.files,
         **{f"rows_{t}": n for t, n in total.rows.items()},
