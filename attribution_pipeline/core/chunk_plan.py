@@ -34,11 +34,14 @@ per conversion) and the credit rows equal the estimate (1.90M touchpoints for 1.
 rows over 24 hours): the worst case per estimated row. The first 6, 12 and 24 hours, each as one
 chunk (budget out of the way), held 0.48M, 0.96M and 1.94M estimated rows and peaked at 576, 782
 and 1,283 MiB (the write-back step's peak each time). Slopes: 452 bytes a row from 6 to 12 hours,
-538 from 12 to 24; ``BYTES_PER_ROW`` is the larger, rounded up; ``FIXED_MIB`` the intercept (about
-340 MiB: Python, Dagster, Polars, the run's bookkeeping), rounded up. With every model type active
-(last and first touch credit one touch a journey) the same runs gave 315 bytes an estimated row.
-Check: the 24 hours under budgets of 700 and 900 MiB were cut into 4 and 2 chunks and peaked at
-701 and 802 MiB. ``CLICK_BYTES``: the journeys step alone over 720 hours of 1M clicks held at most
+538 from 12 to 24; ``FIXED_MIB`` is the intercept (about 340 MiB: Python, Dagster, Polars, the
+run's bookkeeping), rounded up. A run of several chunks peaks higher: a later chunk runs on top of
+memory the allocator kept from the earlier ones. The largest seen: 72 hours of 60k conversions
+(the same shape, 600k clicks) in two chunks of 2.21M estimated rows peaked at 1,611 MiB, 598 bytes
+a row above ``FIXED_MIB``; ``BYTES_PER_ROW`` is that, rounded up. With every model type active
+(last and first touch credit one touch a journey) the one-chunk runs gave 315 bytes an estimated
+row. Check: the 24 hours under budgets of 700 and 900 MiB were cut into 4 and 2 chunks and peaked
+at 701 and 802 MiB (at 560 bytes a row). ``CLICK_BYTES``: the journeys step alone over 720 hours of 1M clicks held at most
 272k click rows at once and peaked 163 MiB above its start, about 57 MiB of it the journeys built:
 about 400 bytes a click row.
 """
@@ -52,7 +55,7 @@ import polars as pl
 from attribution_pipeline.settings import Settings
 
 #: Peak RSS per estimated row of a chunk (see the module docstring for how it was measured).
-BYTES_PER_ROW = 560
+BYTES_PER_ROW = 620
 #: Peak RSS of a run before its chunks hold anything (see the module docstring).
 FIXED_MIB = 350
 #: Peak RSS per click row the journeys step holds (read, deduplicated, indexed by the journey rule).
