@@ -93,7 +93,10 @@ def hour_key(hour: int) -> str:
 
 
 def rebuild_args(url: str, first_hour: int, hours: int) -> list[str]:
-    return ["rebuild", "--db-url", url, "--start", str(first_hour), "--end", str(first_hour + hours * HOUR)]
+    """A run that rewrites every hour (``--full``): these scenarios fault the write path itself and
+    compare every row, lookback window and audit row with a clean run's, which an incremental run
+    would leave as an earlier run wrote them (D22; tests/test_incremental.py covers those)."""
+    return ["rebuild", "--db-url", url, "--start", str(first_hour), "--end", str(first_hour + hours * HOUR), "--full"]
 
 
 class CliRun:
