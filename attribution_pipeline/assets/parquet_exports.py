@@ -8,12 +8,12 @@ import polars as pl
 
 from attribution_pipeline.assets.hourly import FRAMES_IO, Hourly, run_fields, run_hours, scope_users
 from attribution_pipeline.assets.resources import RunScope
-from attribution_pipeline.assets.source_changes import hours_to_export, mark_exported
+from attribution_pipeline.assets.source_changes import hours_to_export, mark_exported, unmark_exported
 from attribution_pipeline.assets.writeback import WRITEBACK, committed_by_parents, records_state
 from attribution_pipeline.core import frames
 from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.core.history_gaps import hours_to_catch_up
-from attribution_pipeline.core.hours import HOUR, floor_hour, hour_key
+from attribution_pipeline.core.hours import HOUR, floor_hour, hour_key, key_hour
 from attribution_pipeline.exports.columns import TABLES
 from attribution_pipeline.exports.from_run import GROUP, RunWrites
 from attribution_pipeline.exports.layout import exported_hours, table_glob
@@ -94,11 +94,13 @@ def export_hours(context: dg.AssetExecutionContext, inputs: RunFrames, db: Datab
         )
     started = time.perf_counter()
     # only the hours with a (user, hour) written since their last export (D22); the others keep their files
-    hours, pending = hours_to_export(db, settings, scope, run_range, logger=context.log)
+    run = run_writes(context, inputs.credits, inputs.snapshots, db, settings, scope)
+    # the export materialised without the write-back (UI, a re-export): every hour of the run
+    hours, pending = hours_to_export(db, settings, scope, run_range, logger=context.log) if run is not None \
+        else (run_range, None)
     engine = db.engine()
     users = None if scope.is_full else scope_users(db, scope)
     rule = JourneyRule.from_settings(settings)
-    run = run_writes(context, inputs.credits, inputs.snapshots, db, settings, scope)
     journeys, skipped = journeys_input(inputs)
 
     def recompute(hours_, users_):
@@ -121,6 +123,8 @@ def export_hours(context: dg.AssetExecutionContext, inputs: RunFrames, db: Datab
     caught_up, remaining = catch_up(context, db, settings, hours, recompute, total)
     checked = sorted(set(hours) | set(caught_up))
     check = reconciliation(context, db, root, checked, started)
+    if not check.passed:  # the next run exports the hours that disagree again
+        unmark_exported(db, [key_hour(k) for k in check.metadata["failing_hours"].value], logger=context.log)
     return dg.MaterializeResult(check_results=[check], metadata={
         "hours": total.hours,
         "hours_exported": len(hours),

@@ -166,5 +166,17 @@ def mark_exported(db: Database, pending: pl.DataFrame | None, exported: list[int
     return db.retry.run(write, what="note exported hours", logger=logger)
 
 
+def unmark_exported(db: Database, hours: list[int], logger=None) -> int:
+    """Make ``hours`` pending again (their files disagree with MySQL): the next run exports them."""
+    if not hours:
+        return 0
+
+    def write():
+        with db.engine().begin() as conn:
+            return source_state.unmark_exported(conn, hours) if source_state.has_state_table(conn) else 0
+
+    return db.retry.run(write, what="note hours to export again", logger=logger)
+
+
 def build(hourly: Hourly) -> list:
     return [hourly.frame_asset(kinds={"mysql"})(source_changes)]

@@ -176,3 +176,9 @@ def mark_exported(conn: Connection, pending: pl.DataFrame) -> int:
         conn.execute(update(STATE).where(key.in_(list(part))).values(export_token=STATE.c.write_token)).rowcount
         for part in chunked(keys, 1000)
     )
+
+
+def unmark_exported(conn: Connection, hours: Sequence[int]) -> int:
+    """Clear the export token of every (user, hour) of ``hours``: they are to be exported again."""
+    return conn.execute(update(STATE).where(STATE.c.date_hour.in_([int(h) for h in hours]))
+                        .values(export_token=None)).rowcount

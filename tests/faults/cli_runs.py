@@ -57,6 +57,11 @@ def make_homes(base: Path, name: str) -> Homes:
         dagster = attribution / "dagster"
         dagster.mkdir()
     shutil.copy(REPO / "dagster.yaml", dagster / "dagster.yaml")
+    # create the instance's SQLite storage here, once: two runs starting at the same moment on a new
+    # DAGSTER_HOME would both create its tables (alembic: "more than one head present")
+    import dagster as dg
+
+    dg.DagsterInstance.from_config(str(dagster)).dispose()
     return Homes(attribution, dagster)
 
 
