@@ -28,9 +28,8 @@ import polars as pl
 
 from attribution_pipeline.demo.accounts import plan_accounts
 from attribution_pipeline.demo.config import DAY, DENSE, GeneratorConfig
-from attribution_pipeline.demo.seeded import table_frame
+from attribution_pipeline.demo.generator import source_frames
 from attribution_pipeline.demo.traffic import clicks_and_conversions
-from attribution_pipeline.storage import tables
 
 def _json(value) -> str:
     """Compact JSON, as PHP's json_encode stores it."""
@@ -81,15 +80,4 @@ def generate_dense(cfg: GeneratorConfig) -> dict[str, pl.DataFrame]:
         campaign.kind, campaign.weight = DENSE, 1.0
     clicks, conversions = clicks_and_conversions(cfg, plan)
     models = model_rows(cfg, [u["user_id"] for u in plan.users])
-    return {
-        tables.users.name: table_frame(tables.users, plan.users),
-        tables.aff_networks.name: table_frame(tables.aff_networks, plan.networks),
-        tables.aff_campaigns.name: table_frame(tables.aff_campaigns, plan.campaign_rows),
-        tables.ppc_accounts.name: table_frame(tables.ppc_accounts, plan.ppc_accounts),
-        tables.landing_pages.name: table_frame(tables.landing_pages, plan.landing_pages),
-        tables.clicks.name: clicks,
-        tables.conversion_logs.name: conversions,
-        tables.conversion_touchpoints.name: table_frame(tables.conversion_touchpoints, []),
-        tables.attribution_models.name: table_frame(tables.attribution_models, models),
-        tables.attribution_settings.name: table_frame(tables.attribution_settings, []),
-    }
+    return source_frames(plan, clicks, conversions, models, [])

@@ -14,7 +14,7 @@ from attribution_pipeline.assets.hourly import Hourly, run_fields, run_hours, sc
 from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.core import source_fingerprints as fp
 from attribution_pipeline.core.frames import HourlyFrame
-from attribution_pipeline.core.hours import HOUR
+from attribution_pipeline.core.hours import HOUR, hour_ranges
 from attribution_pipeline.core.model_rules import parse_model_row
 from attribution_pipeline.logs import log_event
 from attribution_pipeline.settings import Settings
@@ -82,12 +82,7 @@ def tag_recomputed(context: dg.AssetExecutionContext, hours: list[int], recomput
     wanted = sorted(set(recomputed))
     if wanted == sorted(hours):
         return
-    ranges: list[list[int]] = []
-    for hour in wanted:
-        if ranges and hour == ranges[-1][1] + HOUR:
-            ranges[-1][1] = hour
-        else:
-            ranges.append([hour, hour])
+    ranges = [list(r) for r in hour_ranges(wanted)]
     if len(ranges) <= _MAX_RANGES:
         context.instance.add_run_tags(context.run.run_id, {RECOMPUTED_TAG: json.dumps(ranges)})
 

@@ -17,7 +17,7 @@ import polars as pl
 
 from attribution_pipeline.assets.resources import RunScope, run_retries
 from attribution_pipeline.core import invariants
-from attribution_pipeline.core.hours import HOUR, hour_key
+from attribution_pipeline.core.hours import HOUR, hour_key, hour_ranges
 from attribution_pipeline.core.invariants import GROUP
 from attribution_pipeline.core.run_summary import FOREIGN, audit_rows, run_summary
 from attribution_pipeline.logs import log_event, timed_into
@@ -371,10 +371,4 @@ def _reason(what: str, exc: Exception) -> str:
 
 def _ranges(hours: list[int]) -> list[list[str]]:
     """Consecutive hours as [first, last] hour-key ranges."""
-    ranges: list[list[int]] = []
-    for hour in hours:
-        if ranges and hour == ranges[-1][1] + HOUR:
-            ranges[-1][1] = hour
-        else:
-            ranges.append([hour, hour])
-    return [[hour_key(a), hour_key(b)] for a, b in ranges]
+    return [[hour_key(a), hour_key(b)] for a, b in hour_ranges(hours)]

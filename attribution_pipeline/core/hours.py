@@ -161,3 +161,11 @@ def select_hours(start: int, end: int, now: int, first_partition_hour: int) -> H
         )
     return HourSelection(hours=hours, incomplete=incomplete)
 
+
+
+def hour_ranges(hours) -> list[tuple[int, int]]:
+    """Consecutive hours as ``(first, last)`` ranges, in order."""
+    ordered = sorted(set(int(h) for h in hours))
+    starts = [h for i, h in enumerate(ordered) if i == 0 or ordered[i - 1] != h - HOUR]
+    ends = [h for i, h in enumerate(ordered) if i == len(ordered) - 1 or ordered[i + 1] != h + HOUR]
+    return list(zip(starts, ends))

@@ -69,7 +69,7 @@ from attribution_pipeline.demo.traffic import clicks_and_conversions
 from attribution_pipeline.storage import tables
 from attribution_pipeline.storage.bulk import bulk_load
 
-__all__ = ["MODEL_TYPES", "GeneratorConfig", "generate", "load", "seed"]
+__all__ = ["MODEL_TYPES", "GeneratorConfig", "generate", "load", "seed", "source_frames"]
 
 
 def generate(config: GeneratorConfig) -> dict[str, pl.DataFrame]:
@@ -77,7 +77,12 @@ def generate(config: GeneratorConfig) -> dict[str, pl.DataFrame]:
     plan = plan_accounts(config)
     clicks, conversions = clicks_and_conversions(config, plan)
     models = model_rows(config, plan)
-    settings = settings_rows(config, plan, models)
+    return source_frames(plan, clicks, conversions, models, settings_rows(config, plan, models))
+
+
+def source_frames(plan, clicks: pl.DataFrame, conversions: pl.DataFrame, models: list[dict],
+                  settings: list[dict]) -> dict[str, pl.DataFrame]:
+    """Table name -> frame for every Prosper202 source table, from an account plan and its rows."""
     return {
         tables.users.name: table_frame(tables.users, plan.users),
         tables.aff_networks.name: table_frame(tables.aff_networks, plan.networks),
