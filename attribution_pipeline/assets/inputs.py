@@ -107,10 +107,11 @@ def conversions(context: dg.AssetExecutionContext, source_changes: HourlyFrame, 
     users = scope_users(db, scope)
     wanted = source_changes.collect().filter(pl.col("recompute")).select("date_hour", "user_id")
     hours = sorted(set(wanted.get_column("date_hour").to_list()))
+    recomputed = set(hours)
     index = prosper_reads.ConversionIndex(db, hours, users, logger=context.log) if hours else None
 
     def produce(chunk: tuple[int, ...], stats: FrameStats) -> pl.DataFrame:
-        todo = [h for h in chunk if h in set(hours)]
+        todo = [h for h in chunk if h in recomputed]
         if users == [] or not todo:
             return frames.empty(frames.CONVERSIONS)
         df = index.conversions(tuple(todo)).join(wanted, on=["date_hour", "user_id"], how="semi")
