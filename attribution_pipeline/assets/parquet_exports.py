@@ -96,7 +96,8 @@ def export_hours(context: dg.AssetExecutionContext, inputs: RunFrames, db: Datab
     # only the hours with a (user, hour) written since their last export (D22); the others keep their files
     run = run_writes(context, inputs.credits, inputs.snapshots, db, settings, scope)
     # the export materialised without the write-back (UI, a re-export): every hour of the run
-    hours, pending = hours_to_export(db, settings, scope, run_range, logger=context.log) if run is not None \
+    hours, pending = hours_to_export(db, run_range, records_state=records_state(db, settings, scope),
+                                     logger=context.log) if run is not None \
         else (run_range, None)
     engine = db.engine()
     users = None if scope.is_full else scope_users(db, scope)

@@ -128,23 +128,20 @@ def recomputed(changes: HourlyFrame, chunk: tuple[int, ...]) -> pl.DataFrame:
     return changes.read(chunk).filter(pl.col("recompute")).select("date_hour", "user_id", "source_fp")
 
 
-def hours_to_export(db: Database, settings: Settings, scope: RunScope, hours: list[int],
+def hours_to_export(db: Database, hours: list[int], *, records_state: bool,
                     logger=None) -> tuple[list[int], pl.DataFrame | None]:
     """The run's hours whose Parquet export is to be rewritten, and the state rows to mark exported
     afterwards (:func:`mark_exported`): hours with a (user, hour) written since their last export
-    (D22). A run that records no state (``--model``, stored journeys, no state table) exports all
-    its hours, and returns None."""
+    (D22). A run that records no state (``writeback.records_state``: ``--model``, stored journeys,
+    no state table) exports all its hours, and returns None."""
+    if not records_state:
+        return hours, None
+
     def read():
         with db.engine().connect() as conn:
-            if not source_state.has_state_table(conn):
-                return None
             return source_state.pending_exports(conn, hours)
 
-    if scope.models or settings.journey_source != "clicks":
-        return hours, None
     pending = db.retry.run(read, what="find hours to export", logger=logger)
-    if pending is None:
-        return hours, None
     return sorted(set(pending.get_column("date_hour").to_list())), pending
 
 
