@@ -140,6 +140,12 @@ class Settings:
     db_retry_budget_seconds: float = 90.0  # give up retrying once this long has passed (a 60 s restart fits)
     duckdb_cli: str | None = None  # the duckdb shell for `attribution duckdb` (default: on PATH)
     record_sql_path: str | None = None  # benchmark only: append every MySQL read's SQL here
+    export_files_dir: Path | None = None  # export queue files (default home/exports-files)
+    webhook_allow_hosts: tuple[str, ...] = ()  # hosts or CIDRs a webhook may reach besides public addresses
+    webhook_attempts: int = 4  # at most this many POSTs of one export's webhook (timeouts and 5xx retried)
+    webhook_retry_delay_seconds: float = 2.0  # first backoff delay between webhook attempts, doubled per attempt
+    tracking_domain: str | None = None  # Prosper202's tracking domain, for webhooks' download_url
+    tracking_base_path: str = ""  # the folder Prosper202 is installed under on that domain ("" = root)
     dagster_home: Path | None = None  # DAGSTER_HOME, Dagster's own variable
 
     @classmethod
@@ -174,6 +180,12 @@ class Settings:
             db_retry_budget_seconds=_float(env, "ATTRIBUTION_DB_RETRY_BUDGET", 90.0, positive=False),
             duckdb_cli=_text(env, "ATTRIBUTION_DUCKDB_CLI") or None,
             record_sql_path=_text(env, "ATTRIBUTION_RECORD_SQL") or None,
+            export_files_dir=optional_path("ATTRIBUTION_EXPORT_FILES_DIR"),
+            webhook_allow_hosts=tuple(h.strip() for h in _text(env, "ATTRIBUTION_WEBHOOK_ALLOW_HOSTS").split(",") if h.strip()),
+            webhook_attempts=_int(env, "ATTRIBUTION_WEBHOOK_ATTEMPTS", 4, minimum=1),
+            webhook_retry_delay_seconds=_float(env, "ATTRIBUTION_WEBHOOK_RETRY_DELAY", 2.0, positive=False),
+            tracking_domain=_text(env, "ATTRIBUTION_TRACKING_DOMAIN") or None,
+            tracking_base_path=_text(env, "ATTRIBUTION_TRACKING_BASE_PATH").strip("/"),
             dagster_home=optional_path("DAGSTER_HOME"),
         )
 
@@ -188,6 +200,10 @@ class Settings:
     @property
     def export_path(self) -> Path:
         return self.export_dir or self.home / "exports"
+
+    @property
+    def export_files_path(self) -> Path:
+        return self.export_files_dir or self.home / "exports-files"
 
     @property
     def reports_path(self) -> Path:
