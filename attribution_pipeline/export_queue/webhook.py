@@ -169,17 +169,28 @@ class _Outcome:
     retry: bool = False
 
 
+def _left(deadline: float) -> float:
+    """Seconds left before ``deadline``; TimeoutError when none are."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    return left
+
+
 def _post(conn: http.client.HTTPConnection, target: WebhookTarget, body: bytes, headers: dict[str, str],
           deadline: float) -> _Outcome:
-    """One POST on a pinned connection; the status and up to 64 KiB of the answer (reading it
-    stops at the deadline)."""
-    conn.request("POST", target.request_target, body=body, headers=headers)
+    """One POST on a pinned connection; the status and up to 64 KiB of the answer. Connecting,
+    sending and each read get what is left of the attempt's time."""
+    conn.connect()
     sock = conn.sock  # kept: getresponse() drops it from the connection when the server closes
+    sock.settimeout(_left(deadline))
+    conn.request("POST", target.request_target, body=body, headers=headers)
+    sock.settimeout(_left(deadline))
     response = conn.getresponse()
     answer = bytearray()
     try:
         while len(answer) < RESPONSE_BODY_LIMIT_BYTES and time.monotonic() < deadline:
-            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            sock.settimeout(_left(deadline))
             piece = response.read(min(65536, RESPONSE_BODY_LIMIT_BYTES - len(answer)))
             if not piece:
                 break
