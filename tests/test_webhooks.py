@@ -124,7 +124,7 @@ def deliver(url, settings, body=b'{"export_id":7}', secret=SECRET, headers=None,
 def test_the_body_is_signed_and_custom_headers_arrive(receiver, settings):
     r = receiver()
     body = json.dumps({"export_id": 7, "file_contents": base64.b64encode(b"a,b\n").decode()}).encode()
-    result = deliver(r.url(), settings, body=body, headers={"Authorization": TOKEN, "X-Tenant": "acme corp"})
+    result = deliver(r.url(), settings, body=body, headers={"Authorization": TOKEN, "X-Tenant": "acme corp", "X-Name": "café"})
     assert result.ok and result.status_code == 200 and result.error is None and result.response_body == "ok"
     assert [a.number for a in result.attempts] == [1] and result.attempts[0].status_code == 200
     [got] = r.requests
@@ -133,6 +133,7 @@ def test_the_body_is_signed_and_custom_headers_arrive(receiver, settings):
     assert got["headers"]["X-Prosper202-Signature"] == expected
     assert got["headers"]["Content-Type"] == "application/json"
     assert got["headers"]["Authorization"] == TOKEN and got["headers"]["X-Tenant"] == "acme corp"
+    assert got["headers"]["X-Name"].encode("latin-1").decode("utf-8") == "café"  # UTF-8 bytes, verbatim
     assert got["headers"]["Host"] == f"127.0.0.1:{r.port}"
     assert abs(result.attempted_at - time.time()) < 5
 

@@ -130,10 +130,10 @@ def signature(body: bytes, secret: str) -> str:
 
 
 def request_headers(body: bytes, secret: str | None, custom: Mapping[str, str] | None,
-                    target: WebhookTarget) -> tuple[dict[str, str], list[str]]:
+                    target: WebhookTarget) -> tuple[dict[str, str | bytes], list[str]]:
     """The request's headers, and the names of custom headers dropped (a header the pipeline
     sets itself, an invalid name, a value with a line break)."""
-    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+    headers: dict[str, str | bytes] = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
     dropped = []
     for name, value in (custom or {}).items():
         name, value = str(name), "" if value is None else str(value)
@@ -142,7 +142,8 @@ def request_headers(body: bytes, secret: str | None, custom: Mapping[str, str] |
         elif name.lower() in RESERVED_HEADERS or any(c in value for c in "\r\n\0"):
             dropped.append(name)
         else:
-            headers = {k: v for k, v in headers.items() if k.lower() != name.lower()} | {name: value}
+            raw = value if value.isascii() else value.encode("utf-8")  # sent as the bytes PHP sends
+            headers = {k: v for k, v in headers.items() if k.lower() != name.lower()} | {name: raw}
     if target.basic_auth and not any(k.lower() == "authorization" for k in headers):
         user, password = target.basic_auth
         headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -177,7 +178,7 @@ def _left(deadline: float) -> float:
     return left
 
 
-def _post(conn: http.client.HTTPConnection, target: WebhookTarget, body: bytes, headers: dict[str, str],
+def _post(conn: http.client.HTTPConnection, target: WebhookTarget, body: bytes, headers: dict[str, str | bytes],
           deadline: float) -> _Outcome:
     """One POST on a pinned connection; the status and up to 64 KiB of the answer. Connecting,
     sending and each read get what is left of the attempt's time."""
@@ -205,7 +206,7 @@ def _post(conn: http.client.HTTPConnection, target: WebhookTarget, body: bytes, 
 
 
 def _attempt(target: WebhookTarget, resolved: dict, allow: AllowList, body: bytes,
-             headers: dict[str, str], timeout: float) -> _Outcome:
+             headers: dict[str, str | bytes], timeout: float) -> _Outcome:
     """One attempt: the host resolved and checked if it has not been yet, then the POST."""
     try:
         if "addresses" not in resolved:
