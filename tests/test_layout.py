@@ -18,7 +18,7 @@ PACKAGE = REPO / "attribution_pipeline"
 LAYERS = {
     "errors": 0, "logs": 0, "settings": 0,  # foundations: no other package module
     "core": 1, "strategies": 1,  # pure Polars: neither Dagster nor a database
-    "storage": 2, "exports": 2, "analytics": 2, "demo": 2,  # I/O, no Dagster
+    "storage": 2, "exports": 2, "export_queue": 2, "analytics": 2, "demo": 2,  # I/O, no Dagster
     "assets": 3, "automation": 3, "io_managers": 3, "dagster_compat": 3,  # Dagster wiring
     "cli": 4, "definitions": 4,  # entry points
 }

@@ -4,11 +4,11 @@
 schedule runs, in-process, as ONE run over the selected hours (recorded in the Dagster instance
 when ``DAGSTER_HOME`` is set, so it shows in the UI). Commands by family: :mod:`.rebuild`
 (``rebuild``), :mod:`.setup_cmds` (``init-db``, ``seed``, ``demo``), :mod:`.analyst` (``query``,
-``duckdb``, ``compare``). The settings are read from the environment once, in :func:`main`, and
-passed to the command (``--db-url`` or ``--db-url-file`` replaces the database URL in them, never
-in ``os.environ``). A named error (``AttributionError``, ``SettingsError``) that a command does
-not handle itself ends as one ``error: <Name>: <message>`` line on stderr and exit code 1, never
-a traceback.
+``duckdb``, ``compare``), :mod:`.export_queue` (``exports run --once``, ``exports list``). The
+settings are read from the environment once, in :func:`main`, and passed to the command
+(``--db-url`` or ``--db-url-file`` replaces the database URL in them, never in ``os.environ``).
+A named error (``AttributionError``, ``SettingsError``) that a command does not handle itself
+ends as one ``error: <Name>: <message>`` line on stderr and exit code 1, never a traceback.
 
 Exit codes (D19): 0 everything selected was written and every check passed; 2 the run committed
 but some models were skipped or some (user, model, hour) groups were held back; 1 nothing was
@@ -20,7 +20,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from attribution_pipeline.cli import analyst, rebuild, setup_cmds
+from attribution_pipeline.cli import analyst, export_queue, rebuild, setup_cmds
 from attribution_pipeline.cli.common import fail
 from attribution_pipeline.errors import AttributionError
 from attribution_pipeline.settings import Settings, SettingsError, read_url_file
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_subcommands(sub)
     setup_cmds.add_subcommands(sub)
     analyst.add_subcommands(sub)
+    export_queue.add_subcommands(sub)
     return parser
 
 

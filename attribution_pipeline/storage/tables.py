@@ -358,6 +358,43 @@ attribution_audit = Table(
     **_TABLE_OPTS,
 )
 
+#: Prosper202's export queue, canonical schema (spec §1; the alternative schema of the 1.9.59
+#: upgrade is detected from the columns by ``export_queue/queue_schema.py``, D23). Prosper202's
+#: dashboard and API insert the rows; the export queue (not the hourly pipeline) updates them.
+attribution_exports = Table(
+    "202_attribution_exports",
+    metadata,
+    Column("export_id", _pk(mysql.BIGINT(20, unsigned=True)), primary_key=True, autoincrement=True),
+    Column("user_id", u_mediumint(), nullable=False),
+    Column("model_id", u_int11(), nullable=False),
+    Column("scope_type", String(32), nullable=False),
+    Column("scope_id", u_bigint(), nullable=True),
+    Column("start_hour", u_int(), nullable=False),
+    Column("end_hour", u_int(), nullable=False),
+    Column("requested_format", String(16), nullable=False, server_default="csv"),
+    Column("status", String(20), nullable=False, server_default="pending"),
+    Column("options", longtext(), nullable=True),
+    Column("webhook_url", String(500), nullable=True),
+    Column("webhook_secret", String(255), nullable=True),
+    Column("webhook_headers", text(), nullable=True),
+    Column("file_path", String(500), nullable=True),
+    Column("rows_exported", u_int(), nullable=True),
+    Column("queued_at", u_int(), nullable=False),
+    Column("started_at", u_int(), nullable=True),
+    Column("completed_at", u_int(), nullable=True),
+    Column("failed_at", u_int(), nullable=True),
+    Column("last_error", text(), nullable=True),
+    Column("webhook_attempted_at", u_int(), nullable=True),
+    Column("webhook_status_code", _v(Integer(), mysql.INTEGER(11)), nullable=True),
+    Column("webhook_response_body", _v(Text(), mysql.MEDIUMTEXT()), nullable=True),
+    Column("created_at", u_int(), nullable=False),
+    Column("updated_at", u_int(), nullable=False),
+    Index("model_status", "model_id", "status"),
+    Index("user_status", "user_id", "status"),
+    Index("queued_at", "queued_at"),
+    **_TABLE_OPTS,
+)
+
 cronjobs = Table(
     "202_cronjobs",
     metadata,
@@ -404,11 +441,16 @@ SOURCE_TABLES = (
 )
 #: Tables the pipeline writes.
 OUTPUT_TABLES = (attribution_snapshots, attribution_touchpoints, attribution_audit, cronjob_logs)
+#: Prosper202's export queue: its rows are requests Prosper202 inserts, which the export queue
+#: works through (never truncated, never rewritten by the hourly pipeline).
+QUEUE_TABLES = (attribution_exports,)
 #: The pipeline's own tables (created by ``init-db``; Prosper202 knows nothing of them).
 PIPELINE_TABLES = (source_state,)
 
 #: Cron log row Prosper202's System Checks page reads for the attribution rebuild.
 CRONJOB_LOG_ID_ATTRIBUTION = 2
+#: Cron log row Prosper202's System Checks page reads for the export worker (stamped on every poll).
+CRONJOB_LOG_ID_EXPORT = 3
 
 
 def create_missing(engine: Engine) -> list[str]:
