@@ -14,6 +14,8 @@ from attribution_pipeline.assets.hourly import Hourly, hourly_partitions
 from attribution_pipeline.assets.model_comparison import model_comparison
 from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.automation.alerts import Alerter
+from attribution_pipeline.automation.export_queue_health import export_queue_asset, export_queue_health_checks
+from attribution_pipeline.automation.export_queue_runs import attribution_export_job, attribution_export_queue
 from attribution_pipeline.automation.jobs import attribution_job
 from attribution_pipeline.automation.schedules import hourly_attribution
 from attribution_pipeline.automation.sensors import SENSORS
@@ -23,18 +25,20 @@ from attribution_pipeline.storage.database import Database
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    """The pipeline's definitions for ``settings`` (partitions, resources, job, schedule, sensors)."""
+    """The pipeline's definitions for ``settings`` (partitions, resources, jobs, schedules, sensors, the export queue)."""
     hourly = Hourly(hourly_partitions(settings.partitions_start))
     pipeline = [*source_changes.build(hourly), *inputs.build(hourly), *journeys.build(hourly), *credits.build(hourly),
                 *writeback.build(hourly), *parquet_exports.build(hourly)]  # each asset family with its checks beside it
     checks = [d for d in pipeline if isinstance(d, dg.AssetChecksDefinition)]
     db = Database.from_settings(settings)
     return dg.Definitions(
-        assets=[d for d in pipeline if d not in checks] + [model_comparison],  # on demand, not in attribution_job
-        asset_checks=[*checks, writeback_latest_hour_fresh, writeback_history_gaps],  # by sensor and schedule
-        jobs=[attribution_job, gap_scan_job],
+        # model_comparison: on demand, not in attribution_job; the export queue: external (Prosper202 writes it)
+        assets=[d for d in pipeline if d not in checks] + [model_comparison, export_queue_asset],
+        asset_checks=[*checks, writeback_latest_hour_fresh, writeback_history_gaps,  # by sensor and schedule
+                      export_queue_health_checks],  # recorded by the attribution_export_queue sensor
+        jobs=[attribution_job, gap_scan_job, attribution_export_job],
         schedules=[hourly_attribution, gap_scan_schedule],
-        sensors=SENSORS,
+        sensors=[*SENSORS, attribution_export_queue],  # the export queue: one run per pending export
         # The steps form a chain and stream chunk by chunk: one process per run, no process start per
         # step (about 5-8 s each in a subprocess); backfills and scheduled runs use it too.
         executor=dg.in_process_executor,
