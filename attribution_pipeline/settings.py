@@ -146,6 +146,8 @@ class Settings:
     webhook_retry_delay_seconds: float = 2.0  # first backoff delay between webhook attempts, doubled per attempt
     tracking_domain: str | None = None  # Prosper202's tracking domain, for webhooks' download_url
     tracking_base_path: str = ""  # the folder Prosper202 is installed under on that domain ("" = root)
+    model_change_quiet_seconds: int = 60  # D26: a model or settings change waits this long without another
+    model_change_lookback_days: int = 30  # D26: days a model or settings change rewrites (0: the schedule only)
     dagster_home: Path | None = None  # DAGSTER_HOME, Dagster's own variable
 
     @classmethod
@@ -186,6 +188,8 @@ class Settings:
             webhook_retry_delay_seconds=_float(env, "ATTRIBUTION_WEBHOOK_RETRY_DELAY", 2.0, positive=False),
             tracking_domain=_text(env, "ATTRIBUTION_TRACKING_DOMAIN") or None,
             tracking_base_path=_text(env, "ATTRIBUTION_TRACKING_BASE_PATH").strip("/"),
+            model_change_quiet_seconds=_int(env, "ATTRIBUTION_MODEL_CHANGE_QUIET_SECONDS", 60, minimum=0),
+            model_change_lookback_days=_int(env, "ATTRIBUTION_MODEL_CHANGE_LOOKBACK_DAYS", 30, minimum=0),
             dagster_home=optional_path("DAGSTER_HOME"),
         )
 

@@ -20,11 +20,12 @@ Re-running the same hours gives the same rows (idempotent). Rows of other users,
 invalid or unselected models and other hours are never touched.
 """
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
 import polars as pl
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection, Engine
 
 from attribution_pipeline.core.invariants import GROUP
@@ -103,6 +104,7 @@ def write_chunk(engine: Engine, plan: ChunkWrite, *, now: int, batch_rows: int, 
             read_committed(conn)
             transaction = conn.begin()
             try:
+                plan = without_deleted_models(conn, plan)
                 _replace_rows(conn, plan, outcome, now=now, batch_rows=batch_rows)
                 if plan.journeys is not None:
                     with outcome.stage("persist_journeys"):
@@ -120,6 +122,24 @@ def write_chunk(engine: Engine, plan: ChunkWrite, *, now: int, batch_rows: int, 
                 transaction.commit()
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def without_deleted_models(conn: Connection, plan: ChunkWrite) -> ChunkWrite:
+    """``plan`` without the models deleted from ``202_attribution_models`` since the run read them,
+    looked up under the chunk's locks: a run never writes rows back for a deleted model whose rows
+    the model-change sensor's cleanup removes (D26)."""
+    ids = plan.owned.get_column("model_id").unique().to_list()
+    if not ids:
+        return plan
+    m = tables.attribution_models
+    present = {int(i) for i in conn.execute(select(m.c.model_id).where(m.c.model_id.in_(ids))).scalars()}
+    gone = [int(i) for i in ids if int(i) not in present]
+    if not gone:
+        return plan
+    keep = ~pl.col("model_id").is_in(gone)
+    return dataclasses.replace(
+        plan, owned=plan.owned.filter(keep), snapshots=plan.snapshots.filter(keep), credits=plan.credits.filter(keep),
+        held=plan.held.filter(keep), audits=None if plan.audits is None else plan.audits.filter(keep))
 
 
 def read_committed(conn: Connection) -> None:
