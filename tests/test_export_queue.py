@@ -11,7 +11,6 @@ import openpyxl
 import pytest
 from sqlalchemy import text
 
-from attribution_pipeline.cli import main
 from attribution_pipeline.export_queue.export_files import csv_field, php_number
 from attribution_pipeline.export_queue.worker import pending_exports, process_export, process_pending, queue_health
 from export_queue_seed import (
@@ -233,6 +232,8 @@ def test_two_worker_processes_process_each_export_exactly_once(mysql_url, tmp_pa
 
 
 def test_cli_exports_run_once_and_list(mysql_url, capsys):
+    from attribution_pipeline.cli import main
+
     engine = engine_for(mysql_url)
     with engine.begin() as conn:
         seed_golden(conn)
