@@ -274,3 +274,15 @@ def test_the_webhook_check_fails_past_10_percent_of_at_least_one_attempt(queue):
         evaluation = latest_check(instance, WEBHOOK_FAILURES_CHECK)
     assert not evaluation.passed and evaluation.metadata["webhooks_failed_last_hour"].value == 1
     assert evaluation.severity == dg.AssetCheckSeverity.WARN
+
+
+def test_the_definitions_register_the_job_the_sensor_on_by_default_and_the_checks(tmp_path):
+    defs = build_definitions(queue_settings("sqlite:///" + str(tmp_path / "p.sqlite"), tmp_path))
+    sensor = defs.resolve_sensor_def("attribution_export_queue")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 30
+    assert sensor.job_name == EXPORT_JOB_NAME
+    job = defs.resolve_job_def(EXPORT_JOB_NAME)
+    assert job.tags["attribution/kind"] == "export"
+    graph = defs.resolve_asset_graph()
+    assert {k.name for k in graph.asset_check_keys if k.asset_key == QUEUE_KEY} == {PENDING_AGE_CHECK,
+                                                                                   WEBHOOK_FAILURES_CHECK}
