@@ -77,6 +77,17 @@ def _hour_key(raw: str) -> str:
     return datetime.fromtimestamp(epoch - epoch % 3600, tz=timezone.utc).strftime(KEY_FORMAT)
 
 
+#: The shortest retention window: the hourly schedule rewrites the trailing 24 hours (D27).
+MIN_RETENTION_DAYS = 2
+
+
+def _retention_days(env: Mapping[str, str]) -> int | None:
+    """ATTRIBUTION_RETENTION_DAYS: unset or empty = retention off (nothing is ever deleted)."""
+    if not _text(env, "ATTRIBUTION_RETENTION_DAYS"):
+        return None
+    return _int(env, "ATTRIBUTION_RETENTION_DAYS", 0, minimum=MIN_RETENTION_DAYS)
+
+
 def read_url_file(path: str | Path, name: str = "ATTRIBUTION_DB_URL_FILE") -> str:
     """The URL held by the file ``path`` (a Docker/Kubernetes secret): its text without surrounding
     blanks. A missing, unreadable or empty file is a ``SettingsError`` naming ``name`` and the
@@ -148,6 +159,7 @@ class Settings:
     tracking_base_path: str = ""  # the folder Prosper202 is installed under on that domain ("" = root)
     model_change_quiet_seconds: int = 60  # D26: a model or settings change waits this long without another
     model_change_lookback_days: int = 30  # D26: days a model or settings change rewrites (0: the schedule only)
+    retention_days: int | None = None  # ATTRIBUTION_RETENTION_DAYS: global retention window (None = off, D27)
     dagster_home: Path | None = None  # DAGSTER_HOME, Dagster's own variable
 
     @classmethod
@@ -190,6 +202,7 @@ class Settings:
             tracking_base_path=_text(env, "ATTRIBUTION_TRACKING_BASE_PATH").strip("/"),
             model_change_quiet_seconds=_int(env, "ATTRIBUTION_MODEL_CHANGE_QUIET_SECONDS", 60, minimum=0),
             model_change_lookback_days=_int(env, "ATTRIBUTION_MODEL_CHANGE_LOOKBACK_DAYS", 30, minimum=0),
+            retention_days=_retention_days(env),
             dagster_home=optional_path("DAGSTER_HOME"),
         )
 

@@ -433,6 +433,17 @@ source_state = Table(
     **_TABLE_OPTS,
 )
 
+#: Per-user retention windows (D27): a user's row overrides ATTRIBUTION_RETENTION_DAYS; ``days = 0``
+#: keeps that user's rows for ever. Only the retention job reads it; operators write it.
+retention_windows = Table(
+    "attribution_retention",
+    metadata,
+    Column("user_id", u_mediumint(), primary_key=True, autoincrement=False),
+    Column("days", u_int(), nullable=False),
+    Column("updated_at", u_int(), nullable=False, server_default="0"),
+    **_TABLE_OPTS,
+)
+
 #: Tables the pipeline reads (never written, except conversion touchpoints when journey
 #: persistence is switched on).
 SOURCE_TABLES = (
@@ -445,7 +456,7 @@ OUTPUT_TABLES = (attribution_snapshots, attribution_touchpoints, attribution_aud
 #: works through (never truncated, never rewritten by the hourly pipeline).
 QUEUE_TABLES = (attribution_exports,)
 #: The pipeline's own tables (created by ``init-db``; Prosper202 knows nothing of them).
-PIPELINE_TABLES = (source_state,)
+PIPELINE_TABLES = (source_state, retention_windows)
 
 #: Cron log row Prosper202's System Checks page reads for the attribution rebuild.
 CRONJOB_LOG_ID_ATTRIBUTION = 2
