@@ -94,8 +94,8 @@ def process_queued_export(context: dg.OpExecutionContext, config: ExportRunConfi
         raise ExportFailed(description=f"export {result.export_id} failed: {metadata.get('reason', '')}",
                            metadata=metadata, allow_retries=False)
     if result.outcome != COMPLETED:  # skipped: another worker has it, or it is gone
-        log_event(context.log, "export_skipped", export_id=result.export_id, reason=result.reason)
-        context.log.info(f"export {result.export_id} skipped: {result.reason}; nothing was processed")
+        log_event(context.log, "export_skipped", export_id=result.export_id, reason=result.reason,
+                  detail="nothing was processed")
     return dg.Output(None, metadata=metadata)
 
 
