@@ -13,6 +13,8 @@ from attribution_pipeline.assets.gaps import gap_scan_job, gap_scan_schedule, wr
 from attribution_pipeline.assets.hourly import Hourly, hourly_partitions
 from attribution_pipeline.assets.model_comparison import model_comparison
 from attribution_pipeline.assets.resources import RunScope
+from attribution_pipeline.assets.source_health import (database_source_health, prosper202_database,
+                                                        source_health_job, source_health_schedule)
 from attribution_pipeline.automation.alerts import Alerter
 from attribution_pipeline.automation.export_queue_health import export_queue_asset, export_queue_health_checks
 from attribution_pipeline.automation.export_queue_runs import attribution_export_job, attribution_export_queue
@@ -34,11 +36,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     db = Database.from_settings(settings)
     return dg.Definitions(
         # model_comparison: on demand, not in attribution_job; the export queue: external (Prosper202 writes it)
-        assets=[d for d in pipeline if d not in checks] + [model_comparison, export_queue_asset],
+        assets=[d for d in pipeline if d not in checks] + [model_comparison, export_queue_asset,
+                                                           prosper202_database],  # D28: source_health's target
         asset_checks=[*checks, writeback_latest_hour_fresh, writeback_history_gaps,  # by sensor and schedule
-                      export_queue_health_checks],  # recorded by the attribution_export_queue sensor
-        jobs=[attribution_job, gap_scan_job, attribution_export_job, attribution_model_cleanup_job],
-        schedules=[hourly_attribution, gap_scan_schedule],
+                      export_queue_health_checks,  # recorded by the attribution_export_queue sensor
+                      database_source_health],  # daily schedule, `attribution doctor` (D28)
+        jobs=[attribution_job, gap_scan_job, attribution_export_job, attribution_model_cleanup_job, source_health_job],
+        schedules=[hourly_attribution, gap_scan_schedule, source_health_schedule],
         sensors=[*SENSORS, attribution_export_queue, attribution_model_changes],  # export queue: a run per export; D26
         # The steps form a chain and stream chunk by chunk: one process per run, no process start per
         # step (about 5-8 s each in a subprocess); backfills and scheduled runs use it too.

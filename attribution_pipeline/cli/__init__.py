@@ -4,7 +4,8 @@
 schedule runs, in-process, as ONE run over the selected hours (recorded in the Dagster instance
 when ``DAGSTER_HOME`` is set, so it shows in the UI). Commands by family: :mod:`.rebuild`
 (``rebuild``), :mod:`.setup_cmds` (``init-db``, ``seed``, ``demo``), :mod:`.analyst` (``query``,
-``duckdb``, ``compare``), :mod:`.export_queue` (``exports run --once``, ``exports list``). The
+``duckdb``, ``compare``), :mod:`.export_queue` (``exports run --once``, ``exports list``), :mod:`.journeys_cmd` (``journeys backfill``,
+``journeys purge``), :mod:`.doctor_cmd` (``doctor``). The
 settings are read from the environment once, in :func:`main`, and passed to the command
 (``--db-url`` or ``--db-url-file`` replaces the database URL in them, never in ``os.environ``).
 A named error (``AttributionError``, ``SettingsError``) that a command does not handle itself
@@ -21,6 +22,7 @@ import warnings
 from pathlib import Path
 
 from attribution_pipeline.cli import analyst, export_queue, rebuild, setup_cmds
+from attribution_pipeline.cli import doctor_cmd, journeys_cmd
 from attribution_pipeline.cli.common import fail
 from attribution_pipeline.errors import AttributionError
 from attribution_pipeline.settings import Settings, SettingsError, read_url_file
@@ -33,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     setup_cmds.add_subcommands(sub)
     analyst.add_subcommands(sub)
     export_queue.add_subcommands(sub)
+    journeys_cmd.add_subcommands(sub)
+    doctor_cmd.add_subcommands(sub)
     return parser
 
 

@@ -14,6 +14,7 @@ from attribution_pipeline.demo.generator import GeneratorConfig, seed
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage import tables
 from attribution_pipeline.storage.database import Database, preflight
+from attribution_pipeline.storage.schema_expectations import add_missing_indexes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_HOURS = 72
@@ -25,6 +26,9 @@ def cmd_init_db(args, settings: Settings) -> int:
     created = tables.create_missing(db.engine())
     print(f"database: {db.display_url()}")
     print(f"created {len(created)} table(s): {', '.join(created)}" if created else "every table already exists; nothing changed")
+    if getattr(args, "add_indexes", False):  # D28: the doctor's recommended indexes that are missing
+        added = add_missing_indexes(db.engine())
+        print("\n".join(f"added index {s.name} on {s.label}" for s in added) if added else "every recommended index exists")
     return EXIT_OK
 
 
@@ -103,6 +107,8 @@ def _print_next_steps(settings: Settings, started: float, last: int) -> None:
 def add_subcommands(sub) -> None:
     p = sub.add_parser("init-db", help="create the Prosper202 tables that are missing (never alters existing ones)")
     db_arg(p)
+    p.add_argument("--add-indexes", action="store_true",
+                   help="also add the recommended indexes `attribution doctor` finds missing (CREATE INDEX only)")
     p.set_defaults(func=cmd_init_db)
 
     p = sub.add_parser("seed", help="fill a database with seeded synthetic Prosper202 data")

@@ -125,6 +125,15 @@ def _conversions_statement(lo: int, hi: int, users: Sequence[int] | None):
     return stmt
 
 
+def conversions_by_id(conn: Connection, conv_ids: Sequence[int], lo: int, hi: int,
+                      users: Sequence[int] | None = None) -> pl.DataFrame:
+    """frames.CONVERSIONS of ``conv_ids`` among :func:`conversions`' rows with ``lo <= conv_time <=
+    hi`` (any bounds, not whole hours), read by primary key (the journey backfill's batches)."""
+    stmt = (_conversions_statement(lo, hi, users).prefix_with("STRAIGHT_JOIN", dialect="mysql")
+            .prefix_with("STRAIGHT_JOIN", dialect="mariadb"))
+    return collapse_conversion_rows(read_by_ids(conn, _conv.c.conv_id, conv_ids, stmt.where, _READ_SCHEMA))
+
+
 class ConversionIndex:
     """The conversions of a range's chunks, with one scan of ``202_conversion_logs`` per range.
 
