@@ -276,6 +276,23 @@ def test_the_webhook_check_fails_past_10_percent_of_at_least_one_attempt(queue):
     assert evaluation.severity == dg.AssetCheckSeverity.WARN
 
 
+def test_an_export_left_processing_by_a_dead_worker_fails_the_age_check(queue):
+    [age, _] = evaluate_queue_health(QueueHealth(0, 0, 0, 0, 1))
+    assert not age.passed and "1 export(s) processing for more than 30 min" in age.description
+    settings, engine = queue  # claimed 31 minutes ago and never finished; a fresh claim is fine
+    now = int(time.time())
+    with engine.begin() as conn:
+        for claimed in (now - 31 * 60, now - 60):
+            export_id = add_export(conn, status="processing")
+            conn.execute(text("UPDATE 202_attribution_exports SET started_at = :t WHERE export_id = :i"),
+                         {"t": claimed, "i": export_id})
+    with dg.instance_for_test() as instance:
+        tick(settings, instance)
+        evaluation = latest_check(instance, PENDING_AGE_CHECK)
+    assert not evaluation.passed and evaluation.metadata["stuck_processing"].value == 1
+    assert evaluation.metadata["pending_count"].value == 0
+
+
 def test_the_definitions_register_the_job_the_sensor_on_by_default_and_the_checks(tmp_path):
     defs = build_definitions(queue_settings("sqlite:///" + str(tmp_path / "p.sqlite"), tmp_path))
     sensor = defs.resolve_sensor_def("attribution_export_queue")

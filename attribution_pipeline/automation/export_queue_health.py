@@ -4,7 +4,9 @@ The queue (``202_attribution_exports``) is not computed by Dagster: it is declar
 asset, ``attribution_export_queue`` (group ``export_queue``), with two checks:
 
 * ``export_queue_pending_age`` (ERROR): no export has been pending for more than 5 minutes (the
-  sensor polls every 30 s, so an older one means runs are not being launched or not finishing);
+  sensor polls every 30 s, so an older one means runs are not being launched or not finishing),
+  and none has been ``processing`` for more than 30 minutes since its claim (a worker that was
+  killed after claiming: reset the row to ``pending`` with a new ``queued_at``);
 * ``export_queue_webhook_failures`` (WARN): at most 10% of the last hour's export webhooks failed
   (evaluated only when at least one was attempted; none attempted passes).
 
@@ -25,7 +27,7 @@ import dagster as dg
 
 from attribution_pipeline.assets.check_kit import ERROR, WARN
 from attribution_pipeline.automation.alerts import Alerter, build_payload
-from attribution_pipeline.export_queue.queue_ops import QueueHealth
+from attribution_pipeline.export_queue.queue_ops import STUCK_SECONDS, QueueHealth
 from attribution_pipeline.export_queue.worker import queue_health
 from attribution_pipeline.logs import clean, log_event
 from attribution_pipeline.storage.database import Database
@@ -49,9 +51,11 @@ export_queue_asset = dg.AssetSpec(
 )
 
 PENDING_AGE_DESCRIPTION = (
-    "No export request has been pending for more than 5 minutes. Red: the attribution_export_queue sensor is "
-    "off or the daemon is down, its runs are queued behind others, or a run failed before claiming its export "
-    "(Runs, filter attribution/kind=export; re-execute it, or run `attribution exports run --once`).")
+    "No export request has been pending for more than 5 minutes, and none has been processing for more than 30 "
+    "minutes since its claim. Red: the attribution_export_queue sensor is off or the daemon is down, its runs are "
+    "queued behind others, or a run failed before claiming its export (Runs, filter attribution/kind=export; "
+    "re-execute it, or run `attribution exports run --once`); or a worker died after claiming (set the row's "
+    "status back to 'pending' with a new queued_at).")
 WEBHOOK_DESCRIPTION = (
     "At most 10% of the export webhooks attempted in the last hour failed (none attempted: passes). Red: the "
     "receivers answer errors or time out; `attribution exports list` and the runs' metadata name the exports.")
@@ -60,17 +64,21 @@ WEBHOOK_DESCRIPTION = (
 def evaluate_queue_health(health: QueueHealth) -> list[dg.AssetCheckEvaluation]:
     """Both checks' evaluations for one reading of the queue's health."""
     age, pending = int(health.oldest_pending_age_seconds), int(health.pending_count)
-    age_ok = pending == 0 or age <= MAX_PENDING_AGE_SECONDS
+    stuck = int(health.stuck_processing)
+    age_ok = (pending == 0 or age <= MAX_PENDING_AGE_SECONDS) and stuck == 0
     age_text = (f"{pending} export(s) pending, the oldest for {age // 60} min {age % 60} s"
-                + ("" if age_ok else f" (more than {MAX_PENDING_AGE_SECONDS // 60} min)") if pending
+                + ("" if pending == 0 or age <= MAX_PENDING_AGE_SECONDS
+                   else f" (more than {MAX_PENDING_AGE_SECONDS // 60} min)") if pending
                 else "no export pending")
+    if stuck:
+        age_text += f"; {stuck} export(s) processing for more than {STUCK_SECONDS // 60} min since their claim"
     sent, failed = int(health.webhooks_last_hour), int(health.webhooks_failed_last_hour)
     share = failed / sent if sent else 0.0
     hooks_ok = sent == 0 or share <= MAX_WEBHOOK_FAILURE_SHARE
     hooks_text = (f"{failed} of {sent} webhook(s) of the last hour failed ({share:.0%})"
                   + ("" if hooks_ok else f", more than {MAX_WEBHOOK_FAILURE_SHARE:.0%}") if sent
                   else "no webhook attempted in the last hour")
-    common = {"pending_count": pending, "oldest_pending_age_seconds": age}
+    common = {"pending_count": pending, "oldest_pending_age_seconds": age, "stuck_processing": stuck}
     hooks = {"webhooks_last_hour": sent, "webhooks_failed_last_hour": failed,
              "failed_share": round(share, 4)}
     return [

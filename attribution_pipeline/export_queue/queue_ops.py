@@ -15,7 +15,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from attribution_pipeline.core.php import php_json
-from attribution_pipeline.export_queue.claim import COMPLETED, FAILED, PENDING, queue_table
+from attribution_pipeline.export_queue.claim import COMPLETED, FAILED, PENDING, PROCESSING, queue_table
 from attribution_pipeline.export_queue.queue_schema import ExportSchema
 from attribution_pipeline.storage import tables
 
@@ -27,6 +27,11 @@ class QueueHealth(NamedTuple):
     oldest_pending_age_seconds: int  # 0 when nothing is pending
     webhooks_last_hour: int
     webhooks_failed_last_hour: int
+    stuck_processing: int = 0  # claimed more than STUCK_SECONDS ago and still processing (a killed worker)
+
+
+#: An export still ``processing`` this long after its claim was left by a worker that died.
+STUCK_SECONDS = 30 * 60
 
 
 def stamp_poll_conn(conn: Connection, *, now: int) -> None:
@@ -58,8 +63,11 @@ def queue_health_conn(conn: Connection, schema: ExportSchema, now: int) -> Queue
     queued = t.c[schema.queued]
     pending, oldest = conn.execute(select(func.count(), func.min(queued)).where(t.c.status == PENDING)).one()
     age = max(0, now - int(oldest)) if oldest is not None else 0
+    claimed = t.c[schema.claimed] if schema.claimed else queued
+    stuck = conn.execute(select(func.count()).where(
+        t.c.status == PROCESSING, func.coalesce(claimed, queued) < now - STUCK_SECONDS)).scalar_one()
     if schema.webhook_at is None:
-        return QueueHealth(int(pending), age, 0, 0)
+        return QueueHealth(int(pending), age, 0, 0, int(stuck))
     attempted = t.c[schema.webhook_at]
     sent = and_(attempted >= now - 3600, func.coalesce(t.c.webhook_url, "") != "",
                 t.c.status.in_((COMPLETED, FAILED)))
@@ -70,4 +78,4 @@ def queue_health_conn(conn: Connection, schema: ExportSchema, now: int) -> Queue
         failed = t.c[schema.error].is_not(None) if schema.error else t.c.status == FAILED
     webhooks = conn.execute(select(func.count()).where(sent)).scalar_one()
     failures = conn.execute(select(func.count()).where(and_(sent, failed))).scalar_one()
-    return QueueHealth(int(pending), age, int(webhooks), int(failures))
+    return QueueHealth(int(pending), age, int(webhooks), int(failures), int(stuck))
