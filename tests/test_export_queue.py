@@ -152,7 +152,7 @@ def test_alternative_schema_end_to_end(mysql_url, tmp_path):
         bad = add_export(conn, fmt="pdf", alternative=True, queued_at=3000)
     assert [p.export_id for p in pending_exports(engine)] == [second, first, bad]  # by created_at
     assert [p.queued_at for p in pending_exports(engine)] == [1000, 2000, 3000]
-    assert queue_health(engine, 3600) == (3, 2600, 0, 0)
+    assert queue_health(engine, 3600) == (3, 2600, 0, 0, 0)
     settings = queue_settings(mysql_url, tmp_path)
     results = {r.export_id: r for r in process_pending(engine, settings, log=LOG)}
     assert {i: r.outcome for i, r in results.items()} == {first: "completed", second: "completed", bad: "failed"}
