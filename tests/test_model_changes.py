@@ -236,3 +236,11 @@ def test_switching_a_model_off_launches_nothing_and_the_writeback_drops_deleted_
     with engine.connect() as conn:
         kept = without_deleted_models(conn, plan)
     assert kept.owned["model_id"].to_list() == [live[0]] and kept.snapshots.height == 0 and kept.held.height == 0
+
+
+def test_the_sensor_is_on_by_default_beside_its_cleanup_job():
+    defs = build_definitions(settings())
+    sensor = defs.resolve_sensor_def(mcs.SENSOR_NAME)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 30
+    assert {j.name for j in sensor.jobs} == {"attribution_job", mcs.CLEANUP_JOB}
+    assert defs.resolve_job_def(mcs.CLEANUP_JOB).tags[mcs.KIND_TAG] == "model_cleanup"
