@@ -11,13 +11,14 @@
 
 from typing import NamedTuple
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 
 from attribution_pipeline.core.php import php_json
 from attribution_pipeline.export_queue.claim import COMPLETED, FAILED, PENDING, PROCESSING, queue_table
 from attribution_pipeline.export_queue.queue_schema import ExportSchema
 from attribution_pipeline.storage import tables
+from attribution_pipeline.storage.audit import stamp_cron_log
 
 AUDIT_ACTION = "export_processed"
 
@@ -36,12 +37,7 @@ STUCK_SECONDS = 30 * 60
 
 def stamp_poll_conn(conn: Connection, *, now: int) -> None:
     """``202_cronjob_logs`` id 3 = ``now`` (inserted if missing)."""
-    logs = tables.cronjob_logs
-    changed = conn.execute(
-        update(logs).where(logs.c.id == tables.CRONJOB_LOG_ID_EXPORT).values(last_execution_time=now)
-    ).rowcount
-    if not changed:
-        conn.execute(logs.insert().values(id=tables.CRONJOB_LOG_ID_EXPORT, last_execution_time=now))
+    stamp_cron_log(conn, now=now, log_id=tables.CRONJOB_LOG_ID_EXPORT)
 
 
 def audit_export(conn: Connection, *, user_id, model_id, metadata: dict, now: int) -> None:

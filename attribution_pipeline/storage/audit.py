@@ -24,11 +24,10 @@ def record_chunk(conn: Connection, audits: pl.DataFrame, *, now: int) -> int:
     return written
 
 
-def stamp_cron_log(conn: Connection, *, now: int) -> None:
-    """``202_cronjob_logs`` id 2 = ``now`` (inserted if missing)."""
+def stamp_cron_log(conn: Connection, *, now: int, log_id: int = tables.CRONJOB_LOG_ID_ATTRIBUTION) -> None:
+    """``202_cronjob_logs`` row ``log_id`` = ``now`` (inserted if missing): id 2 for the rebuild (D11),
+    id 3 for the export queue's poll, as Prosper202's System Checks page expects."""
     logs = tables.cronjob_logs
-    changed = conn.execute(
-        update(logs).where(logs.c.id == tables.CRONJOB_LOG_ID_ATTRIBUTION).values(last_execution_time=now)
-    ).rowcount
+    changed = conn.execute(update(logs).where(logs.c.id == log_id).values(last_execution_time=now)).rowcount
     if not changed:
-        conn.execute(logs.insert().values(id=tables.CRONJOB_LOG_ID_ATTRIBUTION, last_execution_time=now))
+        conn.execute(logs.insert().values(id=log_id, last_execution_time=now))
