@@ -20,6 +20,7 @@ from attribution_pipeline.automation.export_queue_health import export_queue_ass
 from attribution_pipeline.automation.export_queue_runs import attribution_export_job, attribution_export_queue
 from attribution_pipeline.automation.jobs import attribution_job
 from attribution_pipeline.automation.model_change_sensor import attribution_model_changes, attribution_model_cleanup_job
+from attribution_pipeline.automation.retention import retention_job, retention_schedule
 from attribution_pipeline.automation.schedules import hourly_attribution
 from attribution_pipeline.automation.sensors import SENSORS
 from attribution_pipeline.io_managers.hourly_parquet import HourlyParquetIOManager
@@ -41,8 +42,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         asset_checks=[*checks, writeback_latest_hour_fresh, writeback_history_gaps,  # by sensor and schedule
                       export_queue_health_checks,  # recorded by the attribution_export_queue sensor
                       database_source_health],  # daily schedule, `attribution doctor` (D28)
-        jobs=[attribution_job, gap_scan_job, attribution_export_job, attribution_model_cleanup_job, source_health_job],
-        schedules=[hourly_attribution, gap_scan_schedule, source_health_schedule],
+        jobs=[attribution_job, gap_scan_job, attribution_export_job, attribution_model_cleanup_job, source_health_job,
+              retention_job],
+        schedules=[hourly_attribution, gap_scan_schedule, source_health_schedule, retention_schedule],
         sensors=[*SENSORS, attribution_export_queue, attribution_model_changes],  # export queue: a run per export; D26
         # The steps form a chain and stream chunk by chunk: one process per run, no process start per
         # step (about 5-8 s each in a subprocess); backfills and scheduled runs use it too.

@@ -21,7 +21,7 @@ from attribution_pipeline.exports.columns import TABLES
 from attribution_pipeline.exports.layout import exported_hours
 from attribution_pipeline.logs import log_event, stdlib_logger
 from attribution_pipeline.settings import Settings
-from attribution_pipeline.storage import gap_reads
+from attribution_pipeline.storage import gap_reads, retention_windows
 from attribution_pipeline.storage.database import Database
 
 GAPS_CHECK = "history_gaps"
@@ -60,9 +60,11 @@ def scan(instance: dg.DagsterInstance, db: Database, settings: Settings, now: in
         with db.engine().connect() as conn:
             users = gap_reads.users_with_models(conn)
             return (gap_reads.conversion_user_hours(conn, first, last + HOUR, users),
-                    gap_reads.snapshot_user_hours(conn, first, last + HOUR))
+                    gap_reads.snapshot_user_hours(conn, first, last + HOUR),
+                    retention_windows.user_windows(conn, settings.retention_days, now))
 
-    conversions, snapshots = db.retry.run(read, what="gap scan", logger=logger)
+    conversions, snapshots, windows = db.retry.run(read, what="gap scan", logger=logger)
+    conversions = retention_windows.without_expired(conversions, windows)  # purged by retention (D27)
     exported = {table: exported_hours(settings.export_path, table) for table in TABLES}
     snapshot_hours = snapshots.get_column("date_hour").unique().to_list()
     dead = db.retry.run(lambda: mark_dead_runs(instance, db, settings.home / "run_locks", None, logger),
