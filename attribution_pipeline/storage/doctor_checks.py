@@ -54,7 +54,9 @@ def diagnose(db: Database, *, now: int | None = None, cron_max_age: int = CRON_M
                 out += default_models(conn)
             if "table_missing:202_cronjob_logs" not in names:
                 out.append(cron_stamp(conn, now, cron_max_age))
-            if not is_sqlite(conn):
+            if is_sqlite(conn):
+                out.append(Finding("server", INFO, "SQLite: the server checks are for MySQL and MariaDB only"))
+            else:
                 out += [server_version(conn), packet_size(conn), buffer_pool(conn), *partitioning(conn)]
             return out
 
