@@ -110,6 +110,9 @@ def test_erasing_a_deleted_user_leaves_no_trace_and_changes_no_other_row(world, 
     with engine.begin() as conn:
         conn.execute(update(tables.users).where(tables.users.c.user_id == victim).values(user_deleted=1))
 
+    assert main(["erase", "--user", str(victim), "--db-url", world["url"]]) == 1  # no terminal, no --yes
+    assert "pass --yes" in capsys.readouterr().err
+    assert_same(others(world, victim), before)
     assert main(["erase", "--user", str(victim), "--yes", "--db-url", world["url"]]) == 0
     no_trace(world, victim, ids)
     assert victim_files and not any(p.exists() for p in victim_files)

@@ -20,6 +20,7 @@ from attribution_pipeline.exports.data_lifecycle import run_retention
 from attribution_pipeline.exports.purge_files import frame_hour
 from attribution_pipeline.storage import database, tables
 from attribution_pipeline.storage.database import Database
+from attribution_pipeline.storage.purge_rows import plan_batches
 from attribution_pipeline.storage.retention_windows import cutoff
 from lifecycle_data import (
     MYSQL_STORES,
@@ -76,6 +77,13 @@ def everything(world) -> dict:
         "frames": [str(p) for p in frame_files(config.frames_path)],
         "files": sorted(str(p) for p in config.export_files_path.rglob("*") if p.is_file()),
     }
+
+
+def test_batches_are_bounded_by_rows_and_hours():
+    weights = pl.DataFrame({"date_hour": [h * HOUR for h in range(10)], "rows": [10, 20, 30, 90, 5, 5, 5, 5, 5, 5]})
+    batches = plan_batches(weights, limit=50, max_hours=4)
+    assert [len(b) for b in batches] == [2, 1, 1, 4, 2]  # 30 alone (10+20+30 > 50), 90 alone (over the limit)
+    assert [h for b in batches for h in b] == weights["date_hour"].to_list()
 
 
 def same(a: dict, b: dict) -> bool:
