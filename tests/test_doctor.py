@@ -6,9 +6,11 @@ process and fails with the finding in its metadata."""
 import time
 from contextlib import contextmanager
 
+import dagster as dg
 from sqlalchemy import text
 
 from attribution_pipeline.assets.source_health import HEALTH_CHECK, HEALTH_JOB
+from attribution_pipeline.automation import alerts, sensors
 from attribution_pipeline.cli import main
 from attribution_pipeline.definitions import build_definitions
 from attribution_pipeline.storage import database, tables
@@ -97,10 +99,21 @@ def test_errors_exit_1(mysql_url, capsys):
     assert "[warning] attribution_cron: the last attribution run committed 5.0 h ago" in out
 
 
+class Recorder(alerts.Alerter):
+    """An alert sender that keeps what it is given."""
+
+    sent: list = []
+
+    def send(self, logger, payload: dict) -> bool:
+        Recorder.sent.append(payload)
+        return True
+
+
 def test_source_health_check_fails_with_the_finding_in_its_metadata(mysql_url):
     drop_index(mysql_url)
     job = build_definitions(settings(mysql_url)).resolve_job_def(HEALTH_JOB)
-    result = job.execute_in_process(raise_on_error=False)
+    instance = dg.DagsterInstance.ephemeral()
+    result = job.execute_in_process(raise_on_error=False, instance=instance)
     assert result.success
     evaluation = next(e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")
     assert evaluation.check_name == HEALTH_CHECK and evaluation.asset_key.path == ["prosper202_database"]
@@ -108,3 +121,14 @@ def test_source_health_check_fails_with_the_finding_in_its_metadata(mysql_url):
     problems = evaluation.metadata["problems"].value
     assert any(p["name"] == MISSING and "init-db --add-indexes" in p["fix"] for p in problems)
     assert MISSING in evaluation.description
+    # ops hear of it: the check-failure alert sensor sends it (D28)
+    Recorder.sent.clear()
+    context = dg.build_run_status_sensor_context(
+        sensor_name="attribution_check_failure_alert", dagster_event=result.get_run_success_event(),
+        dagster_instance=instance, dagster_run=result.dagster_run,
+        resources={"alerts": Recorder(), "settings": settings(mysql_url)})
+    sensors.attribution_check_failure_alert(context)
+    [payload] = Recorder.sent
+    assert payload["job"] == HEALTH_JOB
+    assert [(c["asset"], c["check"], c["severity"]) for c in payload["failed_checks"]] == [
+        ("prosper202_database", HEALTH_CHECK, "WARN")]

@@ -46,6 +46,7 @@ import dagster as dg
 
 from attribution_pipeline.assets.hourly import RANGE_END_TAG, RANGE_START_TAG
 from attribution_pipeline.assets.resources import is_pipeline_run
+from attribution_pipeline.assets.source_health import DATABASE_KEY, HEALTH_JOB
 from attribution_pipeline.automation.jobs import PIPELINE_KEYS
 from attribution_pipeline.logs import clean, log_event
 
@@ -65,10 +66,12 @@ def run_hours_label(run: dg.DagsterRun) -> str:
 
 
 def is_attribution_run(run: dg.DagsterRun) -> bool:
-    """The run materialises or checks an attribution asset (any job: attribution_job, UI runs)."""
-    if is_pipeline_run(run):
+    """The run materialises or checks an attribution asset (any job: attribution_job, UI runs), or
+    checks the database (``prosper202_database.source_health``, D28)."""
+    if is_pipeline_run(run) or run.job_name == HEALTH_JOB:
         return True
-    return bool(run.asset_check_selection and PIPELINE_KEYS & {c.asset_key for c in run.asset_check_selection})
+    watched = PIPELINE_KEYS | {DATABASE_KEY}
+    return bool(run.asset_check_selection and watched & {c.asset_key for c in run.asset_check_selection})
 
 
 def metadata_value(metadata, name):
