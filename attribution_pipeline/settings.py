@@ -5,8 +5,9 @@ called when the Dagster definitions are built (``definitions.defs``) and once by
 ``attribution`` command line; the resulting object is passed down to everything else (as the
 ``settings`` resource inside Dagster). Tests build their own with :meth:`Settings.replace`.
 
-Two values are secrets: the database URL (it may carry a password) and the alert webhook URL (it
-may carry a token). They never enter Dagster's run config, job snapshots or metadata: the
+Two values are secrets: the database URLs (the primary's and the replica's,
+``ATTRIBUTION_DB_READ_URL``: they may carry a password) and the alert webhook URL (it may carry a
+token). They never enter Dagster's run config, job snapshots or metadata: the
 database and the alert sender are plain Python resources built from this object, with no config
 schema, and their ``repr`` masks the secret (see ``docs/configuration.md``).
 """
@@ -133,6 +134,8 @@ class Settings:
     home: Path  # ATTRIBUTION_HOME: the demo database, frames, exports, reports
     db_url: str = dataclasses.field(repr=False)  # ATTRIBUTION_DB_URL, or read from ATTRIBUTION_DB_URL_FILE (secret)
     db_url_file: Path | None = None  # ATTRIBUTION_DB_URL_FILE: the file the URL was read from, if any
+    db_read_url: str | None = dataclasses.field(default=None, repr=False)  # ATTRIBUTION_DB_READ_URL: replica (secret, D30)
+    replica_max_wait_seconds: float = 30.0  # D30: how long a step waits for the replica before reading the primary
     partitions_start: str = DEFAULT_PARTITIONS_START  # first hourly partition (hour key)
     lookback_days: int = 30  # D2: journey lookback
     touch_cap: int = 25  # D2: newest clicks kept (the converting click may add one)
@@ -176,6 +179,8 @@ class Settings:
             home=home,
             db_url=db_url,
             db_url_file=db_url_file,
+            db_read_url=_text(env, "ATTRIBUTION_DB_READ_URL") or None,
+            replica_max_wait_seconds=max(0.0, _float(env, "ATTRIBUTION_REPLICA_MAX_WAIT_SECONDS", 30.0, positive=False)),
             partitions_start=_hour_key(_text(env, "ATTRIBUTION_PARTITIONS_START") or DEFAULT_PARTITIONS_START),
             lookback_days=_int(env, "ATTRIBUTION_LOOKBACK_DAYS", 30, minimum=0),
             touch_cap=_int(env, "ATTRIBUTION_TOUCH_CAP", 25, minimum=1),
@@ -241,4 +246,5 @@ class Settings:
 
     def __repr__(self) -> str:  # the secrets never appear, not even masked in part
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
-        return f"Settings(db_url={mask_url(self.db_url)!r}, " + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+        read = f"db_read_url={mask_url(self.db_read_url)!r}, " if self.db_read_url else ""
+        return f"Settings(db_url={mask_url(self.db_url)!r}, " + read + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"

@@ -19,7 +19,7 @@ from attribution_pipeline.core.hours import HOUR, hour_key
 from attribution_pipeline.core.model_rules import models_frame, parse_model_row
 from attribution_pipeline.logs import log_event
 from attribution_pipeline.settings import Settings
-from attribution_pipeline.storage import prosper_reads
+from attribution_pipeline.storage import prosper_reads, read_replica
 from attribution_pipeline.storage.database import Database
 from attribution_pipeline.storage.prosper_reads import foreign_click, orphan
 
@@ -46,9 +46,10 @@ def attribution_models(context: dg.AssetExecutionContext, db: dg.ResourceParam[D
     """
     hours = run_hours(context)
     wanted_users = scope_users(db, scope)
+    choice = read_replica.choose_reader(db, logger=context.log)
 
     def read():
-        with db.engine().connect() as conn:
+        with choice.db.engine().connect() as conn:
             found = [] if wanted_users == [] else prosper_reads.active_users(conn, wanted_users)
             return found, prosper_reads.model_rows(conn, found)
 
@@ -72,6 +73,7 @@ def attribution_models(context: dg.AssetExecutionContext, db: dg.ResourceParam[D
             "algorithmic_as_last_touch": dg.MetadataValue.json(algorithmic),
             "note": "algorithmic models are computed as last touch, exactly like Prosper202 (D7)"
             if algorithmic else "",
+            **choice.metadata(),
         },
     )
     yield dg.AssetCheckResult(
@@ -108,7 +110,9 @@ def conversions(context: dg.AssetExecutionContext, source_changes: HourlyFrame, 
     wanted = source_changes.collect().filter(pl.col("recompute")).select("date_hour", "user_id")
     hours = sorted(set(wanted.get_column("date_hour").to_list()))
     recomputed = set(hours)
-    index = prosper_reads.ConversionIndex(db, hours, users, logger=context.log) if hours else None
+    choice = read_replica.choose_reader(db, logger=context.log)  # D30: the replica once it has caught up
+    context.add_output_metadata(choice.metadata())
+    index = prosper_reads.ConversionIndex(choice.db, hours, users, logger=context.log) if hours else None
 
     def produce(chunk: tuple[int, ...], stats: FrameStats) -> pl.DataFrame:
         todo = [h for h in chunk if h in recomputed]

@@ -18,7 +18,7 @@ from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.core import contracts, frames
 from attribution_pipeline.core.frames import FrameStats, HourlyFrame
 from attribution_pipeline.settings import Settings
-from attribution_pipeline.storage import click_reads
+from attribution_pipeline.storage import click_reads, read_replica
 from attribution_pipeline.storage.database import Database
 from attribution_pipeline.storage.journey_source import JourneyRule, JourneySource, counted
 
@@ -38,7 +38,9 @@ def journeys(context: dg.AssetExecutionContext, conversions: HourlyFrame, attrib
     instead (PHP rebuild semantics).
     """
     hours = run_hours(context)
-    source = JourneySource(db, JourneyRule.from_settings(settings), logger=context.log)
+    choice = read_replica.choose_reader(db, logger=context.log)  # D30: the replica once it has caught up
+    context.add_output_metadata(choice.metadata())
+    source = JourneySource(choice.db, JourneyRule.from_settings(settings), logger=context.log)
     planned = run_chunks(hours, conversions, attribution_models, settings)
 
     def produce(chunk: tuple[int, ...], stats: FrameStats) -> pl.DataFrame:

@@ -6,6 +6,7 @@ rewritten and not re-exported: the hourly schedule's run over the trailing hours
 """
 
 import json
+from contextlib import nullcontext
 
 import dagster as dg
 import polars as pl
@@ -18,7 +19,7 @@ from attribution_pipeline.core.hours import HOUR, hour_ranges
 from attribution_pipeline.core.model_rules import parse_model_row
 from attribution_pipeline.logs import log_event
 from attribution_pipeline.settings import Settings
-from attribution_pipeline.storage import prosper_reads, source_state
+from attribution_pipeline.storage import prosper_reads, read_replica, source_state
 from attribution_pipeline.storage.database import Database
 from attribution_pipeline.storage.frame_io import read_frame
 from attribution_pipeline.storage.stored_rows import stored_snapshots
@@ -43,13 +44,17 @@ def rules(settings: Settings) -> dict:
             "journey_source": settings.journey_source}
 
 
-def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: list[int], logger=None) -> pl.DataFrame:
-    """:data:`~attribution_pipeline.core.source_fingerprints.CHANGES` for the run's users and hours."""
+def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: list[int], logger=None,
+                    reader: Database | None = None) -> pl.DataFrame:
+    """:data:`~attribution_pipeline.core.source_fingerprints.CHANGES` for the run's users and hours.
+    The source scans read ``reader`` (the replica once the lag guard let it, D30); what the pipeline
+    recorded and stored is read on the primary."""
     wanted = scope_users(db, scope)
     lo, hi = hours[0], hours[-1] + HOUR - 1
+    reader = reader or db
 
     def read():
-        with db.engine().connect() as conn:
+        with reader.engine().connect() as conn, (nullcontext(conn) if reader is db else db.engine().connect()) as own:
             users = [] if wanted == [] else prosper_reads.active_users(conn, wanted)
             models = prosper_reads.model_rows(conn, users)
             user_fp = fp.user_fingerprints(users, models, source_state.settings_rows(conn, users),
@@ -58,15 +63,15 @@ def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: li
                 hours, user_fp, source_state.conversion_parts(conn, users, lo, hi),
                 source_state.click_parts(conn, users, lo - settings.lookback_seconds, hi), settings.lookback_seconds)
             reason = full_rewrite_reason(scope, settings)
-            if reason is None and not source_state.has_state_table(conn):
+            if reason is None and not source_state.has_state_table(own):
                 reason = "full rewrite (no attribution_source_state table: run `attribution init-db`)"
             if reason is not None:
                 return fp.decide(current, pl.DataFrame(), pl.DataFrame(), full_reason=reason)
             owned = pl.DataFrame([{"model_id": s.model_id, "user_id": s.user_id}
                                   for s in map(parse_model_row, models) if s.is_valid],
                                  schema={"model_id": pl.Int64, "user_id": pl.Int64})
-            stored = fp.stored_fingerprints(stored_snapshots(conn, owned, hours, reader=read_frame))
-            return fp.decide(current, source_state.recorded(conn, users, hours), stored, full_reason=None)
+            stored = fp.stored_fingerprints(stored_snapshots(own, owned, hours, reader=read_frame))
+            return fp.decide(current, source_state.recorded(own, users, hours), stored, full_reason=None)
 
     return db.retry.run(read, what="source fingerprints", logger=logger)
 
@@ -104,7 +109,8 @@ def source_changes(context: dg.AssetExecutionContext, db: dg.ResourceParam[Datab
     fingerprint, or the stored rows, differ from what the pipeline recorded at its last write
     (D22). ``--full``, dry runs and runs of some models recompute everything."""
     hours = run_hours(context)
-    changes = compute_changes(db, settings, scope, hours, logger=context.log)
+    choice = read_replica.choose_reader(db, logger=context.log)
+    changes = compute_changes(db, settings, scope, hours, logger=context.log, reader=choice.db)
     counts = dict(changes.group_by("reason").len().iter_rows())
     recompute = changes.filter(pl.col("recompute"))
     tag_recomputed(context, hours, recompute.get_column("date_hour").to_list())
@@ -119,6 +125,7 @@ def source_changes(context: dg.AssetExecutionContext, db: dg.ResourceParam[Datab
             "user_hours_skipped": changes.height - recompute.height,
             "hours_recomputed": recompute.get_column("date_hour").n_unique(),
             "reasons": dg.MetadataValue.json(counts),
+            **choice.metadata(),
         },
     )
 

@@ -336,17 +336,29 @@ def preflight(db, *, timeout: int = PREFLIGHT_CONNECT_TIMEOUT) -> None:
 class Database:
     """The database a run reads and writes: URL, engine (made on first use) and retry policy."""
 
-    def __init__(self, url: str, *, retry: RetryPolicy | None = None, record_sql: str | None = None):
+    def __init__(self, url: str, *, retry: RetryPolicy | None = None, record_sql: str | None = None,
+                 read_url: str | None = None, replica_max_wait: float = 30.0):
         self.url = url
         self.retry = retry or RetryPolicy()
         self._record_sql = record_sql
         self._engine: Engine | None = None
+        self.read_url = read_url  # ATTRIBUTION_DB_READ_URL: the replica (storage/read_replica.py, D30)
+        self.replica_max_wait = replica_max_wait
+        self._replica: Database | None = None
 
     @classmethod
     def from_settings(cls, settings) -> "Database":
         """The database of a :class:`~attribution_pipeline.settings.Settings`."""
         policy = RetryPolicy(settings.db_retries, settings.db_retry_delay_seconds, settings.db_retry_budget_seconds)
-        return cls(settings.db_url, retry=policy, record_sql=settings.record_sql_path)
+        return cls(settings.db_url, retry=policy, record_sql=settings.record_sql_path,
+                   read_url=settings.db_read_url, replica_max_wait=settings.replica_max_wait_seconds)
+
+    def replica(self) -> "Database | None":
+        """The read replica's own handle (same retry policy), or None without a read URL. Only
+        ``read_replica.choose_reader`` hands it out, after the replication-lag guard (D30)."""
+        if self.read_url and self._replica is None:
+            self._replica = Database(self.read_url, retry=self.retry, record_sql=self._record_sql)
+        return self._replica
 
     def engine(self) -> Engine:
         if self._engine is None:
@@ -357,4 +369,5 @@ class Database:
         return safe_url(self.url)
 
     def __repr__(self) -> str:
-        return f"Database({self.display_url()!r})"
+        read = f", read={safe_url(self.read_url)!r}" if self.read_url else ""
+        return f"Database({self.display_url()!r}{read})"
