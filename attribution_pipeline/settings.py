@@ -82,6 +82,22 @@ def _hour_key(raw: str) -> str:
 MIN_RETENTION_DAYS = 2
 
 
+#: The scope types scoped snapshots can be written for (D31), in Prosper202's scope enum's names.
+SCOPE_TYPES = ("campaign", "advertiser", "account", "traffic_source", "landing_page")
+
+
+def _scope_types(env: Mapping[str, str]) -> tuple[str, ...]:
+    """ATTRIBUTION_SCOPE_TYPES: a comma list of :data:`SCOPE_TYPES` (unset: all five; empty or
+    ``none``: only the global rows), kept in :data:`SCOPE_TYPES`' order."""
+    if "ATTRIBUTION_SCOPE_TYPES" not in env:
+        return SCOPE_TYPES
+    raw = {t.strip().lower() for t in _text(env, "ATTRIBUTION_SCOPE_TYPES").split(",") if t.strip()} - {"none"}
+    unknown = sorted(raw - set(SCOPE_TYPES))
+    if unknown:
+        raise SettingsError(f"ATTRIBUTION_SCOPE_TYPES: unknown scope type(s) {unknown}; use {', '.join(SCOPE_TYPES)} or none")
+    return tuple(t for t in SCOPE_TYPES if t in raw)
+
+
 def _retention_days(env: Mapping[str, str]) -> int | None:
     """ATTRIBUTION_RETENTION_DAYS: unset or empty = retention off (nothing is ever deleted)."""
     if not _text(env, "ATTRIBUTION_RETENTION_DAYS"):
@@ -145,6 +161,8 @@ class Settings:
     journey_source: str = "clicks"  # D13: "clicks" (built at run time) or "stored"
     persist_journeys: bool = False  # D13: also write built journeys into 202_conversion_touchpoints
     lock_timeout_seconds: int = 600  # D9: wait for another writer of the same hours
+    scope_types: tuple[str, ...] = SCOPE_TYPES  # D31: scoped snapshot rows written beside the global ones
+    scoped_touchpoints: bool = True  # D31: scoped snapshot rows get their own touchpoint rows
     frames_dir: Path | None = None  # intermediate frames (default home/frames)
     export_dir: Path | None = None  # Parquet exports (default home/exports)
     alert_webhook_url: str | None = dataclasses.field(default=None, repr=False)  # secret
@@ -190,6 +208,8 @@ class Settings:
             journey_source=source,
             persist_journeys=_bool(env, "ATTRIBUTION_PERSIST_JOURNEYS", False),
             lock_timeout_seconds=_int(env, "ATTRIBUTION_LOCK_TIMEOUT", 600, minimum=0),
+            scope_types=_scope_types(env),
+            scoped_touchpoints=_bool(env, "ATTRIBUTION_SCOPED_TOUCHPOINTS", True),
             frames_dir=optional_path("ATTRIBUTION_FRAMES_DIR"),
             export_dir=optional_path("ATTRIBUTION_EXPORT_DIR"),
             alert_webhook_url=_text(env, "ATTRIBUTION_ALERT_WEBHOOK_URL") or None,

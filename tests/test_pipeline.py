@@ -218,15 +218,15 @@ def test_d9_only_owned_keys_are_touched(mysql_url):
                 model_id=model_id, user_id=user, scope_type="global", scope_id=None, date_hour=hour,
                 lookback_start=0, lookback_end=0, attributed_clicks=7, attributed_conversions=7,
                 attributed_revenue=7, attributed_cost=7, created_at=1))
-        conn.execute(insert(tables.attribution_snapshots).values(  # a campaign-scope row is never ours (D8)
-            model_id=lt, user_id=1, scope_type="campaign", scope_id=10, date_hour=T, lookback_start=0,
+        conn.execute(insert(tables.attribution_snapshots).values(  # an adgroup-scope row is never ours (D8, D31)
+            model_id=lt, user_id=1, scope_type="adgroup", scope_id=10, date_hour=T, lookback_start=0,
             lookback_end=0, attributed_clicks=7, attributed_conversions=7, attributed_revenue=7,
             attributed_cost=7, created_at=1))
     run(mysql_url, T, T + 2 * HOUR, users=[1], models=[lt])
     rows = {(r["model_id"], r["user_id"], r["scope_type"], r["date_hour"]): r["attributed_clicks"] for r in snapshot_rows(mysql_url)}
     assert rows[(90, 2, "global", T)] == 7  # other user
     assert rows[(lt, 1, "global", T - HOUR)] == 7 and rows[(lt, 1, "global", T + 3 * HOUR)] == 7  # other hours
-    assert rows[(lt, 1, "campaign", T)] == 7  # other scope
+    assert rows[(lt, 1, "adgroup", T)] == 7  # other scope
     assert rows[(lt, 1, "global", T)] == 2
     assert not [k for k in rows if k[0] == pb]  # unselected model untouched (nothing written)
 

@@ -39,9 +39,12 @@ def full_rewrite_reason(scope: RunScope, settings: Settings) -> str | None:
 
 
 def rules(settings: Settings) -> dict:
-    """The settings a run's rows depend on, beside the database's rows."""
+    """The settings a run's rows depend on, beside the database's rows; the scoped rows' settings
+    only when scoped rows are written (D31), so that switching them on or off recomputes every pair."""
+    scoped = ({"scope_types": list(settings.scope_types), "scoped_touchpoints": settings.scoped_touchpoints}
+              if settings.scope_types else {})
     return {"lookback_seconds": settings.lookback_seconds, "touch_cap": settings.touch_cap,
-            "journey_source": settings.journey_source}
+            "journey_source": settings.journey_source, **scoped}
 
 
 def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: list[int], logger=None,
@@ -58,7 +61,8 @@ def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: li
             users = [] if wanted == [] else prosper_reads.active_users(conn, wanted)
             models = prosper_reads.model_rows(conn, users)
             user_fp = fp.user_fingerprints(users, models, source_state.settings_rows(conn, users),
-                                           source_state.campaign_rows(conn, users), rules(settings))
+                                           source_state.campaign_rows(conn, users) + scope_rows(conn, users, settings),
+                                           rules(settings))
             current = fp.source_fingerprints(
                 hours, user_fp, source_state.conversion_parts(conn, users, lo, hi),
                 source_state.click_parts(conn, users, lo - settings.lookback_seconds, hi), settings.lookback_seconds)
@@ -70,10 +74,15 @@ def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: li
             owned = pl.DataFrame([{"model_id": s.model_id, "user_id": s.user_id}
                                   for s in map(parse_model_row, models) if s.is_valid],
                                  schema={"model_id": pl.Int64, "user_id": pl.Int64})
-            stored = fp.stored_fingerprints(stored_snapshots(own, owned, hours, reader=read_frame))
+            stored = fp.stored_fingerprints(stored_snapshots(own, owned, hours, reader=read_frame, scopes="all"))
             return fp.decide(current, source_state.recorded(own, users, hours), stored, full_reason=None)
 
     return db.retry.run(read, what="source fingerprints", logger=logger)
+
+
+def scope_rows(conn, users: list[int], settings: Settings) -> list[dict]:
+    """The ppc accounts' networks when ``traffic_source`` rows are written (D31): the rows read them."""
+    return source_state.account_rows(conn, users) if "traffic_source" in settings.scope_types else []
 
 
 #: Run tag: the hours the run recomputes, as JSON ``[[first, last], ...]`` epoch ranges (absent:

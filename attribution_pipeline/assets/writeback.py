@@ -7,6 +7,7 @@ import dagster as dg
 from attribution_pipeline.assets.hourly import Hourly, run_fields, run_hours
 from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.assets.writeback_run import ChunkFrames, WritebackRun
+from attribution_pipeline.assets.writeback_scopes import CHECK as SCOPED_TOTALS
 from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.core.hours import HOUR, chunk_hours
 from attribution_pipeline.settings import Settings
@@ -40,6 +41,7 @@ CHECKS = [
         "journey positions, converting click, journey length, snapshot totals). Held groups keep "
         "their stored rows; each is listed with its reason.",
     ),
+    SCOPED_TOTALS,
 ]
 
 

@@ -16,6 +16,7 @@ import dagster as dg
 import polars as pl
 
 from attribution_pipeline.assets.resources import RunScope, run_retries
+from attribution_pipeline.assets.writeback_scopes import ScopePlanner
 from attribution_pipeline.core import invariants
 from attribution_pipeline.core.hours import HOUR, hour_key, hour_ranges
 from attribution_pipeline.core.invariants import GROUP
@@ -30,7 +31,8 @@ from attribution_pipeline.storage.shadow import compare_with_stored
 ERROR = dg.AssetCheckSeverity.ERROR
 WARN = dg.AssetCheckSeverity.WARN
 _COUNTS = ("snapshots_written", "touchpoints_written", "snapshots_deleted", "touchpoints_deleted",
-           "journey_touches_written")
+           "journey_touches_written", "scoped_snapshots_written", "scoped_touchpoints_written",
+           "scoped_snapshots_deleted", "scoped_touchpoints_deleted")
 #: What an incremental run recomputed and left alone (D22), summed over its committed chunks.
 _INCREMENTAL = ("user_hours_recomputed", "user_hours_skipped", "groups_written", "groups_unchanged")
 
@@ -80,6 +82,7 @@ class WritebackRun:
         self.stage_seconds: dict[str, float] = {}
         self.started = time.perf_counter()
         self.stop_reason: str | None = None
+        self.scopes = ScopePlanner(db, settings, logger)  # the scoped rows (D31)
 
     def stage(self, name: str):
         """Time a stage of the run into ``stage_seconds``."""
@@ -119,6 +122,8 @@ class WritebackRun:
             held = invariants.held_groups(conversions=frames.conversions, journeys=frames.journeys,
                                           credits=frames.credits, snapshots=frames.snapshots, models=models,
                                           touch_cap=self.settings.touch_cap)
+        scoped = self.scopes.plan(frames.credits, frames.journeys, frames.snapshots, held)
+        held = pl.concat([held, scoped.held])
         keys = held.select(GROUP).unique()
         changes = frames.changes
         if changes is not None:
@@ -144,6 +149,8 @@ class WritebackRun:
             state=(changes.filter(pl.col("recompute")).select("user_id", "date_hour", "source_fp")
                    if changes is not None and self.record_state else None),
             token=self.run_id,
+            scoped=scoped.rows,
+            scoped_credits=scoped.credits,
         )
 
     def process(self, chunk: tuple[int, ...], frames: ChunkFrames) -> None:
@@ -306,7 +313,7 @@ class WritebackRun:
         return report
 
     def check_results(self, report: dict) -> list[dg.AssetCheckResult]:
-        """``writeback_reconciliation``, ``foreign_writes`` and ``held_groups`` of this run."""
+        """``writeback_reconciliation``, ``foreign_writes``, ``held_groups`` and ``scoped_totals`` of this run."""
         foreign = self.foreign_frame()
         foreign_list = [{**r, "hour": hour_key(r["date_hour"])} for r in foreign.head(100).iter_rows(named=True)]
         held_list = report["held"]
@@ -330,6 +337,7 @@ class WritebackRun:
                 metadata={"held_groups": report["held_groups"], "held": dg.MetadataValue.json(held_list[:100]),
                           "failing_hours": dg.MetadataValue.json(sorted({h["hour"] for h in held_list})[:100])},
             ),
+            self.scopes.check_result(),
         ]
 
     def materialize_result(self, report: dict, path: Path) -> dg.MaterializeResult:

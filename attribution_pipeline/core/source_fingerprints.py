@@ -130,15 +130,22 @@ def source_fingerprints(hours: list[int], user_fp: pl.DataFrame, conv_parts: pl.
 
 
 def stored_fingerprints(snapshots: pl.DataFrame) -> pl.DataFrame:
-    """``user_id, date_hour, stored_fp`` of stored snapshot rows (``stored_rows.STORED_SNAPSHOTS``):
-    every row of the (user, hour), in id order, ids, windows, values and ``created_at``."""
+    """``user_id, date_hour, stored_fp`` of stored snapshot rows (``stored_rows.STORED_SNAPSHOTS``,
+    or ``STORED_SCOPED`` with the scoped rows, D31): every row of the (user, hour), in id order,
+    ids, windows, values and ``created_at``; a scoped row adds ``,scope_type,scope_id``.
+    ``stored_groups`` counts the global rows."""
     columns = ("snapshot_id", "model_id", "lookback_start", "lookback_end", "attributed_clicks",
                "attributed_conversions", "attributed_revenue", "attributed_cost", "created_at")
+    text = pl.concat_str([pl.col(c).cast(pl.String) for c in columns], separator=",")
+    is_global = pl.lit(True)
+    if "scope_type" in snapshots.columns:
+        is_global = pl.col("scope_type") == "global"
+        scope = pl.concat_str([pl.lit(","), pl.col("scope_type"), pl.lit(","), pl.col("scope_id").cast(pl.String)])
+        text = text + pl.when(is_global).then(pl.lit("")).otherwise(scope)
     return (
         snapshots.sort("snapshot_id")
         .group_by("user_id", "date_hour", maintain_order=True)
-        .agg(text=pl.concat_str([pl.col(c).cast(pl.String) for c in columns], separator=",").str.join(";"),
-             stored_groups=pl.len())
+        .agg(text=text.str.join(";"), stored_groups=is_global.sum().cast(pl.Int64))
         .select("user_id", "date_hour", "stored_groups", stored_fp=_hashed(pl.col("text")))
     )
 

@@ -1,7 +1,8 @@
 """The write-back protocol: one chunk of whole hours replaced atomically (D4, D8, D9, D12, D14).
 
 A run *owns* the global rows of every (user, model, hour) where the user is selected and not
-deleted, the model is active, valid and selected, and the hour is selected (D9). For each chunk of
+deleted, the model is active, valid and selected, and the hour is selected (D9), and the scoped
+rows of the same keys (D31, ``storage/scoped_rewrite.py``, written after the global ones). For each chunk of
 whole hours, in one transaction, under a named lock per hour (``GET_LOCK`` on MySQL,
 ``BEGIN IMMEDIATE`` on SQLite):
 
@@ -39,6 +40,7 @@ from attribution_pipeline.storage.bulk import bulk_load
 from attribution_pipeline.storage.database import is_sqlite
 from attribution_pipeline.storage.frame_io import chunked
 from attribution_pipeline.storage.locks import hours_locked
+from attribution_pipeline.storage.scoped_rewrite import replace_scoped
 from attribution_pipeline.storage.stored_rows import (
     IDS_PER_STATEMENT,
     SNAP,
@@ -66,6 +68,8 @@ class ChunkWrite:
     unchanged: pl.DataFrame | None = None  # (user_id, date_hour) not recomputed: their rows stay (D22)
     state: pl.DataFrame | None = None  # (user_id, date_hour, source_fp) to record as written (D22)
     token: str = ""  # the write's token in attribution_source_state (the run id)
+    scoped: pl.DataFrame | None = None  # scope_credit.SCOPED rows to write (D31); None: scoped rows untouched
+    scoped_credits: pl.DataFrame | None = None  # scope_credit.SCOPED_CREDITS: their touchpoints (None: none)
 
 
 @dataclass
@@ -76,6 +80,10 @@ class ChunkOutcome:
     snapshots_written: int = 0
     touchpoints_written: int = 0
     journey_touches_written: int = 0
+    scoped_snapshots_deleted: int = 0
+    scoped_touchpoints_deleted: int = 0
+    scoped_snapshots_written: int = 0
+    scoped_touchpoints_written: int = 0
     audit_rows: int = 0
     state_rows: int = 0
     seconds: float = 0.0
@@ -137,9 +145,11 @@ def without_deleted_models(conn: Connection, plan: ChunkWrite) -> ChunkWrite:
     if not gone:
         return plan
     keep = ~pl.col("model_id").is_in(gone)
+    kept = lambda frame: None if frame is None else frame.filter(keep)  # noqa: E731
     return dataclasses.replace(
         plan, owned=plan.owned.filter(keep), snapshots=plan.snapshots.filter(keep), credits=plan.credits.filter(keep),
-        held=plan.held.filter(keep), audits=None if plan.audits is None else plan.audits.filter(keep))
+        held=plan.held.filter(keep), audits=kept(plan.audits), scoped=kept(plan.scoped),
+        scoped_credits=kept(plan.scoped_credits))
 
 
 def read_committed(conn: Connection) -> None:
@@ -209,6 +219,8 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
     with outcome.stage("read_back_touchpoints"):
         inserted = inserted_touchpoints(conn, before, max_touchpoint_id(conn), written.get_column("snapshot_id"))
         _check_touchpoints(touch_rows, inserted)
+    if plan.scoped is not None:
+        replace_scoped(conn, plan, outcome, now=now, batch_rows=batch_rows)
 
     per_model = (
         plan.snapshots.group_by("model_id").agg(snapshots=pl.len())
@@ -228,7 +240,8 @@ def record_state(conn: Connection, plan: ChunkWrite, *, now: int) -> int:
     keys = ["user_id", "date_hour"]
     held = plan.held.select(keys).unique()
     written = plan.state.join(held, on=keys, how="anti")
-    stored = stored_fingerprints(stored_snapshots(conn, plan.owned, plan.hours).join(written, on=keys, how="semi"))
+    stored = stored_fingerprints(stored_snapshots(conn, plan.owned, plan.hours, scopes="all").join(
+        written, on=keys, how="semi"))
     rows = written.join(stored, on=keys, how="left").with_columns(pl.col("stored_fp").fill_null(empty_stored_fp()))
     source_state.forget(conn, held.join(plan.state, on=keys, how="semi"))
     return source_state.record(conn, rows, token=plan.token, now=now)

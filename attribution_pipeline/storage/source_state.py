@@ -113,6 +113,14 @@ def campaign_rows(conn: Connection, users: Sequence[int]) -> list[dict]:
     return [dict(r._mapping) for r in conn.execute(stmt)] if users else []
 
 
+def account_rows(conn: Connection, users: Sequence[int]) -> list[dict]:
+    """(user, ppc account, ppc network) of ``users``' accounts: an account's network is the
+    ``traffic_source`` scope of its clicks (D31)."""
+    a = tables.ppc_accounts
+    stmt = select(a.c.user_id, a.c.ppc_account_id, a.c.ppc_network_id).where(a.c.user_id.in_(list(users)))
+    return [dict(r._mapping) for r in conn.execute(stmt)] if users else []
+
+
 def has_state_table(conn: Connection) -> bool:
     return inspect(conn).has_table(STATE.name)
 

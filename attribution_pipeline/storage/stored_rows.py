@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from attribution_pipeline.core.precision import CREDIT_DTYPE, MONEY_DTYPE
+from attribution_pipeline.settings import SCOPE_TYPES
 from attribution_pipeline.storage import tables
 from attribution_pipeline.storage.frame_io import (
     chunked,
@@ -33,6 +34,8 @@ STORED_SNAPSHOTS = {
     "attributed_cost": MONEY_DTYPE,
     "created_at": pl.Int64,
 }
+#: Stored rows with their scope (D31): the global and the scoped rows of the owned keys.
+STORED_SCOPED = {**STORED_SNAPSHOTS, "scope_type": pl.String, "scope_id": pl.Int64}
 STORED_TOUCHPOINTS = {
     "snapshot_id": pl.Int64,
     "conv_id": pl.Int64,
@@ -43,20 +46,29 @@ STORED_TOUCHPOINTS = {
 }
 
 
-def stored_snapshots(conn: Connection, owned: pl.DataFrame, hours: Sequence[int], reader=read_frame_in_transaction) -> pl.DataFrame:
-    """Stored global rows of the owned (model, user) pairs in ``hours`` (all of them, duplicates too)."""
+def stored_snapshots(conn: Connection, owned: pl.DataFrame, hours: Sequence[int], reader=read_frame_in_transaction,
+                     *, scopes: str = "global") -> pl.DataFrame:
+    """Stored rows of the owned (model, user) pairs in ``hours`` (all of them, duplicates too):
+    ``scopes="global"`` the global rows (:data:`STORED_SNAPSHOTS`); ``"scoped"`` the rows of the
+    scope types the pipeline writes (``settings.SCOPE_TYPES``, D31) and ``"all"`` both
+    (:data:`STORED_SCOPED`)."""
+    schema = STORED_SNAPSHOTS if scopes == "global" else STORED_SCOPED
     if owned.height == 0 or not hours:
-        return pl.DataFrame(schema=STORED_SNAPSHOTS)
+        return pl.DataFrame(schema=schema)
+    scope_filter = {
+        "global": (SNAP.c.scope_type == "global", SNAP.c.scope_id.is_(None)),
+        "scoped": (SNAP.c.scope_type.in_(SCOPE_TYPES),),
+        "all": (((SNAP.c.scope_type == "global") & SNAP.c.scope_id.is_(None)) | SNAP.c.scope_type.in_(SCOPE_TYPES),),
+    }[scopes]
     model_ids = owned.get_column("model_id").unique().sort().to_list()
     parts = []
     for ids in chunked(model_ids, IDS_PER_STATEMENT):
-        stmt = select(*[SNAP.c[name] for name in STORED_SNAPSHOTS]).where(
-            SNAP.c.scope_type == "global",
-            SNAP.c.scope_id.is_(None),
+        stmt = select(*[SNAP.c[name] for name in schema]).where(
+            *scope_filter,
             SNAP.c.date_hour.between(min(hours), max(hours)),
             SNAP.c.model_id.in_(list(ids)),
         )
-        parts.append(reader(conn, stmt, STORED_SNAPSHOTS))
+        parts.append(reader(conn, stmt, schema))
     found = pl.concat(parts)
     return found.join(owned.select("model_id", "user_id"), on=["model_id", "user_id"], how="semi").filter(
         pl.col("date_hour").is_in(list(hours))
