@@ -10,7 +10,7 @@ import dagster as dg
 from attribution_pipeline.assets import credits, inputs, journeys, parquet_exports, source_changes, writeback
 from attribution_pipeline.assets.freshness import writeback_latest_hour_fresh
 from attribution_pipeline.assets.gaps import gap_scan_job, gap_scan_schedule, writeback_history_gaps
-from attribution_pipeline.assets.hourly import Hourly, hourly_partitions
+from attribution_pipeline.assets.hourly import Hourly, backfill_policy, hourly_partitions
 from attribution_pipeline.assets.model_comparison import model_comparison
 from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.assets.source_health import (database_source_health, prosper202_database,
@@ -30,7 +30,7 @@ from attribution_pipeline.storage.database import Database
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """The pipeline's definitions for ``settings`` (partitions, resources, jobs, schedules, sensors, the export queue)."""
-    hourly = Hourly(hourly_partitions(settings.partitions_start))
+    hourly = Hourly(hourly_partitions(settings.partitions_start), backfill_policy(settings.backfill_hours_per_run))
     pipeline = [*source_changes.build(hourly), *inputs.build(hourly), *journeys.build(hourly), *credits.build(hourly),
                 *writeback.build(hourly), *parquet_exports.build(hourly)]  # each asset family with its checks beside it
     checks = [d for d in pipeline if isinstance(d, dg.AssetChecksDefinition)]

@@ -181,6 +181,9 @@ class Settings:
     model_change_quiet_seconds: int = 60  # D26: a model or settings change waits this long without another
     model_change_lookback_days: int = 30  # D26: days a model or settings change rewrites (0: the schedule only)
     retention_days: int | None = None  # ATTRIBUTION_RETENTION_DAYS: global retention window (None = off, D27)
+    backfill_hours_per_run: int = 0  # D29: hours per run of a backfill (0: one run for any range)
+    mysql_write_runs: int = 2  # D29: runs writing to one MySQL at once (the attribution_mysql_writes pool's limit)
+    dagster_url: str = "http://127.0.0.1:3000"  # D29: the Dagster webserver `attribution backfill` submits to
     dagster_home: Path | None = None  # DAGSTER_HOME, Dagster's own variable
 
     @classmethod
@@ -228,6 +231,9 @@ class Settings:
             model_change_quiet_seconds=_int(env, "ATTRIBUTION_MODEL_CHANGE_QUIET_SECONDS", 60, minimum=0),
             model_change_lookback_days=_int(env, "ATTRIBUTION_MODEL_CHANGE_LOOKBACK_DAYS", 30, minimum=0),
             retention_days=_retention_days(env),
+            backfill_hours_per_run=_int(env, "ATTRIBUTION_BACKFILL_HOURS_PER_RUN", 0, minimum=0),
+            mysql_write_runs=_int(env, "ATTRIBUTION_MYSQL_WRITE_RUNS", 2, minimum=1),
+            dagster_url=(_text(env, "ATTRIBUTION_DAGSTER_URL") or "http://127.0.0.1:3000").rstrip("/"),
             dagster_home=optional_path("DAGSTER_HOME"),
         )
 

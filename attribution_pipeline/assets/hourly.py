@@ -1,5 +1,6 @@
-"""What every hourly asset shares: partitions built from the settings, single-run backfills, and
-the helpers a step uses to know its hours, its users and its log fields.
+"""What every hourly asset shares: partitions built from the settings, the backfill policy (one
+run for any range, or ranges of N hours: ``ATTRIBUTION_BACKFILL_HOURS_PER_RUN``, D29), and the
+helpers a step uses to know its hours, its users and its log fields.
 
 The hourly assets and their checks are declared by module-level functions and decorated when the
 definitions are built (:class:`Hourly`), because the partitions' first hour is a setting
@@ -22,6 +23,14 @@ FRAMES_IO = "frames_io_manager"
 
 #: One run over any range of hours (UI backfills, ``--partition-range``, the CLI).
 SINGLE_RUN = dg.BackfillPolicy.single_run()
+#: The Dagster concurrency pool (run granularity, D29) of the runs that write to Prosper202's MySQL.
+MYSQL_WRITES_POOL = "attribution_mysql_writes"
+
+
+def backfill_policy(hours_per_run: int) -> dg.BackfillPolicy:
+    """One run for any range (0), else ranges of ``hours_per_run`` hours, each its own run (D29)."""
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=hours_per_run) if hours_per_run > 0 else SINGLE_RUN
+
 
 #: Tags that make one Dagster run cover a range of partitions (what UI backfills with a
 #: single-run backfill policy set, and what `dagster asset materialize --partition-range` sets).
@@ -46,11 +55,12 @@ class Hourly:
     """Decorators for the steps of the hourly pipeline and their checks, on one partitioning."""
 
     partitions: dg.HourlyPartitionsDefinition
+    policy: dg.BackfillPolicy = SINGLE_RUN  # backfill_policy(settings.backfill_hours_per_run)
 
     def asset(self, **kwargs):
-        """``@dg.asset`` on the hourly partitions, with a single-run backfill policy (a backfill of
-        any range is one run) in the ``attribution`` group."""
-        return dg.asset(partitions_def=self.partitions, backfill_policy=SINGLE_RUN, group_name=GROUP_NAME, **kwargs)
+        """``@dg.asset`` on the hourly partitions, with the backfill policy (by default single-run: a
+        backfill of any range is one run) in the ``attribution`` group."""
+        return dg.asset(partitions_def=self.partitions, backfill_policy=self.policy, group_name=GROUP_NAME, **kwargs)
 
     def frame_asset(self, **kwargs):
         """:meth:`asset` whose output is an ``HourlyFrame`` stored by the hourly Parquet IO manager."""

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from attribution_pipeline.assets.hourly import Hourly, run_fields, run_hours
+from attribution_pipeline.assets.hourly import MYSQL_WRITES_POOL, Hourly, run_fields, run_hours
 from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.assets.writeback_run import ChunkFrames, WritebackRun
 from attribution_pipeline.assets.writeback_scopes import CHECK as SCOPED_TOTALS
@@ -145,5 +145,6 @@ def committed_by_parents(instance: dg.DagsterInstance, run: dg.DagsterRun) -> fr
 
 
 def build(hourly: Hourly) -> list:
-    """The write-back asset (its checks are yielded by the asset itself), on ``hourly``'s partitions."""
-    return [hourly.asset(kinds={"mysql"}, check_specs=CHECKS)(attribution_writeback)]
+    """The write-back asset (its checks are yielded by the asset itself), on ``hourly``'s partitions; in
+    the MySQL-writes pool, so a deployment with run-granularity pools caps the runs writing at once (D29)."""
+    return [hourly.asset(kinds={"mysql"}, check_specs=CHECKS, pool=MYSQL_WRITES_POOL)(attribution_writeback)]

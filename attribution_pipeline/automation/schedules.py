@@ -8,6 +8,9 @@ from attribution_pipeline.core.hours import HOUR, floor_hour
 from attribution_pipeline.settings import Settings
 
 TRAILING_HOURS = 24
+#: Run priority of the schedule's runs: the queued run coordinator starts them before queued
+#: backfill ranges (priority 0) when a slot or a MySQL-writes pool slot frees up (D29).
+SCHEDULE_PRIORITY = {"dagster/priority": "10"}
 
 
 def trailing_window(scheduled_epoch: int, hours: int = TRAILING_HOURS) -> tuple[int, int]:
@@ -28,4 +31,5 @@ def hourly_attribution(context: dg.ScheduleEvaluationContext, settings: dg.Resou
     first, last = trailing_window(int(context.scheduled_execution_time.timestamp()))
     if last < settings.first_hour:
         return dg.SkipReason(f"the partitions start at {settings.partitions_start}, after the last complete hour")
-    return dg.RunRequest(run_key=f"hourly-{last}", tags=range_tags(max(first, settings.first_hour), last))
+    return dg.RunRequest(run_key=f"hourly-{last}",
+                         tags={**range_tags(max(first, settings.first_hour), last), **SCHEDULE_PRIORITY})

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from attribution_pipeline.cli import analyst, export_queue, rebuild, setup_cmds
 from attribution_pipeline.cli import doctor_cmd, journeys_cmd
+from attribution_pipeline.cli import backfill_cmd
 from attribution_pipeline.cli import lifecycle_cmds
 from attribution_pipeline.cli.common import fail
 from attribution_pipeline.errors import AttributionError
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_queue.add_subcommands(sub)
     journeys_cmd.add_subcommands(sub)
     doctor_cmd.add_subcommands(sub)
+    backfill_cmd.add_subcommands(sub)
     lifecycle_cmds.add_subcommands(sub)
     return parser
 
