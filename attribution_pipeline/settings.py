@@ -87,10 +87,9 @@ SCOPE_TYPES = ("campaign", "advertiser", "account", "traffic_source", "landing_p
 
 
 def _scope_types(env: Mapping[str, str]) -> tuple[str, ...]:
-    """ATTRIBUTION_SCOPE_TYPES: a comma list of :data:`SCOPE_TYPES` (unset: all five; empty or
-    ``none``: only the global rows), kept in :data:`SCOPE_TYPES`' order."""
-    if "ATTRIBUTION_SCOPE_TYPES" not in env:
-        return SCOPE_TYPES
+    """ATTRIBUTION_SCOPE_TYPES: a comma list of :data:`SCOPE_TYPES` (unset, empty or ``none``:
+    only the global rows, the default until the holds of scoped rows are tested; D31), kept in
+    :data:`SCOPE_TYPES`' order."""
     raw = {t.strip().lower() for t in _text(env, "ATTRIBUTION_SCOPE_TYPES").split(",") if t.strip()} - {"none"}
     unknown = sorted(raw - set(SCOPE_TYPES))
     if unknown:
@@ -161,7 +160,7 @@ class Settings:
     journey_source: str = "clicks"  # D13: "clicks" (built at run time) or "stored"
     persist_journeys: bool = False  # D13: also write built journeys into 202_conversion_touchpoints
     lock_timeout_seconds: int = 600  # D9: wait for another writer of the same hours
-    scope_types: tuple[str, ...] = SCOPE_TYPES  # D31: scoped snapshot rows written beside the global ones
+    scope_types: tuple[str, ...] = ()  # D31: scoped snapshot rows written beside the global ones (default none)
     scoped_touchpoints: bool = True  # D31: scoped snapshot rows get their own touchpoint rows
     frames_dir: Path | None = None  # intermediate frames (default home/frames)
     export_dir: Path | None = None  # Parquet exports (default home/exports)

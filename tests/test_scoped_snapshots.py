@@ -46,7 +46,7 @@ def scoped(engine, **where) -> list[dict]:
 
 def test_hand_built_journeys_are_stored_exactly_and_read_by_the_dashboard(mysql_url):
     load_hand_journeys(mysql_url)
-    result, report = run(mysql_url, T)
+    result, report = run(mysql_url, T, scope_types=TYPES)
     assert report["outcome"] == 0 and report["scoped_snapshots_written"] > 0
     assert all(c.passed for c in result.get_asset_check_evaluations() if c.check_name == "scoped_totals")
     engine = database.make_engine(mysql_url)
@@ -119,7 +119,7 @@ def test_generated_data_adds_up_switches_off_and_leaves_global_rows_alone(mysql_
         global_only = php_engine.stored_rows(conn, HOURS)
     assert scoped(engine) == []
 
-    result, report = run(mysql_url, HOURS[0], HOURS[-1])  # scopes switched on: every pair recomputed
+    result, report = run(mysql_url, HOURS[0], HOURS[-1], scope_types=TYPES)  # switched on: every pair recomputed
     assert report["user_hours_skipped"] == 0 and report["outcome"] == 0
     assert all(c.passed for c in result.get_asset_check_evaluations() if c.check_name == "scoped_totals")
     with engine.connect() as conn:
@@ -137,13 +137,13 @@ def test_generated_data_adds_up_switches_off_and_leaves_global_rows_alone(mysql_
     assert (sums["conversions"] <= sums["g_conversions"]).all()
 
     # an unchanged rerun skips everything; a deleted scoped row is restored by the next run
-    _, again = run(mysql_url, HOURS[0], HOURS[-1])
+    _, again = run(mysql_url, HOURS[0], HOURS[-1], scope_types=TYPES)
     assert again["user_hours_recomputed"] == 0
     victim = scoped(engine, scope_type="account")[0]
     with engine.begin() as conn:
         conn.execute(touch.delete().where(touch.c.snapshot_id == victim["snapshot_id"]))
         conn.execute(snaps.delete().where(snaps.c.snapshot_id == victim["snapshot_id"]))
-    _, repaired = run(mysql_url, HOURS[0], HOURS[-1])
+    _, repaired = run(mysql_url, HOURS[0], HOURS[-1], scope_types=TYPES)
     assert repaired["user_hours_recomputed"] == 1
     assert scoped(engine, snapshot_id=victim["snapshot_id"]) == [] and {
         (r["attributed_clicks"], r["attributed_revenue"]) for r in scoped(
