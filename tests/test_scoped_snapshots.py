@@ -8,6 +8,7 @@ from sqlalchemy import select, text, update
 
 import scenarios
 from attribution_pipeline.demo.generator import GeneratorConfig, generate, load
+from attribution_pipeline.core import scope_credit
 from attribution_pipeline.storage import database, tables
 from oracle import php_engine
 from pipeline import HOUR, run
@@ -166,3 +167,86 @@ def test_generated_data_adds_up_switches_off_and_leaves_global_rows_alone(mysql_
         assert php_engine.stored_rows(conn, HOURS) == global_only
     run(mysql_url, HOURS[0], HOURS[-1], scope_types=())
     assert scoped(engine) == []
+
+
+def stored_values(engine) -> dict:
+    """Every snapshot row, global and scoped, by (model, hour, type, id): (snapshot id, clicks,
+    conversions, revenue, cost) and its touchpoints (click, position, credit)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(snaps)).all()
+        points = conn.execute(select(touch.c.snapshot_id, touch.c.click_id, touch.c.position, touch.c.credit)).all()
+    by_snapshot: dict = {}
+    for p in points:
+        by_snapshot.setdefault(p.snapshot_id, []).append((p.click_id, p.position, str(p.credit)))
+    return {(r.model_id, r.date_hour, r.scope_type, r.scope_id): (
+        r.snapshot_id, r.attributed_clicks, r.attributed_conversions, str(r.attributed_revenue), str(r.attributed_cost),
+        sorted(by_snapshot.get(r.snapshot_id, []))) for r in rows}
+
+
+def tamper(engine, hours) -> None:
+    """Every row of ``hours`` (global and scoped) gets revenue 999: a held group keeps it, a
+    recomputed one loses it (and the edit makes every pair of those hours recompute)."""
+    with engine.begin() as conn:
+        conn.execute(update(snaps).where(snaps.c.date_hour.in_(hours)).values(attributed_revenue=Decimal("999")))
+
+
+def load_held_scenario(url):
+    engine = database.make_engine(url)
+    with engine.begin() as conn:
+        scenarios.load_section_4_6(conn)
+    hours = [scenarios.T + i * HOUR for i in range(3)]
+    run(url, hours[0], hours[-1], journey_source="stored", scope_types=TYPES)
+    return engine, hours, stored_values(engine)
+
+
+def split_by_held(values: dict, held: set) -> tuple[dict, dict]:
+    inside = {k: v for k, v in values.items() if (k[0], k[1]) in held}
+    return inside, {k: v for k, v in values.items() if (k[0], k[1]) not in held}
+
+
+def test_a_group_held_by_a_failing_check_keeps_its_stored_scoped_rows(mysql_url):
+    """D19 with D31: a group held by a blocking check keeps every stored row, scoped ones
+    included (with their touchpoints); the groups not held get theirs rewritten."""
+    engine, hours, first = load_held_scenario(mysql_url)
+    assert {k[2] for k in first} >= {"global", "campaign", "advertiser"}
+    tamper(engine, hours)
+    tampered = stored_values(engine)
+    with engine.begin() as conn:  # conversion 3's click stored twice: its hour's groups are held
+        scenarios.add_stored_journey(conn, 3, [(201, scenarios.T + 3650), (201, scenarios.T + 3650)])
+    _, report = run(mysql_url, hours[0], hours[-1], journey_source="stored", scope_types=TYPES)
+    held = {(h["model_id"], h["date_hour"]) for h in report["held"]}
+    assert report["outcome"] == 2 and {h for _, h in held} == {hours[1]}
+    after = stored_values(engine)
+    kept, rewritten = split_by_held(after, held)
+    assert kept == split_by_held(tampered, held)[0] and any(k[2] != "global" for k in kept)
+    assert {v[3] for v in kept.values()} == {"999.0000"}
+    assert rewritten == split_by_held(first, held)[1]  # the others: recomputed, as the first run wrote them
+
+
+def test_a_failing_scoped_totals_check_holds_the_group_with_its_global_row(mysql_url, monkeypatch):
+    """An unbalanced (model, hour, scope type), forced in-process, fails ``scoped_totals`` (ERROR)
+    and holds its group (D19): its global and scoped rows stay as stored; the rest is written."""
+    engine, hours, first = load_held_scenario(mysql_url)
+    tamper(engine, hours)
+    tampered = stored_values(engine)
+    real = scope_credit.unbalanced
+    victim = {"date_hour": hours[0], "model_id": 2, "user_id": scenarios.SECTION_4_6_USER,
+              "scope_type": "advertiser", "reason": "forced by the test"}
+
+    def forced(scoped_frame, snapshots):
+        found = real(scoped_frame, snapshots)
+        if snapshots.filter(date_hour=hours[0], model_id=2).height:
+            found = pl.concat([found, pl.DataFrame([victim], schema=scope_credit.UNBALANCED)])
+        return found
+
+    monkeypatch.setattr(scope_credit, "unbalanced", forced)
+    result, report = run(mysql_url, hours[0], hours[-1], journey_source="stored", scope_types=TYPES)
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "scoped_totals"]
+    assert not check.passed and check.severity.value == "ERROR"
+    assert check.metadata["unbalanced"].value == 1
+    assert [(h["model_id"], h["date_hour"]) for h in report["held"]] == [(2, hours[0])]
+    assert "scoped rows do not add up" in report["held"][0]["reason"] and report["outcome"] == 2
+    held = {(2, hours[0])}
+    kept, rewritten = split_by_held(stored_values(engine), held)
+    assert kept == split_by_held(tampered, held)[0] and {k[2] for k in kept} >= {"global", "campaign"}
+    assert rewritten == split_by_held(first, held)[1]
