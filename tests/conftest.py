@@ -106,7 +106,7 @@ def private_home(tmp_path, monkeypatch):
 #: Test modules that take minutes (a webserver and daemon, end-to-end demo runs): collected first,
 #: so that with ``pytest -n 2`` one worker starts them while the other takes everything else,
 #: instead of one of them starting last and running alone.
-LONG_FIRST = ("test_faults.py", "test_backfill_ui.py", "test_demo.py")
+LONG_FIRST = ("test_faults.py", "test_deployment.py", "test_backfill_ui.py", "test_demo.py")
 
 
 def pytest_collection_modifyitems(config, items):

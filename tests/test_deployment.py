@@ -87,13 +87,26 @@ def postgres_url():
 
 @pytest.fixture(scope="module")
 def source_frames():
-    """Small seeded Prosper202 data (4 users, ~30 conversions an hour) over the 96 hours."""
-    return generate(GeneratorConfig(start=FIRST, hours=HOURS, clicks=12_000, conversions=2_900))
+    """Small seeded Prosper202 data (4 users, ~15 conversions an hour) over the 96 hours."""
+    return generate(GeneratorConfig(start=FIRST, hours=HOURS, clicks=8_000, conversions=1_500))
+
+
+_REFERENCE = {}
 
 
 @pytest.fixture(scope="module")
 def single_run_rows(mysql_server, source_frames):
-    """The rows one in-process run over the 96 hours stores (the reference), in a database of its own."""
+    """The rows one in-process run over the 96 hours stores (the reference), in a database of its own:
+    computed once, when first asked for (while the deployment's first backfill runs)."""
+    def rows():
+        if "rows" not in _REFERENCE:
+            _REFERENCE["rows"] = reference_rows(mysql_server, source_frames)
+        return _REFERENCE["rows"]
+
+    return rows
+
+
+def reference_rows(mysql_server, source_frames):
     url = _new_database(mysql_server)
     try:
         engine = database.make_engine(url)
@@ -250,6 +263,7 @@ def test_multi_run_backfill_on_the_production_layout(tmp_path, postgres_url, mys
     load(database.make_engine(mysql_url), source_frames)
     with deployment(tmp_path, postgres_url, mysql_url, {}) as deploy:
         backfill_id = deploy.backfill({"ATTRIBUTION_MYSQL_WRITE_RUNS": "1"})
+        reference = single_run_rows()  # meanwhile
         status = deploy.wait(backfill_id, 420)
         runs = deploy.runs(backfill_id)
         pool = graphql(deploy.url, POOL, {"key": MYSQL_WRITES_POOL})["instance"]["concurrencyLimit"]
@@ -260,8 +274,8 @@ def test_multi_run_backfill_on_the_production_layout(tmp_path, postgres_url, mys
     assert pool["slotCount"] == 1  # ATTRIBUTION_MYSQL_WRITE_RUNS, set by `attribution backfill`
     assert most_at_once(runs) == 1  # the backfill tag limit (2) would allow two: the pool held them to one
     rows = stored(mysql_url)
-    assert sorted(rows.snapshots) == sorted(single_run_rows.snapshots)
-    assert sorted(rows.touchpoints) == sorted(single_run_rows.touchpoints)
+    assert sorted(rows.snapshots) == sorted(reference.snapshots)
+    assert sorted(rows.touchpoints) == sorted(reference.touchpoints)
 
 
 def test_a_failed_range_is_retried_alone_and_the_rows_are_complete(tmp_path, postgres_url, mysql_url, source_frames,
@@ -271,6 +285,7 @@ def test_a_failed_range_is_retried_alone_and_the_rows_are_complete(tmp_path, pos
     fault = install_dir(tmp_path / "fault", fault_hour, tmp_path / "fault-marker")
     with deployment(tmp_path, postgres_url, mysql_url, {"PYTHONPATH": str(fault)}) as deploy:
         backfill_id = deploy.backfill({"ATTRIBUTION_MYSQL_WRITE_RUNS": "2"})
+        reference = single_run_rows()  # meanwhile (computed by the first test when both run)
         status = deploy.wait(backfill_id, 420)
         runs = deploy.runs(backfill_id)
     assert not (tmp_path / "fault-marker").exists(), "the fault never fired"
@@ -285,5 +300,59 @@ def test_a_failed_range_is_retried_alone_and_the_rows_are_complete(tmp_path, pos
     assert most_at_once(runs) <= 2
     assert status in ("COMPLETED", "COMPLETED_SUCCESS"), (status, runs)
     rows = stored(mysql_url)
-    assert sorted(rows.snapshots) == sorted(single_run_rows.snapshots)
-    assert sorted(rows.touchpoints) == sorted(single_run_rows.touchpoints)
+    assert sorted(rows.snapshots) == sorted(reference.snapshots)
+    assert sorted(rows.touchpoints) == sorted(reference.touchpoints)
+
+
+# ------------------------------------------------------------------------------------------
+# The pieces, without processes
+# ------------------------------------------------------------------------------------------
+
+
+def test_hours_per_run_picks_the_backfill_policy_and_the_write_back_is_in_the_pool():
+    from attribution_pipeline.definitions import build_definitions
+    from pipeline import settings
+
+    for hours, expected in ((0, None), (24, 24)):
+        graph = build_definitions(settings(backfill_hours_per_run=hours)).resolve_asset_graph()
+        partitioned = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None]
+        assert {graph.get(k).backfill_policy.max_partitions_per_run for k in partitioned} == {expected}
+    defs = build_definitions(settings())
+    pools = {n.name: n.pool for n in defs.resolve_job_def("attribution_job").graph.node_defs}
+    assert pools["attribution_writeback"] == MYSQL_WRITES_POOL
+
+
+def test_the_schedule_outranks_backfill_runs_and_the_instance_config_says_how():
+    from datetime import datetime, timezone
+
+    import dagster as dg
+
+    from attribution_pipeline.automation.schedules import hourly_attribution
+    from pipeline import settings
+
+    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2024, 6, 1, 9, 15, tzinfo=timezone.utc),
+                                    resources={"settings": settings()})
+    assert int(hourly_attribution.evaluate_tick(ctx).run_requests[0].tags["dagster/priority"]) > 0
+    config = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
+    assert config["storage"]["postgres"]["postgres_url"] == {"env": "DAGSTER_POSTGRES_URL"}
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    runs = config["concurrency"]["runs"]
+    limits = {(t["key"], t.get("value")): t["limit"] for t in runs["tag_concurrency_limits"]}
+    assert set(limits) == {("dagster/backfill", None), ("attribution/kind", "export"),
+                           ("attribution/kind", "model_change")}
+    assert sum(limits.values()) < runs["max_concurrent_runs"]  # a slot is always left for the schedule
+    assert config["concurrency"]["pools"]["granularity"] == "run"
+    assert config["run_retries"]["enabled"] and config["run_retries"]["max_retries"] >= 1
+    workspace = yaml.safe_load((REPO / "deploy" / "workspace.yaml").read_text())
+    assert set(workspace["load_from"][0]["grpc_server"]) == {"host", "port", "location_name"}
+
+
+def test_backfill_command_names_an_unreachable_webserver(capsys):
+    from attribution_pipeline.cli import main
+
+    code = main(["backfill", "--start", "2024-06-01T00:00", "--end", "2024-06-02T00:00",
+                 "--dagster-url", f"http://user:secret@127.0.0.1:{free_port()}"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "DagsterApiError" in err and "did not answer" in err
+    assert "secret" not in err
