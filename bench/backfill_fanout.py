@@ -17,7 +17,9 @@ PostgreSQL: the per-run costs of queueing and launching through a deployment are
 Before each scenario every state table of the pipeline is emptied (``Bench.reset_outputs``), so
 every scenario writes every row, and the server is left to settle (``Bench.settle``, at most ``SETTLE_S``; the 1-minute load average is
 recorded before and after each scenario). The rows
-written are counted after each scenario: they must be equal whatever the fan-out.
+written are counted after each scenario: they must be equal whatever the fan-out. Run it from a
+snapshot of one commit (``git archive``) when others change the working tree: each child imports
+the code as it is when it starts.
 
 Per-run overhead is measured twice, after the scenarios (every hour then written and unchanged):
 a run over 24 unchanged hours (incremental, D22: fingerprints compared, nothing recomputed or
@@ -133,8 +135,9 @@ class Fanout:
         o = r["overhead"]
         lines.append(f"per-run overhead: 24 unchanged hours {o['unchanged_24h']}; 24 empty hours {o['empty_24h']}; "
                      f"interpreter + imports {o['import_only_s']} s")
-        revenue = {s["hours_per_run"]: s["rows"]["revenue_sum"] for s in r["scenarios"].values()}
-        lines.append(f"revenue sums (must be equal): {revenue}")
+        rows = {s["hours_per_run"]: s["rows"] for s in r["scenarios"].values()}
+        same = len({json.dumps(v, sort_keys=True) for v in rows.values()}) == 1
+        lines.append(f"rows written (counts, revenue sum) {'EQUAL' if same else 'DIFFER'} across fan-outs: {rows}")
         return "\n".join(lines)
 
 
