@@ -15,11 +15,13 @@ import duckdb
 import pytest
 from sqlalchemy import func, select
 
+from attribution_pipeline.analytics.comparison import compare
 from attribution_pipeline.analytics.duckdb_views import connect
 from attribution_pipeline.cli import main
 from attribution_pipeline.cli.shell import repl
 from attribution_pipeline.demo.generator import GeneratorConfig, seed
 from attribution_pipeline.exports.columns import TABLES
+from attribution_pipeline.settings import SCOPE_TYPES
 from attribution_pipeline.storage import database, tables
 from conftest import _new_database
 from pipeline import HOUR, run, settings
@@ -79,9 +81,9 @@ def test_documented_queries_run_as_written_and_return_rows(dataset):
     s, m = tables.attribution_snapshots, tables.attribution_models
     with database.make_engine(url).connect() as conn:
         want = conn.execute(select(s.c.date_hour, m.c.model_name, s.c.attributed_revenue)
-                            .join(m, m.c.model_id == s.c.model_id)).all()
+                            .join(m, m.c.model_id == s.c.model_id).where(s.c.scope_type == "global")).all()
         hourly = dict(conn.execute(select(s.c.date_hour, func.sum(s.c.attributed_revenue))
-                                   .group_by(s.c.date_hour)).all())
+                                   .where(s.c.scope_type == "global").group_by(s.c.date_hour)).all())
     expected: dict = {}
     for hour, name, revenue in want:
         key = (datetime.fromtimestamp(hour, tz=timezone.utc).strftime("%Y-%m-%d"), name)
@@ -153,14 +155,15 @@ def test_compare_prints_sources_by_models_with_totals_spread_and_a_chart(dataset
     with database.make_engine(url).connect() as conn:
         active = conn.execute(select(m.c.user_id, m.c.model_id, m.c.model_name).where(m.c.is_active == 1)
                               .order_by(m.c.model_id)).all()
-        written = dict(conn.execute(select(s.c.model_id, func.sum(s.c.attributed_revenue)).group_by(s.c.model_id)).all())
+        written = dict(conn.execute(select(s.c.model_id, func.sum(s.c.attributed_revenue))
+                                    .where(s.c.scope_type == "global").group_by(s.c.model_id)).all())
         sources = dict(conn.execute(select(p.c.ppc_account_id, p.c.ppc_account_name)).all())
     users = sorted({u for u, mid, _ in active if mid in written})
     assert len(users) == 2
     for user in users:
         header, rows = _parse_table(out, user)
         names = [name for u, mid, name in active if u == user and mid in written]
-        assert header == ["traffic source (ppc account)", *names, "spread", "spread %"]
+        assert header == ["account (ppc account)", *names, "spread", "spread %"]
         assert len(names) == 7  # every valid model type
         # totals: each model's stored revenue for the window, in cents
         totals = [Decimal(v.replace(",", "")) for v in rows["total"][:len(names)]]
@@ -206,9 +209,81 @@ def test_model_comparison_asset_shows_the_table_and_is_not_in_the_hourly_job(dat
     assert result.success
     metadata = result.asset_materializations_for_node("model_comparison")[0].metadata
     table = metadata["table"].value
-    assert "| traffic source (ppc account) | Last Touch |" in table and "**total**" in table
+    assert "| account (ppc account) | Last Touch |" in table and "**total**" in table
     assert metadata["hours"].value == HOURS and metadata["models"].value == 14
     assert Path(metadata["chart"].value).exists()
     with database.make_engine(url).connect() as conn:
-        total = conn.execute(select(func.sum(tables.attribution_snapshots.c.attributed_revenue))).scalar()
+        snaps = tables.attribution_snapshots
+        total = conn.execute(select(func.sum(snaps.c.attributed_revenue)).where(snaps.c.scope_type == "global")).scalar()
     assert metadata["total_revenue_usd"].value == pytest.approx(float(total))
+
+
+def scoped_sums(url) -> dict:
+    """MySQL's scoped rows: (scope type, model, scope id) -> (revenue, rows, clicks)."""
+    s = tables.attribution_snapshots
+    with database.make_engine(url).connect() as conn:
+        rows = conn.execute(select(s.c.scope_type, s.c.model_id, s.c.scope_id, func.sum(s.c.attributed_revenue),
+                                   func.count(), func.sum(s.c.attributed_clicks))
+                            .where(s.c.scope_type != "global").group_by(s.c.scope_type, s.c.model_id, s.c.scope_id)).all()
+    return {(t, m, i): (rev, n, int(clicks)) for t, m, i, rev, n, clicks in rows}
+
+
+def test_scope_views_hold_each_types_rows_and_the_documented_query_runs(dataset):
+    """D31 in the exports: ``snapshots`` stays the global rows, ``snapshots_<type>`` holds each
+    type's rows exactly as MySQL stores them; the *Credit by scope* query answers per traffic source."""
+    url, root = dataset
+    con = connect(root)
+    want = scoped_sums(url)
+    s = tables.attribution_snapshots
+    with database.make_engine(url).connect() as conn:
+        n_global = conn.execute(select(func.count()).where(s.c.scope_type == "global")).scalar()
+    assert con.execute("SELECT count(*) FROM snapshots").fetchone()[0] == n_global
+    assert con.execute("SELECT DISTINCT scope_type FROM snapshots").fetchall() == [("global",)]
+    for scope_type in SCOPE_TYPES:
+        got = {(scope_type, m, i): (rev, n, clicks) for m, i, rev, n, clicks in con.execute(
+            f"SELECT model_id, scope_id, sum(attributed_revenue), count(*), sum(attributed_clicks)::INT "
+            f"FROM snapshots_{scope_type} GROUP BY ALL").fetchall()}
+        assert got and got == {k: v for k, v in want.items() if k[0] == scope_type}, scope_type
+    section = EXPORTS_DOC.read_text().split("\n## Credit by scope", 1)[1].split("\n## ", 1)[0]
+    [sql] = re.findall(r"```sql\n(.*?)```", section, re.S)
+    sql = sql.replace("current_date", "DATE '2025-05-20'")  # the dataset's month
+    rows = con.execute(sql).fetchall()
+    names = dict(con.execute("SELECT DISTINCT model_id, model_name FROM snapshots").fetchall())
+    expected: dict = {}
+    for (t, m, i), (rev, _, _) in want.items():
+        if t == "traffic_source":
+            expected[(i, names[m])] = expected.get((i, names[m]), Decimal(0)) + rev
+    assert {(ts, name): rev for ts, name, _, rev, _ in rows} == expected
+    code, out = cli("query", "--export-dir", str(root), sql)
+    assert code == 0 and "traffic_source" in out
+
+
+def test_compare_by_each_scope_type_agrees_with_the_scoped_rows(dataset, tmp_path):
+    """``compare --by``: per scope value the touches' shares, and the models' totals still the
+    stored global ones. A value's shares split each snapshot's stored total by ``payout x stored
+    credit`` (5 decimals, docs/exports.md), the scoped rows hold ``payout x credit`` rounded once
+    a row: they agree within 0.0001 a row and a touch plus twice the credits' rounding, ``payout x
+    touches x 0.000005`` (summed over the model's touches: a bound, not an estimate)."""
+    url, root = dataset
+    want = scoped_sums(url)
+    engine = database.make_engine(url)
+    credit_rounding = {m: 2 * Decimal("0.000005") * p for m, p in connect(root).execute(
+        "SELECT model_id, sum(conversion_payout) FROM touchpoints GROUP BY ALL").fetchall()}
+    for by in SCOPE_TYPES:
+        result = compare(engine, START, START + HOURS * HOUR, by=by)
+        assert result.by == by and result.users
+        for user in result.users:
+            assert user.totals == user.snapshot_totals, by
+            for rec in user.table.iter_rows(named=True):
+                for model_id, label in user.models:
+                    if rec["scope_id"] == 0:  # the touches without a value: no scoped row
+                        continue
+                    rev, n, clicks = want.get((by, model_id, rec["scope_id"]), (Decimal(0), 0, 0))
+                    bound = Decimal("0.0001") * (n + clicks) + credit_rounding[model_id]
+                    assert abs(rec[label] - rev) <= bound, (by, model_id, rec)
+    code, out = cli("compare", "--db-url", url, *WINDOW, "--by", "traffic_source", "--out", str(tmp_path / "ts.png"))
+    assert code == 0 and "Attributed revenue by traffic source (ppc network) under each active model" in out
+    header, rows = _parse_table(out, result.users[0].user_id)
+    assert header[0] == "traffic source (ppc network)" and "total" in rows
+    with pytest.raises(SystemExit):  # adgroup has no click attribute (D31): not a choice
+        cli("compare", "--db-url", url, *WINDOW, "--by", "adgroup")

@@ -73,10 +73,17 @@ def assert_exports_match_mysql(url, hours=HOURS):
     assert got == want  # every hour: same rows, clicks, conversions and DECIMAL totals, exactly
     touches = touch_hour_totals()
     assert {h: (t[3], t[4]) for h, t in want.items()} == touches  # per-touch shares sum to the stored totals
-    t = tables.attribution_touchpoints
-    with database.make_engine(url).connect() as conn:
-        stored_touches = conn.execute(select(func.count()).select_from(t)).scalar()
+    t, s = tables.attribution_touchpoints, tables.attribution_snapshots
+    with database.make_engine(url).connect() as conn:  # the touchpoints of the global snapshots
+        stored_touches = conn.execute(select(func.count()).select_from(t.join(s, s.c.snapshot_id == t.c.snapshot_id))
+                                      .where(s.c.scope_type == "global")).scalar()
+        scoped = {(int(h), k): (int(n), Decimal(r)) for h, k, n, r in conn.execute(
+            select(s.c.date_hour, s.c.scope_type, func.count(), func.sum(s.c.attributed_revenue))
+            .where(s.c.scope_type != "global").group_by(s.c.date_hour, s.c.scope_type)).all()}
     assert con().execute("SELECT count(*) FROM touchpoints").fetchone()[0] == stored_touches
+    files = pl.read_parquet([p for p in (root() / "snapshots").glob("date=*/hour=*/part.parquet")])
+    assert {(h, k): (n, r) for h, k, n, r in files.filter(pl.col("scope_type") != "global").group_by(
+        "date_hour", "scope_type").agg(pl.len(), pl.col("attributed_revenue").sum()).iter_rows()} == scoped
     assert_one_file_per_table_and_hour(hours)
 
 
@@ -137,6 +144,7 @@ def test_full_run_exports_every_stored_row_exactly_and_no_personal_data(mysql_ur
 PINNED = {
     "snapshots": [
         ("date_hour", "BIGINT"), ("hour_start", "TIMESTAMP"), ("snapshot_id", "BIGINT"), ("user_id", "BIGINT"),
+        ("scope_type", "VARCHAR"), ("scope_id", "BIGINT"),
         ("model_id", "BIGINT"), ("model_name", "VARCHAR"), ("model_slug", "VARCHAR"), ("model_type", "VARCHAR"),
         ("model_active", "BOOLEAN"), ("attributed_clicks", "BIGINT"), ("attributed_conversions", "BIGINT"),
         ("attributed_revenue", "DECIMAL(12,4)"), ("attributed_cost", "DECIMAL(12,4)"),
@@ -177,7 +185,9 @@ def test_export_schema_layout_and_spec_values_are_pinned(mysql_url):
         assert [(n, t) for n, t, *_ in c.execute(f"DESCRIBE {table}").fetchall()] == columns
         assert duckdb_views.view_columns(table) == columns
         # the layout README documents, read by plain DuckDB without the views
-        raw = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{root()}/{table}/**/*.parquet', hive_partitioning = true)")
+        only_global = " WHERE scope_type = 'global'" if table == "snapshots" else ""  # the view's rows (D31)
+        raw = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{root()}/{table}/**/*.parquet', "
+                                       f"hive_partitioning = true){only_global}")
         assert raw.fetchone()[0] == c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     assert (root() / "touchpoints" / "date=2024-06-01" / "hour=09" / "part.parquet").exists()
     # spec §4.6: hour T holds conversions 1 and 2, 35.5000 revenue and 1.5000 cost under every model
@@ -345,10 +355,18 @@ def test_export_reconciliation_check_reads_the_files_back_and_names_the_hours_th
 
     # crafted bad exports: a snapshot row lost from one hour's file, another hour's journeys file gone,
     # and a stored revenue changed in MySQL behind the export's back for a third hour
-    snaps = layout.read_part(root(), "snapshots", HOURS[0])
+    snaps = layout.read_part(root(), "snapshots", HOURS[0]).filter(scope_type="global")  # the global rows
     assert snaps.height > 1
-    layout.write_part(root(), "snapshots", HOURS[0], snaps.head(snaps.height - 1))
+    lost = snaps.get_column("snapshot_id")[-1]
+    layout.write_part(root(), "snapshots", HOURS[0],
+                      layout.read_part(root(), "snapshots", HOURS[0]).filter(pl.col("snapshot_id") != lost))
     layout.part_path(root(), "journeys", HOURS[1]).unlink()
+    # and a scoped row (D31) lost from a fourth hour's file
+    last = layout.read_part(root(), "snapshots", HOURS[3])
+    scoped = last.filter(pl.col("scope_type") != "global").height
+    assert scoped > 0
+    layout.write_part(root(), "snapshots", HOURS[3], last.filter(pl.col("snapshot_id") != last.filter(
+        pl.col("scope_type") != "global").get_column("snapshot_id")[0]))
     s = tables.attribution_snapshots
     with engine.begin() as conn:
         snapshot_id = conn.execute(select(func.min(s.c.snapshot_id)).where(s.c.date_hour == HOURS[2],
@@ -357,8 +375,9 @@ def test_export_reconciliation_check_reads_the_files_back_and_names_the_hours_th
                      .values(attributed_revenue=s.c.attributed_revenue + Decimal("0.0001")))
     wrong = reconcile(engine, root(), HOURS)
     reasons = dict(wrong.iter_rows())
-    assert sorted(reasons) == HOURS[:3]
+    assert sorted(reasons) == HOURS[:4]
     assert reasons[HOURS[0]].startswith(f"snapshots file has {snaps.height - 1} rows, MySQL {snaps.height}")
+    assert reasons[HOURS[3]] == f"snapshots file has {scoped - 1} scoped rows, MySQL {scoped}"
     assert reasons[HOURS[1]] == "a table's file is missing"
     assert reasons[HOURS[2]] == ("snapshots file revenue/cost differ from MySQL; "
                                  "touchpoint shares do not sum to the stored revenue/cost")

@@ -1,10 +1,17 @@
-"""DuckDB over the Parquet exports: views ``snapshots``, ``touchpoints`` and ``journeys``.
+"""DuckDB over the Parquet exports: views ``snapshots``, ``touchpoints``, ``journeys`` and one
+``snapshots_<scope type>`` per scope type (D31).
 
-:func:`connect` opens DuckDB (in memory, or a database file) with the three views, each
-``SELECT *`` over ``read_parquet('<export dir>/<table>/**/*.parquet', hive_partitioning = true)``
-with the partition columns typed (``date`` DATE, ``hour`` INTEGER). Views read the files at
-query time, so a database file keeps seeing new hours. A table without any file yet gets an empty
-view with the documented columns, so every query still binds.
+:func:`connect` opens DuckDB (in memory, or a database file) with the views, each ``SELECT *``
+over ``read_parquet('<export dir>/<table>/**/*.parquet', hive_partitioning = true)`` with the
+partition columns typed (``date`` DATE, ``hour`` INTEGER). The snapshots files hold the global
+rows and the scoped ones: the view ``snapshots`` keeps only the global rows (``scope_type =
+'global'``; hours exported before the scope columns existed count as global), so every sum over
+it means what it always meant; ``snapshots_campaign``, ``snapshots_advertiser``,
+``snapshots_account``, ``snapshots_traffic_source`` and ``snapshots_landing_page`` hold the rows
+of one scope type each (``scope_id`` = the campaign, advertiser, ppc account, ppc network or
+landing page id). Views read the files at query time, so a database file keeps seeing new hours.
+A table without any file yet gets an empty view with the documented columns, so every query
+still binds.
 
 By default the connection is **confined** (:class:`ExportsConnection`): once the views exist,
 DuckDB may read only the export folder (``allowed_directories``, ``enable_external_access =
@@ -25,8 +32,9 @@ from pathlib import Path
 
 import polars as pl
 
+from attribution_pipeline.settings import SCOPE_TYPES
 from attribution_pipeline.errors import AttributionError
-from attribution_pipeline.exports.columns import SCHEMAS, TABLES
+from attribution_pipeline.exports.columns import SCHEMAS, SCOPE_COLUMNS, TABLES
 from attribution_pipeline.exports.layout import PART, exported_hours, publish_lock, table_glob
 
 
@@ -57,16 +65,29 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def view_sql(root: Path, table: str) -> str:
-    """``CREATE OR REPLACE VIEW`` for ``table`` over the export folder (or empty, typed, if no file)."""
-    if table not in TABLES:
-        raise ValueError(f"unknown export table {table!r}")
+#: The views over the snapshots files: their name -> the rows they keep (D31).
+SNAPSHOT_VIEWS = {"snapshots": "coalesce(scope_type, 'global') = 'global'",
+                  **{f"snapshots_{t}": f"scope_type = {_literal(t)}" for t in SCOPE_TYPES}}
+VIEWS = (*TABLES, *(v for v in SNAPSHOT_VIEWS if v not in TABLES))
+
+
+def view_sql(root: Path, view: str) -> str:
+    """``CREATE OR REPLACE VIEW`` for ``view`` (a table, or a ``snapshots_<scope type>``) over the
+    export folder (or empty, typed, if no file)."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown export table {view!r}")
+    table = "snapshots" if view in SNAPSHOT_VIEWS else view
+    where = f" WHERE {SNAPSHOT_VIEWS[view]}" if view in SNAPSHOT_VIEWS else ""
     if any((Path(root) / table).glob(f"date=*/hour=*/{PART}")):
         body = f"SELECT * FROM read_parquet({_literal(table_glob(root, table))}, {HIVE_OPTIONS})"
+        if table == "snapshots":  # files written before the scope columns existed read as global rows
+            scope = ", ".join(f"CAST(NULL AS {duckdb_type(t)}) AS {n}" for n, t in SCOPE_COLUMNS.items())
+            body = (f"SELECT * FROM (SELECT * FROM read_parquet({_literal(table_glob(root, table))}, {HIVE_OPTIONS}, "
+                    f"union_by_name = true) UNION ALL BY NAME SELECT {scope} WHERE false){where}")
     else:
         cols = ", ".join(f"CAST(NULL AS {t}) AS {name}" for name, t in view_columns(table))
         body = f"SELECT {cols} WHERE false"
-    return f"CREATE OR REPLACE VIEW {table} AS {body}"
+    return f"CREATE OR REPLACE VIEW {view} AS {body}"
 
 
 #: Statement types a confined connection runs: reads, and changes to its own in-memory catalog.
@@ -75,8 +96,9 @@ CONFINED_STATEMENTS = frozenset({"SELECT", "EXPLAIN", "SET", "CREATE", "INSERT",
 
 
 def connect(root: str | os.PathLike, database: str = ":memory:", *, confined: bool = True):
-    """DuckDB with the ``snapshots``, ``touchpoints`` and ``journeys`` views over ``root``:
-    an :class:`ExportsConnection`, confined to reading ``root`` unless ``confined=False``."""
+    """DuckDB with the ``snapshots``, ``touchpoints``, ``journeys`` and ``snapshots_<scope type>``
+    views over ``root``: an :class:`ExportsConnection`, confined to reading ``root`` unless
+    ``confined=False``."""
     import duckdb
 
     root = Path(root).resolve()
@@ -90,8 +112,8 @@ def connect(root: str | os.PathLike, database: str = ":memory:", *, confined: bo
         con.execute("SET TimeZone = 'UTC'")  # D17: every time in the exports is UTC
     except duckdb.Error:  # pragma: no cover - ICU is built into the Python package
         pass
-    for table in TABLES:
-        con.execute(view_sql(root, table))
+    for view in VIEWS:
+        con.execute(view_sql(root, view))
     spill = _confine(con, root) if confined else None
     return ExportsConnection(con, root, confined=confined, spill=spill)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from attribution_pipeline.analytics.comparison import (
     CURRENCY,
+    SCOPE_LABELS,
     Comparison,
     UserComparison,
 )
@@ -41,15 +42,15 @@ def _spread_of(values: list[Decimal]) -> tuple[Decimal, float | None]:
     return spread, (float(spread) / abs(mean) * 100 if mean else None)
 
 
-def _rows(user: UserComparison) -> tuple[list[str], list[list[str]]]:
+def _rows(user: UserComparison, by: str = "account") -> tuple[list[str], list[list[str]]]:
     """The printed table. Amounts are shown in cents and the spread is taken between the amounts as
     shown, so a reader's own subtraction gives the printed spread."""
-    header = ["traffic source (ppc account)", *[f"{lbl}" for _, lbl in user.models], "spread", "spread %"]
+    header = [SCOPE_LABELS[by][0], *[f"{lbl}" for _, lbl in user.models], "spread", "spread %"]
     rows = []
     for rec in user.table.iter_rows(named=True):  # presentation of a small table, not a data path
         shown = [_cents(rec[lbl]) for _, lbl in user.models]
         spread, pct = _spread_of(shown)
-        rows.append([rec["source"], *[_money(v) for v in shown], _money(spread), _pct(pct)])
+        rows.append([rec["name"], *[_money(v) for v in shown], _money(spread), _pct(pct)])
     totals = [_cents(user.totals[i]) for i, _ in user.models]
     spread, pct = _spread_of(totals)
     rows.append(["total", *[_money(t) for t in totals], _money(spread), _pct(pct)])
@@ -57,13 +58,14 @@ def _rows(user: UserComparison) -> tuple[list[str], list[list[str]]]:
 
 
 def _intro(result: Comparison) -> list[str]:
+    label = SCOPE_LABELS[result.by][0]
     return [
-        "Attributed revenue by traffic source under each active model",
+        f"Attributed revenue by {label} under each active model",
         f"Window: {_window(result)} "
         f"({result.hours} hour{'s' if result.hours != 1 else ''} of conversions). "
         f"Amounts in {CURRENCY}, rounded to cents.",
         "Each conversion's revenue is split over its journey's touches by the model's credits; a touch counts for "
-        "the traffic source (ppc account) of its own click.",
+        f"the {label} of its own click.",
         "spread = highest minus lowest model; spread % = spread / average of the models.",
     ]
 
@@ -74,7 +76,8 @@ def _notes(result: Comparison) -> list[str]:
         off = [f"{lbl} ({_money(user.totals[i])} vs {_money(user.snapshot_totals[i])})"
                for i, lbl in user.models if user.totals[i] != user.snapshot_totals[i]]
         if off:
-            notes.append(f"user {user.user_id}: stored snapshot totals without touchpoints, not split by source: "
+            notes.append(f"user {user.user_id}: stored snapshot totals without touchpoints, not split by "
+                         f"{SCOPE_LABELS[result.by][1]}: "
                          + "; ".join(off))
     if result.users and not any("snapshot totals" in n for n in notes):
         notes.append("Model totals equal the stored totals of 202_attribution_snapshots for the window.")
@@ -96,7 +99,7 @@ def render_text(result: Comparison) -> str:
     if not result.users:
         lines += ["", "No stored attribution rows in this window."]
     for user in result.users:
-        header, rows = _rows(user)
+        header, rows = _rows(user, result.by)
         widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
         fmt = lambda r: "  ".join(  # noqa: E731
             (c.ljust(w) if k == 0 else c.rjust(w)) for k, (c, w) in enumerate(zip(r, widths)))
@@ -114,7 +117,7 @@ def render_markdown(result: Comparison) -> str:
     if not result.users:
         lines += ["", "No stored attribution rows in this window."]
     for user in result.users:
-        header, rows = _rows(user)
+        header, rows = _rows(user, result.by)
         rows[-1] = [f"**{c}**" for c in rows[-1]]
         lines += ["", f"**User {user.user_id}** ({CURRENCY})", "",
                   "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
@@ -126,8 +129,8 @@ def render_markdown(result: Comparison) -> str:
 
 
 def render_chart(result: Comparison, path: str | os.PathLike) -> Path:
-    """A grouped bar chart PNG: one panel per account, traffic sources on the x axis, one bar per
-    model, the spread written above each group."""
+    """A grouped bar chart PNG: one panel per user, the values of the compared scope type on the x
+    axis, one bar per model, the spread written above each group."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,7 +144,7 @@ def render_chart(result: Comparison, path: str | os.PathLike) -> Path:
     most_models = max((len(u.models) for u in result.users), default=1)
     width = max(9.0, min(32.0, 3.0 + most_sources * (0.6 + 0.25 * most_models)))
     fig, axes = plt.subplots(len(panels), 1, figsize=(width, 4.6 * len(panels)), squeeze=False)
-    fig.suptitle(f"Attributed revenue by traffic source under each active model\n"
+    fig.suptitle(f"Attributed revenue by {SCOPE_LABELS[result.by][0]} under each active model\n"
                  f"{_window(result)}, amounts in {CURRENCY}",
                  fontsize=13)
     colors = plt.get_cmap("tab10").colors
@@ -150,7 +153,7 @@ def render_chart(result: Comparison, path: str | os.PathLike) -> Path:
             ax.text(0.5, 0.5, "No stored attribution rows in this window", ha="center", va="center")
             ax.set_axis_off()
             continue
-        sources = user.table.get_column("source").to_list()
+        sources = user.table.get_column("name").to_list()
         ticks = [textwrap.fill(name, 18) for name in sources]
         n = len(user.models)
         bar = 0.8 / max(n, 1)
@@ -167,7 +170,7 @@ def render_chart(result: Comparison, path: str | os.PathLike) -> Path:
                         (i, top), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
         ax.set_title(f"User {user.user_id}", loc="left", fontsize=11)
         ax.set_xticks(range(len(sources)), ticks)
-        ax.set_xlabel("Traffic source (ppc account)")
+        ax.set_xlabel(SCOPE_LABELS[result.by][0].capitalize())
         ax.set_ylabel(f"Attributed revenue ({CURRENCY})")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:,.0f}"))
         ax.margins(y=0.18)

@@ -1,4 +1,5 @@
-"""The on-demand model comparison: attributed revenue per traffic source under every active model."""
+"""The on-demand model comparison: attributed revenue per account (or another scope type, D31)
+under every active model."""
 
 import time
 
@@ -18,6 +19,7 @@ class ModelComparisonConfig(dg.Config):
     start: str = ""
     end: str = ""
     users: list[int] = []
+    by: str = "account"  # the scope type compared (D31): account, traffic_source, campaign, advertiser, landing_page
 
 
 @dg.asset(
@@ -27,14 +29,14 @@ class ModelComparisonConfig(dg.Config):
 )
 def model_comparison(context: dg.AssetExecutionContext, config: ModelComparisonConfig,
                      db: dg.ResourceParam[Database], settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
-    """On demand (not in the hourly job): attributed revenue (USD) per traffic source (ppc
-    account) under every active model side by side, with totals and the spread between models,
+    """On demand (not in the hourly job): attributed revenue (USD) per value of the scope type
+    ``by`` of its config (default ``account``, the ppc account) under every active model side by side, with totals and the spread between models,
     for the window of its config, read from the stored rows; the table is in the metadata and a
     grouped bar chart PNG is written next to the exports."""
     now = int(time.time())
     end = parse_time(config.end) if config.end else floor_hour(now)
     start = parse_time(config.start) if config.start else end - 24 * HOUR
-    result = compare(db.engine(), start, end, users=config.users or None)
+    result = compare(db.engine(), start, end, users=config.users or None, by=config.by)
     name = f"model_comparison_{hour_key(result.first_hour)}_{hour_key(result.last_hour)}.png".replace(":", "")
     chart = settings.export_path / "comparison" / name
     render_chart(result, chart)
@@ -46,7 +48,8 @@ def model_comparison(context: dg.AssetExecutionContext, config: ModelComparisonC
             "window": f"{hour_key(result.first_hour)} .. {hour_key(result.last_hour)} UTC",
             "hours": result.hours,
             "models": result.model_count,
-            "traffic_sources": result.source_count,
+            "scope_type": result.by,
+            "scope_values": result.source_count,
             "total_revenue_usd": float(result.grand_total),
             "max_spread_usd": float(result.max_spread),
         }

@@ -1,7 +1,7 @@
 """``attribution query``, ``attribution duckdb`` and ``attribution compare``: for analysts.
 
-* ``query "SQL"`` runs SQL in an in-memory DuckDB that has the views ``snapshots``,
-  ``touchpoints`` and ``journeys`` over the export folder and prints a table (``--csv``, ``--json``).
+* ``query "SQL"`` runs SQL in an in-memory DuckDB that has the views ``snapshots`` (the global
+  rows), ``touchpoints``, ``journeys`` and ``snapshots_<scope type>`` (D31) over the export folder and prints a table (``--csv``, ``--json``).
   It is confined (``duckdb_views.connect``): it reads only the export folder, writes no file,
   loads no extension, and cannot change that; ``--unrestricted`` lifts it for a trusted shell. The
   query runs holding the export folder's publish lock shared, so it never sees an hour
@@ -15,8 +15,10 @@
   with ``;``, ``.tables``, ``.schema``, ``.mode``, ``.quit``), so the command never dead-ends; it
   is confined like ``query`` unless ``--unrestricted``. The ``duckdb`` CLI is the analyst's own
   program (it has ``.shell``): it is started on the file as it is.
-* ``compare --start T --end T`` prints attributed revenue per traffic source under every active
-  model, side by side, with totals and spreads, and writes the same as a PNG bar chart.
+* ``compare --start T --end T [--by SCOPE]`` prints attributed revenue per value of a scope type
+  (``account``, the default: the ppc account; ``traffic_source``: its ppc network; ``campaign``,
+  ``advertiser``, ``landing_page``; D31) under every active model, side by side, with totals and
+  spreads, and writes the same as a PNG bar chart.
 """
 
 import argparse
@@ -35,7 +37,7 @@ from attribution_pipeline.cli.common import EXIT_OK, db_arg, fail
 from attribution_pipeline.cli.shell import repl
 from attribution_pipeline.core.hours import check_window, hour_key, parse_time
 from attribution_pipeline.errors import AttributionError
-from attribution_pipeline.settings import Settings
+from attribution_pipeline.settings import SCOPE_TYPES, Settings
 from attribution_pipeline.storage.database import Database, preflight
 
 
@@ -113,7 +115,8 @@ def cmd_duckdb(args, settings: Settings) -> int:
     con.close()
     if cli and sys.stdin.isatty():
         return subprocess.call([cli, target])
-    print(f"views snapshots, touchpoints, journeys (over {root}) written into {Path(target).resolve()}")
+    print(f"views snapshots, touchpoints, journeys, snapshots_<scope type> (over {root}) written into "
+          f"{Path(target).resolve()}")
     print("open it with any DuckDB client, for example:")
     print(f"  duckdb {target}" + ("" if cli else "        (the DuckDB command line shell; not installed here)"))
     print(f"  python -c \"import duckdb; print(duckdb.connect('{target}').sql('FROM snapshots LIMIT 5'))\"")
@@ -128,12 +131,12 @@ def cmd_compare(args, settings: Settings) -> int:
         start, end = parse_time(args.start), parse_time(args.end)
         check_window(start, end, int(time.time()))
         preflight(db)
-        result = compare(db.engine(), start, end, users=sorted(set(args.user or [])) or None)
+        result = compare(db.engine(), start, end, users=sorted(set(args.user or [])) or None, by=args.by)
     except AttributionError as exc:
         return fail(f"{type(exc).__name__}: {exc}")
     out = Path(args.out) if args.out else (
         settings.reports_path
-        / f"model_comparison_{hour_key(result.first_hour)}_{hour_key(result.last_hour)}.png".replace(":", "")
+        / f"model_comparison_{args.by}_{hour_key(result.first_hour)}_{hour_key(result.last_hour)}.png".replace(":", "")
     )
     render_chart(result, out)
     print(f"database: {db.display_url()}")
@@ -144,7 +147,8 @@ def cmd_compare(args, settings: Settings) -> int:
 
 def add_subcommands(sub) -> None:
     """Add ``query``, ``duckdb`` and ``compare`` to the ``attribution`` parser's subcommands."""
-    p = sub.add_parser("query", help="run SQL (DuckDB) over the Parquet exports: views snapshots, touchpoints, journeys",
+    p = sub.add_parser("query", help="run SQL (DuckDB) over the Parquet exports: views snapshots, touchpoints, journeys, "
+                       "snapshots_<scope type>",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog='example: attribution query "SELECT date, model_name, sum(attributed_revenue) '
                               'FROM snapshots GROUP BY ALL ORDER BY ALL"')
@@ -163,11 +167,14 @@ def add_subcommands(sub) -> None:
     _unrestricted_arg(p)
     p.set_defaults(func=cmd_duckdb)
 
-    p = sub.add_parser("compare", help="attributed revenue per traffic source under every active model, "
-                       "side by side, with a PNG chart")
+    p = sub.add_parser("compare", help="attributed revenue per account, traffic source, campaign, advertiser or "
+                       "landing page under every active model, side by side, with a PNG chart")
     db_arg(p)
     p.add_argument("--start", required=True, help="epoch seconds or ISO-8601 (UTC when no offset); inclusive")
     p.add_argument("--end", required=True, help="epoch seconds or ISO-8601; exclusive")
     p.add_argument("--user", type=int, action="extend", nargs="+", help="only these users (repeatable)")
+    p.add_argument("--by", choices=SCOPE_TYPES, default="account",
+                   help="the scope type compared (D31): account (ppc account, the default), traffic_source (the "
+                   "account's ppc network), campaign, advertiser, landing_page")
     p.add_argument("--out", help="PNG file for the chart (default: $ATTRIBUTION_HOME/reports/model_comparison_...png)")
     p.set_defaults(func=_pipe_safe(cmd_compare))

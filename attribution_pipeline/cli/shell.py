@@ -3,11 +3,12 @@
 import sys
 from pathlib import Path
 
-from attribution_pipeline.analytics.duckdb_views import print_result, run_sql
+from attribution_pipeline.analytics.duckdb_views import VIEWS, print_result, run_sql
 from attribution_pipeline.cli.common import EXIT_OK
 from attribution_pipeline.exports.columns import TABLES
 
-HELP = """Statements end with ';' (a statement may span lines). Views: snapshots, touchpoints, journeys.
+HELP = """Statements end with ';' (a statement may span lines). Views: snapshots, touchpoints, journeys,
+snapshots_campaign, snapshots_advertiser, snapshots_account, snapshots_traffic_source, snapshots_landing_page.
   .tables            list the views
   .schema [VIEW]     columns and types
   .mode table|csv|json
@@ -64,7 +65,7 @@ def repl(con, *, stdin=None, out=None, max_rows: int = 100, history: Path | None
             if command == ".help":
                 print(HELP.format(max_rows=max_rows), file=out)
             elif command == ".tables":
-                print("  ".join(TABLES), file=out)
+                print("  ".join(VIEWS), file=out)
             elif command == ".schema":
                 for table in [arg] if arg else TABLES:
                     try:

@@ -17,7 +17,7 @@ from attribution_pipeline.exports.columns import (
     TOUCHPOINTS_EXPORT,
 )
 from attribution_pipeline.exports.shares import allocate, units
-from attribution_pipeline.exports.stored import Names, StoredRows, read_stored_rows
+from attribution_pipeline.exports.stored import GLOBAL, Names, StoredRows, read_stored_rows
 
 
 def _with_names(df: pl.DataFrame, names: Names) -> pl.DataFrame:
@@ -197,6 +197,7 @@ def build_exports(stored: StoredRows, journeys: pl.DataFrame, hours: Sequence[in
 
 def read_stored(engine: Engine, hours: Sequence[int], extra_touches: Sequence[pl.DataFrame] = ()) -> tuple[
         pl.DataFrame, pl.DataFrame, Names]:
-    """Stored snapshots of ``hours``, their touchpoints joined (:func:`touch_frame`) and the names."""
+    """The global snapshots of ``hours``, their touchpoints joined (:func:`touch_frame`) and the names."""
     rows = read_stored_rows(engine, hours, extra_touches)
-    return rows.snapshots, touch_frame(rows.touches, rows.snapshots, rows.clicks), rows.names
+    snaps = rows.snapshots.filter(GLOBAL)
+    return snaps, touch_frame(rows.touches, snaps, rows.clicks), rows.names

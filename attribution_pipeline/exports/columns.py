@@ -31,10 +31,15 @@ _TOUCH_DIMENSIONS = {
     "touch_cpc": CPC_DTYPE,
 }
 
+#: The scope of a snapshot row (D31): ``global`` (``scope_id`` null) or one of the scope types
+#: (``campaign``, ``advertiser``, ``account``, ``traffic_source``, ``landing_page``) and its id.
+SCOPE_COLUMNS = {"scope_type": pl.String, "scope_id": pl.Int64}
+
 SNAPSHOTS_EXPORT = {
     **_HOUR,
     "snapshot_id": pl.Int64,
     "user_id": pl.Int64,
+    **SCOPE_COLUMNS,
     **_MODEL,
     "attributed_clicks": pl.Int64,
     "attributed_conversions": pl.Int64,
@@ -79,7 +84,7 @@ JOURNEYS_EXPORT = {
 
 SCHEMAS = {"snapshots": SNAPSHOTS_EXPORT, "touchpoints": TOUCHPOINTS_EXPORT, "journeys": JOURNEYS_EXPORT}
 SORT_KEYS = {
-    "snapshots": ["date_hour", "user_id", "model_id", "snapshot_id"],
+    "snapshots": ["date_hour", "user_id", "model_id", "snapshot_id"],  # the global row first: lowest id
     "touchpoints": ["date_hour", "user_id", "model_id", "snapshot_id", "conv_id", "position"],
     "journeys": ["date_hour", "user_id", "conv_id", "position"],
 }

@@ -33,6 +33,8 @@ _SNAPSHOT_READ = {
     "date_hour": pl.Int64,
     "model_id": pl.Int64,
     "user_id": pl.Int64,
+    "scope_type": pl.String,
+    "scope_id": pl.Int64,
     "attributed_clicks": pl.Int64,
     "attributed_conversions": pl.Int64,
     "attributed_revenue": MONEY_DTYPE,
@@ -66,17 +68,24 @@ def global_hours(lo: int, hi: int):
     return (_snap.c.scope_type == "global", _snap.c.scope_id.is_(None), _snap.c.date_hour.between(lo, hi))
 
 
+#: The global rows of a frame of snapshot rows (``scope_type``): those every sum and
+#: reconciliation means; the scoped rows (D31) are exported beside them.
+GLOBAL = (pl.col("scope_type") == "global") & pl.col("scope_id").is_null()
+
+
 def read_snapshots(conn: Connection, hours: Sequence[int]) -> pl.DataFrame:
-    """Every global snapshot row stored for ``hours``, with its model's name, slug, type, active flag."""
+    """Every snapshot row stored for ``hours``, global and scoped (D31), with its model's name,
+    slug, type, active flag."""
     if not hours:
         return frames.empty(_SNAPSHOT_READ)
     stmt = (
-        select(_snap.c.snapshot_id, _snap.c.date_hour, _snap.c.model_id, _snap.c.user_id, _snap.c.attributed_clicks,
+        select(_snap.c.snapshot_id, _snap.c.date_hour, _snap.c.model_id, _snap.c.user_id, _snap.c.scope_type,
+               _snap.c.scope_id, _snap.c.attributed_clicks,
                _snap.c.attributed_conversions, _snap.c.attributed_revenue, _snap.c.attributed_cost,
                _models.c.model_name, _models.c.model_slug, _models.c.model_type, _models.c.is_active,
                _snap.c.lookback_start, _snap.c.lookback_end)
         .select_from(_snap.outerjoin(_models, _models.c.model_id == _snap.c.model_id))
-        .where(*global_hours(min(hours), max(hours)))
+        .where(_snap.c.date_hour.between(min(hours), max(hours)))
     )
     return read_frame(conn, stmt, _SNAPSHOT_READ).filter(pl.col("date_hour").is_in(list(hours)))
 
@@ -200,8 +209,8 @@ def read_names(conn: Connection, touches: Sequence[pl.DataFrame]) -> Names:
 
 @dataclass
 class StoredRows:
-    """What MySQL stores for a chunk of hours (committed rows): the global snapshots, their
-    touchpoint rows (with ``date_hour`` and their conversion's fields), those touches' and
+    """What MySQL stores for a chunk of hours (committed rows): the snapshots (global and scoped,
+    D31), the global snapshots' touchpoint rows (with ``date_hour`` and their conversion's fields), those touches' and
     converting clicks (D15) and the display names they or the journeys reference. ``sources``
     counts where the touchpoint rows came from (``touchpoints_from_run``: the run's credits,
     ``touchpoints_from_mysql``)."""
@@ -238,7 +247,7 @@ def read_stored_rows(engine: Engine, hours: Sequence[int], extra_touches: Sequen
     ``run``, the touchpoints it wrote come from its frames instead (``stored_touch_rows``)."""
     with engine.connect() as conn:
         snaps = read_snapshots(conn, hours)
-        rows, sources = stored_touch_rows(conn, hours, snaps, run)
+        rows, sources = stored_touch_rows(conn, hours, snaps.filter(GLOBAL), run)
         touches = with_conversions(conn, rows)
         clicks = read_clicks(conn, pl.concat([touches.get_column("click_id"),
                                               touches.get_column("conv_click_id").drop_nulls()]).to_list())
