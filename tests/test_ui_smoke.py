@@ -25,7 +25,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import ElementClickInterceptedException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -131,10 +131,17 @@ class Ui:
         return self.wait.until(EC.visibility_of_element_located((By.XPATH, xpath)), message=xpath)
 
     def click(self, xpath: str) -> None:
-        """Click, after closing Dagster's community pop-up (it covers the page on some first loads)."""
-        element = self.wait.until(EC.element_to_be_clickable((By.XPATH, xpath)), message=xpath)
+        self.press(self.wait.until(EC.element_to_be_clickable((By.XPATH, xpath)), message=xpath))
+
+    def press(self, element) -> None:
+        """Click, closing Dagster's community pop-up first (it covers the page some seconds after a
+        first load), and once more if it opened in between."""
         self.dismiss_popup()
-        element.click()
+        try:
+            element.click()
+        except ElementClickInterceptedException:
+            self.dismiss_popup()
+            element.click()
 
     def dismiss_popup(self) -> None:
         for skip in self.driver.find_elements(By.XPATH, "//div[contains(@class,'dialog')]//button[normalize-space()='Skip']"):
@@ -180,8 +187,7 @@ def launch_backfill_in_dialog(ui: Ui) -> str:
     rows = ui.driver.find_elements(By.XPATH, row)
     assert len(rows) == len(HOURLY_ASSETS), [r.text for r in rows]
     for checkbox in ui.driver.find_elements(By.XPATH, row + "//input[@type='checkbox']/.."):
-        ui.dismiss_popup()
-        checkbox.click()
+        ui.press(checkbox)
     ui.click(f"//button[contains(normalize-space(),'Materialize selected ({len(HOURLY_ASSETS)})')]")
     dialog = "//div[contains(@class,'bp5-dialog')][.//*[contains(normalize-space(),'Launch runs to materialize')]]"
     ui.find(dialog)
