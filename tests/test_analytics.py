@@ -45,7 +45,7 @@ def dataset(mysql_server, tmp_path_factory):
         mp.setenv("ATTRIBUTION_HOME", str(home))
         for name in ("ATTRIBUTION_DB_URL", "ATTRIBUTION_EXPORT_DIR", "DAGSTER_HOME"):
             mp.delenv(name, raising=False)
-        _, report = run(url, START, START + (HOURS - 1) * HOUR)
+        _, report = run(url, START, START + (HOURS - 1) * HOUR, scope_types=SCOPE_TYPES)  # every scope type (D31)
     assert report["outcome"] == 2  # invalid models are seeded on purpose
     yield url, home / "exports"
     engine.dispose()

@@ -14,6 +14,7 @@ import scenarios
 from attribution_pipeline.analytics import duckdb_views
 from attribution_pipeline.exports import build, layout, runner
 from attribution_pipeline.exports.shares import allocate
+from attribution_pipeline.settings import SCOPE_TYPES
 from attribution_pipeline.exports.columns import SCHEMAS, SNAPSHOTS_EXPORT, SORT_KEYS, TABLES
 from attribution_pipeline.exports.reconcile import reconcile
 from attribution_pipeline.io_managers.hourly_parquet import stored_frame
@@ -347,7 +348,7 @@ def test_export_asset_alone_recomputes_journeys_whose_frames_are_gone(mysql_url)
 
 def test_export_reconciliation_check_reads_the_files_back_and_names_the_hours_that_disagree(mysql_url, monkeypatch):
     engine = seeded(mysql_url)
-    result, _ = run(mysql_url, HOURS[0], HOURS[-1])
+    result, _ = run(mysql_url, HOURS[0], HOURS[-1], scope_types=SCOPE_TYPES)  # scoped rows too (D31)
     [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "export_reconciliation"]
     assert evaluation.passed
     assert evaluation.metadata["hours_checked"].value == 4 and evaluation.metadata["failing_hour_count"].value == 0

@@ -25,9 +25,12 @@ def audit_rows(url):
 
 
 def snapshot_hours(url):
+    """Global rows per hour; an hour holding only scoped rows (D31) would show as 0."""
     with database.make_engine(url).connect() as conn:
         snaps = tables.attribution_snapshots
-        return dict(conn.execute(select(snaps.c.date_hour, func.count()).group_by(snaps.c.date_hour)).all())
+        every = dict.fromkeys(conn.execute(select(snaps.c.date_hour).distinct()).scalars(), 0)
+        return every | dict(conn.execute(select(snaps.c.date_hour, func.count()).where(snaps.c.scope_type == "global")
+                                         .group_by(snaps.c.date_hour)).all())
 
 
 def test_a_chunk_that_fails_after_others_committed_exits_2_and_resume_writes_only_it(mysql_url, tmp_path,

@@ -47,7 +47,7 @@ def scoped(engine, **where) -> list[dict]:
 
 def test_hand_built_journeys_are_stored_exactly_and_read_by_the_dashboard(mysql_url):
     load_hand_journeys(mysql_url)
-    result, report = run(mysql_url, T, scope_types=TYPES)
+    result, report = run(mysql_url, T, scope_types=TYPES, scoped_touchpoints=True)
     assert report["outcome"] == 0 and report["scoped_snapshots_written"] > 0
     assert all(c.passed for c in result.get_asset_check_evaluations() if c.check_name == "scoped_totals")
     engine = database.make_engine(mysql_url)
@@ -120,7 +120,7 @@ def test_generated_data_adds_up_switches_off_and_leaves_global_rows_alone(mysql_
         global_only = php_engine.stored_rows(conn, HOURS)
     assert scoped(engine) == []
 
-    result, report = run(mysql_url, HOURS[0], HOURS[-1], scope_types=TYPES)  # switched on: every pair recomputed
+    result, report = run(mysql_url, HOURS[0], HOURS[-1], scope_types=TYPES, scoped_touchpoints=True)  # switched on: every pair recomputed
     assert report["user_hours_skipped"] == 0 and report["outcome"] == 0
     assert all(c.passed for c in result.get_asset_check_evaluations() if c.check_name == "scoped_totals")
     with engine.connect() as conn:
@@ -138,13 +138,13 @@ def test_generated_data_adds_up_switches_off_and_leaves_global_rows_alone(mysql_
     assert (sums["conversions"] <= sums["g_conversions"]).all()
 
     # an unchanged rerun skips everything; a deleted scoped row is restored by the next run
-    _, again = run(mysql_url, HOURS[0], HOURS[-1], scope_types=TYPES)
+    _, again = run(mysql_url, HOURS[0], HOURS[-1], scope_types=TYPES, scoped_touchpoints=True)
     assert again["user_hours_recomputed"] == 0
     victim = scoped(engine, scope_type="account")[0]
     with engine.begin() as conn:
         conn.execute(touch.delete().where(touch.c.snapshot_id == victim["snapshot_id"]))
         conn.execute(snaps.delete().where(snaps.c.snapshot_id == victim["snapshot_id"]))
-    _, repaired = run(mysql_url, HOURS[0], HOURS[-1], scope_types=TYPES)
+    _, repaired = run(mysql_url, HOURS[0], HOURS[-1], scope_types=TYPES, scoped_touchpoints=True)
     assert repaired["user_hours_recomputed"] == 1
     assert scoped(engine, snapshot_id=victim["snapshot_id"]) == [] and {
         (r["attributed_clicks"], r["attributed_revenue"]) for r in scoped(
