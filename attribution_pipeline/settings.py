@@ -87,10 +87,12 @@ SCOPE_TYPES = ("campaign", "advertiser", "account", "traffic_source", "landing_p
 
 
 def _scope_types(env: Mapping[str, str]) -> tuple[str, ...]:
-    """ATTRIBUTION_SCOPE_TYPES: a comma list of :data:`SCOPE_TYPES` (unset, empty or ``none``:
-    only the global rows, the default until the holds of scoped rows are tested; D31), kept in
-    :data:`SCOPE_TYPES`' order."""
-    raw = {t.strip().lower() for t in _text(env, "ATTRIBUTION_SCOPE_TYPES").split(",") if t.strip()} - {"none"}
+    """ATTRIBUTION_SCOPE_TYPES: a comma list of :data:`SCOPE_TYPES`, kept in their order (unset or
+    empty: all five, the default; ``none``: only the global rows; D31)."""
+    text = _text(env, "ATTRIBUTION_SCOPE_TYPES")
+    if not text.strip():
+        return SCOPE_TYPES
+    raw = {t.strip().lower() for t in text.split(",") if t.strip()} - {"none"}
     unknown = sorted(raw - set(SCOPE_TYPES))
     if unknown:
         raise SettingsError(f"ATTRIBUTION_SCOPE_TYPES: unknown scope type(s) {unknown}; use {', '.join(SCOPE_TYPES)} or none")
@@ -161,7 +163,7 @@ class Settings:
     persist_journeys: bool = False  # D13: also write built journeys into 202_conversion_touchpoints
     lock_timeout_seconds: int = 600  # D9: wait for another writer of the same hours
     scope_types: tuple[str, ...] = ()  # D31: scoped snapshot rows written beside the global ones (default none)
-    scoped_touchpoints: bool = True  # D31: scoped snapshot rows get their own touchpoint rows
+    scoped_touchpoints: bool = False  # D31: scoped snapshot rows get their own touchpoint rows (bench/RESULTS.md)
     frames_dir: Path | None = None  # intermediate frames (default home/frames)
     export_dir: Path | None = None  # Parquet exports (default home/exports)
     alert_webhook_url: str | None = dataclasses.field(default=None, repr=False)  # secret
@@ -211,7 +213,7 @@ class Settings:
             persist_journeys=_bool(env, "ATTRIBUTION_PERSIST_JOURNEYS", False),
             lock_timeout_seconds=_int(env, "ATTRIBUTION_LOCK_TIMEOUT", 600, minimum=0),
             scope_types=_scope_types(env),
-            scoped_touchpoints=_bool(env, "ATTRIBUTION_SCOPED_TOUCHPOINTS", True),
+            scoped_touchpoints=_bool(env, "ATTRIBUTION_SCOPED_TOUCHPOINTS", False),
             frames_dir=optional_path("ATTRIBUTION_FRAMES_DIR"),
             export_dir=optional_path("ATTRIBUTION_EXPORT_DIR"),
             alert_webhook_url=_text(env, "ATTRIBUTION_ALERT_WEBHOOK_URL") or None,

@@ -91,21 +91,21 @@ def describe_difference(got: HourRows, want: HourRows) -> str:
 
 def hour_problems(url: str, models_of_user: dict[int, set[int]]) -> list[str]:
     """Signs that an hour was not written by exactly one transaction: snapshots of one hour with
-    different run windows, touchpoints of one hour with different created_at, a key stored twice,
+    different run windows, touchpoints of one hour with different created_at, a key (scope included) stored twice,
     a snapshot whose clicks/conversions differ from its touchpoints, touchpoints without their
     snapshot, a user with some of its models but not all."""
     snaps, touches = _consistent_read(url, [
         "SELECT snapshot_id, model_id, user_id, date_hour, lookback_start, lookback_end, attributed_clicks, "
-        "attributed_conversions FROM `202_attribution_snapshots`",
+        "attributed_conversions, scope_type, scope_id FROM `202_attribution_snapshots`",
         "SELECT t.snapshot_id, t.conv_id, t.created_at, s.date_hour FROM `202_attribution_touchpoints` t "
         "LEFT JOIN `202_attribution_snapshots` s ON s.snapshot_id = t.snapshot_id",
     ])
     problems = []
     windows, created, keys, models = {}, {}, Counter(), {}
     per_snapshot: dict[int, list] = {}
-    for sid, model, user, hour, lb_start, lb_end, _clicks, _convs in snaps:
+    for sid, model, user, hour, lb_start, lb_end, _clicks, _convs, scope, scope_id in snaps:
         windows.setdefault(hour, set()).add((lb_start, lb_end))
-        keys[(model, user, hour)] += 1
+        keys[(model, user, hour, scope, scope_id)] += 1
         models.setdefault((user, hour), set()).add(model)
     for sid, conv, created_at, hour in touches:
         if hour is None:
@@ -120,7 +120,9 @@ def hour_problems(url: str, models_of_user: dict[int, set[int]]) -> list[str]:
         if len(found) > 1:
             problems.append(f"hour {hour}: touchpoints written at {len(found)} times {sorted(found)}")
     problems += [f"key {k} stored {n} times" for k, n in keys.items() if n > 1]
-    for sid, model, user, hour, _s, _e, clicks, convs in snaps:
+    for sid, model, user, hour, _s, _e, clicks, convs, scope, _ in snaps:
+        if scope != "global":  # scoped conversions are apportioned (D31): no distinct count to compare
+            continue
         touched = per_snapshot.get(sid, [])
         if clicks != len(touched) or convs != len(set(touched)):
             problems.append(f"snapshot {sid} ({model}, {user}, {hour}): {clicks} clicks / {convs} conversions, "
@@ -163,6 +165,8 @@ def expected_audit(clean: dict, hours) -> Counter:
     for hour in hours:
         for snap in clean.get(hour, EMPTY).snapshots:
             row = dict(zip(SNAPSHOT_COLUMNS, snap))
+            if row["scope_type"] != "global":  # the audit carries the global rows' sums (D18); scoped rows: D31
+                continue
             want[(row["user_id"], row["model_id"], row["attributed_clicks"], row["attributed_conversions"])] += 1
     return want
 
