@@ -21,10 +21,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from attribution_pipeline.cli import analyst, export_queue, rebuild, setup_cmds
-from attribution_pipeline.cli import doctor_cmd, journeys_cmd
-from attribution_pipeline.cli import backfill_cmd
-from attribution_pipeline.cli import lifecycle_cmds
+from attribution_pipeline.cli import (analyst, backfill_cmd, doctor_cmd, export_queue, journeys_cmd, lifecycle_cmds,
+                                      rebuild, setup_cmds)
 from attribution_pipeline.cli.common import fail
 from attribution_pipeline.errors import AttributionError
 from attribution_pipeline.settings import Settings, SettingsError, read_url_file
@@ -39,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     export_queue.add_subcommands(sub)
     journeys_cmd.add_subcommands(sub)
     doctor_cmd.add_subcommands(sub)
-    backfill_cmd.add_subcommands(sub)
     lifecycle_cmds.add_subcommands(sub)
+    backfill_cmd.add_subcommands(sub)
     return parser
 
 
