@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from faults.run_worker_fault import install_dir
 from faults.tcp_proxy import free_port
 from oracle import php_engine
 from pipeline import HOUR, run
+from test_backfill_ui import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -53,16 +53,6 @@ POOL = """query($key: String!) { instance { concurrencyLimit(concurrencyKey: $ke
 EVENTS = """query($id: ID!) { runOrError(runId: $id) { ... on Run { eventConnection { events {
   __typename ... on MessageEvent { message } } } } } }"""
 DONE = ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
