@@ -134,6 +134,14 @@ def test_a_run_plan_from_frames_equals_the_plan_from_counts():
     plan = HourlyFrame.planned(hours, conversions, models, settings)
     # hour H: 2 x 26 x 2 = 104; H+1: 26; H+2: 26 (conversion 4's click is missing)
     assert plan.chunks == ((H,), (H + HOUR, H + 2 * HOUR)) and plan.estimated_rows == (104, 52)
+    # a budget for 180 estimated rows holds the three hours (156) with global rows only; with the
+    # five scope types (D31) each row counts 1 + 5 x 0.1 = 1.5 times, so 120 rows fit and H + 1 moves on
+    roomy = settings.replace(memory_budget_mb=cp.budget_mb_for(180))
+    assert HourlyFrame.planned(hours, conversions, models, roomy).chunks == ((H, H + HOUR, H + 2 * HOUR),)
+    scoped = roomy.replace(scope_types=("campaign", "advertiser", "account", "traffic_source", "landing_page"))
+    assert cp.SCOPE_ROW_SHARE == 0.1
+    assert cp.compute_budget_mb(scoped) == pytest.approx(cp.FIXED_MIB + (cp.budget_mb_for(180) - cp.FIXED_MIB) / 1.5)
+    assert HourlyFrame.planned(hours, conversions, models, scoped).chunks == ((H,), (H + HOUR, H + 2 * HOUR))
 
 
 def test_hourly_frames_take_explicit_chunks_or_a_function_giving_them():

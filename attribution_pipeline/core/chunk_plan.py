@@ -65,7 +65,20 @@ CLICK_BYTES = 400
 #: top of memory the allocator has not returned yet, and its rows are real ones, not an upper
 #: bound (over 720 hours of 200k conversions, 2.2M stored credit rows a chunk peaked at 1,543 MiB).
 STORED_ROW_WEIGHT = 2
+#: Extra peak RSS per estimated row, as a share of ``BYTES_PER_ROW``, for each scope type written
+#: (D31): the default benchmark (720 h, 2M clicks, 100k conversions) peaked at 1,801 MiB with global
+#: rows only and 2,507 MiB with all five scope types, 1.49 times the memory above ``FIXED_MIB``.
+#: With this share it peaked at 2,010 MiB (0.15 gave 2,111 MiB: past this, the peak no longer
+#: follows the chunks' size; bench/RESULTS.md, "Scoped snapshots at the default size").
+SCOPE_ROW_SHARE = 0.1
 MIB = 1 << 20
+
+
+def compute_budget_mb(settings: Settings) -> float:
+    """The budget the chunks' estimated rows are sized for: ``settings.memory_budget_mb``, its part
+    above ``FIXED_MIB`` divided by ``1 + SCOPE_ROW_SHARE x scope types`` when scoped rows are written."""
+    factor = 1 + SCOPE_ROW_SHARE * len(settings.scope_types)
+    return FIXED_MIB + (float(settings.memory_budget_mb) - FIXED_MIB) / factor
 
 
 def rows_within(budget_mb: float) -> int:
@@ -254,7 +267,7 @@ def plan_for(hours: Sequence[int], counts: pl.DataFrame, models: pl.DataFrame, s
     """The plan of ``hours`` from ``conversion_counts`` and a frames.MODELS frame, within
     ``settings.memory_budget_mb`` and at most ``settings.chunk_hours`` hours a chunk."""
     per_hour = hour_rows(counts, models_per_user(models), settings.touch_cap)
-    return plan_chunks(hours, per_hour, budget_mb=settings.memory_budget_mb, max_hours=settings.chunk_hours)
+    return plan_chunks(hours, per_hour, budget_mb=compute_budget_mb(settings), max_hours=settings.chunk_hours)
 
 
 def plan_run(hours: Sequence[int], conversions, models, settings: Settings) -> ChunkPlan:
