@@ -9,11 +9,14 @@ import pytest
 from attribution_pipeline.core import chunk_plan as cp
 from attribution_pipeline.demo.generator import GeneratorConfig, generate, load
 from attribution_pipeline.io_managers.hourly_parquet import stored_frame
+from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage import database, tables
 from oracle import php_engine
 from pipeline import HOUR, run, settings
 
 START = 1735689600  # 2025-01-01 00:00 UTC
+#: Scope types a run writes by default (D31): the chunk plan counts their memory.
+DEFAULT_SCOPES = len(Settings.from_env({}).scope_types)
 HOURS = [START + i * HOUR for i in range(4)]
 
 
@@ -63,14 +66,14 @@ def test_runs_split_by_hour_by_user_and_by_conversion_range_store_the_rows_of_an
 
     splits = {
         # every hour fits alone, no two hours together: one-hour chunks, nothing in pieces
-        "hour": (cp.budget_mb_for(largest_hour), lambda m: m["plan_chunks"] == len(HOURS) and "pieces" not in m),
+        "hour": (cp.budget_mb_for(largest_hour, DEFAULT_SCOPES), lambda m: m["plan_chunks"] == len(HOURS) and "pieces" not in m),
         # every user-hour fits, the largest hour does not: that hour in pieces of whole users
         # (the snapshots cut the credit rows themselves, fewer than estimated: fewer pieces)
-        "user": (cp.budget_mb_for(largest_user_hour),
+        "user": (cp.budget_mb_for(largest_user_hour, DEFAULT_SCOPES),
                  lambda m: m["plan_split_hours"] >= 1 and m["pieces"] >= m["plan_split_hours"]),
         # two conversions at most: users' hours cut by conversion range
         "conversion range": (cp.budget_mb_for(2 * 26 * int(cp.models_per_user(
-            stored_frame(settings().frames_path, "attribution_models", HOURS).collect())["models"].max())),
+            stored_frame(settings().frames_path, "attribution_models", HOURS).collect())["models"].max()), DEFAULT_SCOPES),
             lambda m: m["plan_split_hours"] == len(HOURS) and m["pieces"] >= per_user_hour.height),
     }
     for kind, (budget, expected) in splits.items():
@@ -90,7 +93,7 @@ def test_runs_split_by_hour_by_user_and_by_conversion_range_store_the_rows_of_an
 
 
 def test_the_budget_is_read_from_the_environment_and_bounded():
-    from attribution_pipeline.settings import Settings, SettingsError
+    from attribution_pipeline.settings import SettingsError
 
     assert Settings.from_env({}).memory_budget_mb == 1536
     assert Settings.from_env({"ATTRIBUTION_MEMORY_BUDGET_MB": "4096"}).memory_budget_mb == 4096

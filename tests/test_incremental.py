@@ -9,11 +9,14 @@ from sqlalchemy import func, select, text, update
 
 from attribution_pipeline.core import chunk_plan as cp
 from attribution_pipeline.demo.generator import GeneratorConfig, generate, load
+from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage import database, tables
 from oracle import php_engine
 from pipeline import HOUR, run, settings
 
 START = 1735689600  # 2025-01-01 00:00 UTC
+#: Scope types a run writes by default (D31): the chunk plan counts their memory.
+DEFAULT_SCOPES = len(Settings.from_env({}).scope_types)
 HOURS = [START + i * HOUR for i in range(6)]
 conv, clk, models, snaps = (tables.conversion_logs, tables.clicks, tables.attribution_models,
                             tables.attribution_snapshots)
@@ -119,7 +122,7 @@ def split_budget(engine, kind: str | None) -> dict:
         per_user_hour = conn.execute(text("SELECT MAX(n) FROM (SELECT COUNT(*) n FROM `202_conversion_logs` "
                                           "GROUP BY user_id, conv_time DIV 3600) c")).scalar()
     conversions = {"hours": per_hour, "users": per_user_hour, "conversion ranges": 2}[kind]
-    return {"memory_budget_mb": cp.budget_mb_for(conversions * cp.touches_bound(25) * models_per_user)}
+    return {"memory_budget_mb": cp.budget_mb_for(conversions * cp.touches_bound(25) * models_per_user, DEFAULT_SCOPES)}
 
 
 @pytest.mark.parametrize("change,split", [

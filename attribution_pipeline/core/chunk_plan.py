@@ -86,9 +86,10 @@ def rows_within(budget_mb: float) -> int:
     return max(1, int((float(budget_mb) - FIXED_MIB) * MIB) // BYTES_PER_ROW)
 
 
-def budget_mb_for(rows: int) -> float:
-    """The budget (MiB) under which a chunk holds exactly ``rows`` estimated rows (tests, docs)."""
-    return FIXED_MIB + (int(rows) * BYTES_PER_ROW + BYTES_PER_ROW / 2) / MIB
+def budget_mb_for(rows: int, scope_types: int = 0) -> float:
+    """The budget (MiB) under which a chunk holds exactly ``rows`` estimated rows (tests, docs), when
+    ``scope_types`` scope types are written (:func:`compute_budget_mb`)."""
+    return FIXED_MIB + (int(rows) * BYTES_PER_ROW + BYTES_PER_ROW / 2) / MIB * (1 + SCOPE_ROW_SHARE * scope_types)
 
 
 def click_slice_rows(budget_mb: float) -> int:
