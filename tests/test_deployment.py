@@ -323,6 +323,11 @@ def test_the_schedule_outranks_backfill_runs_and_the_instance_config_says_how():
     ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2024, 6, 1, 9, 15, tzinfo=timezone.utc),
                                     resources={"settings": settings()})
     assert int(hourly_attribution.evaluate_tick(ctx).run_requests[0].tags["dagster/priority"]) > 0
+    from attribution_pipeline.automation.export_queue_runs import export_tags
+    from attribution_pipeline.automation.run_priority import PRIORITIES
+
+    assert int(export_tags(7)["dagster/priority"]) == PRIORITIES["export"]
+    assert PRIORITIES["schedule"] > PRIORITIES["export"] > PRIORITIES["model_change"] > PRIORITIES["backfill"] == 0
     config = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
     assert config["storage"]["postgres"]["postgres_url"] == {"env": "DAGSTER_POSTGRES_URL"}
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"

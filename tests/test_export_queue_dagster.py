@@ -144,7 +144,8 @@ def test_one_run_request_per_pending_export_keyed_by_id_and_queued_at(queue):
         requests = tick(settings, instance).run_requests
         assert [r.run_key for r in requests] == [f"{first}:{now - 20}", f"{second}:{now - 10}"]
         assert requests[0].run_config == {"ops": {"process_queued_export": {"config": {"export_id": first}}}}
-        assert requests[1].tags == {"attribution/kind": "export", "attribution/export_id": str(second)}
+        assert requests[1].tags == {"attribution/kind": "export", "attribution/export_id": str(second),
+                                "dagster/priority": "5"}
         assert not {done, failed} & {r.run_config["ops"]["process_queued_export"]["config"]["export_id"]
                                      for r in requests}
         with engine.begin() as conn:  # the first is processed; the failed one is reset to pending

@@ -111,6 +111,7 @@ def test_a_burst_of_weighting_edits_gives_one_run_equal_to_a_full_rebuild(world)
     [request] = tick(world, T0 + 101)
     assert tick(world, T0 + 140) == []
     assert request.job_name == "attribution_job" and request.tags[mcs.KIND_TAG] == "model_change"
+    assert request.tags["dagster/priority"] == "3"  # after the schedule (10) and exports (5), before backfills
     assert request.run_config["resources"]["scope"]["config"] == {"users": [user_id], "models": [model_id]}
     assert request.run_key.startswith("model-change-")
 

@@ -103,6 +103,7 @@ def test_valid_row_carries_identity_fields():
         is_valid=True,
         error=None,
         created_at=1_700_000_000,
+        journey="account_campaign",
     )
 
 

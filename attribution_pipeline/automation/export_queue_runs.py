@@ -23,6 +23,7 @@ import time
 import dagster as dg
 from sqlalchemy.engine import make_url
 
+from attribution_pipeline.automation.run_priority import priority_tags
 from attribution_pipeline.automation.alerts import Alerter
 from attribution_pipeline.automation.export_queue_health import observe_health
 from attribution_pipeline.errors import AttributionError
@@ -63,7 +64,7 @@ def export_run_config(export_id: int) -> dict:
 
 def export_tags(export_id: int) -> dict[str, str]:
     """The tags of an export's run (run priority and concurrency limits can key on them)."""
-    return {KIND_TAG: "export", EXPORT_ID_TAG: str(int(export_id))}
+    return {KIND_TAG: "export", EXPORT_ID_TAG: str(int(export_id)), **priority_tags("export")}
 
 
 def result_metadata(result: ExportResult) -> dict:

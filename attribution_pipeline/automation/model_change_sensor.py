@@ -22,6 +22,7 @@ import time
 
 import dagster as dg
 
+from attribution_pipeline.automation.run_priority import priority_tags
 from attribution_pipeline.assets.hourly import range_tags
 from attribution_pipeline.automation.jobs import JOB_NAME, attribution_job
 from attribution_pipeline.automation.schedules import trailing_window
@@ -133,13 +134,13 @@ def run_requests(pending: Pending, state: dict, settings: Settings, now: float) 
             job_name=JOB_NAME, run_key=f"model-change-{key}",
             run_config={"resources": {"scope": {"config": {"users": scope.users, "models": scope.models}}}},
             tags={**range_tags(max(first, settings.first_hour), last), KIND_TAG: REBUILD_KIND,
-                  "attribution/source": SENSOR_NAME},
+                  "attribution/source": SENSOR_NAME, **priority_tags(REBUILD_KIND)},
         ))
     if pending.deleted:
         requests.append(dg.RunRequest(
             job_name=CLEANUP_JOB, run_key=f"model-cleanup-{key}",
             run_config={"ops": {"remove_deleted_models": {"config": {"models": sorted(pending.deleted)}}}},
-            tags={KIND_TAG: CLEANUP_KIND, "attribution/source": SENSOR_NAME},
+            tags={KIND_TAG: CLEANUP_KIND, "attribution/source": SENSOR_NAME, **priority_tags(CLEANUP_KIND)},
         ))
     return requests
 

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from attribution_pipeline.automation.run_priority import priority_tags
 from attribution_pipeline.assets.hourly import range_tags
 from attribution_pipeline.automation.jobs import attribution_job
 from attribution_pipeline.core.hours import HOUR, floor_hour
@@ -10,7 +11,7 @@ from attribution_pipeline.settings import Settings
 TRAILING_HOURS = 24
 #: Run priority of the schedule's runs: the queued run coordinator starts them before queued
 #: backfill ranges (priority 0) when a slot or a MySQL-writes pool slot frees up (D29).
-SCHEDULE_PRIORITY = {"dagster/priority": "10"}
+SCHEDULE_PRIORITY = priority_tags("schedule")
 
 
 def trailing_window(scheduled_epoch: int, hours: int = TRAILING_HOURS) -> tuple[int, int]:

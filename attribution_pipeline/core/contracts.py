@@ -159,6 +159,11 @@ class Models(_Contract):
     is_valid: pl.Boolean = pa.Field()
     error: pl.String = pa.Field(nullable=True)
     created_at: pl.Int64 = pa.Field(nullable=True, ge=0)
+    journey: pl.String = pa.Field(nullable=True, isin=["account_campaign", "visitor"])
+    markov_channel: pl.String = pa.Field(nullable=True, isin=["account", "traffic_source", "landing_page"])
+    markov_order: pl.Int64 = pa.Field(nullable=True, isin=[1, 2])
+    training_days: pl.Int64 = pa.Field(nullable=True, ge=1, le=365)
+    self_loops: pl.Boolean = pa.Field(nullable=True)
 
     class Config:
         unique = ["date_hour", "model_id"]

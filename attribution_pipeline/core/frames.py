@@ -81,13 +81,18 @@ MODELS = {
     "model_name": pl.String,
     "model_slug": pl.String,
     "model_type": pl.String,
-    "strategy": pl.String,  # the credit function used (algorithmic -> last_touch); null if invalid
+    "strategy": pl.String,  # the credit function used (algorithmic -> last_touch or markov); null if invalid
     "half_life_hours": pl.Int64,  # time_decay only
     "first_touch_weight": pl.Float64,  # position_based only
     "last_touch_weight": pl.Float64,  # position_based only
     "is_valid": pl.Boolean,
     "error": pl.String,  # the validation message when invalid
     "created_at": pl.Int64,
+    "journey": pl.String,  # "account_campaign" (D2) or "visitor" (D32); null if invalid
+    "markov_channel": pl.String,  # algorithmic Markov models only (D32): account | traffic_source | landing_page
+    "markov_order": pl.Int64,  # 1 or 2
+    "training_days": pl.Int64,
+    "self_loops": pl.Boolean,
 }
 
 #: What every strategy returns: one row per credited touch (credit > 0).

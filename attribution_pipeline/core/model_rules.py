@@ -32,7 +32,9 @@ type and the config decoding fail before the name and slug checks):
    based weights must be between 0 and 1."), and ``first + last <= 1.0`` as a double sum ("The sum
    of first and last touch weights must not exceed 1."). The weights are returned as ``(float)``.
 7. algorithmic: a non-empty config ("Algorithmic models must include configuration details.";
-   rule 4 fires first in practice). Computed as last touch (``strategy="last_touch"``, Q8/D7).
+   rule 4 fires first in practice). Computed as last touch (``strategy="last_touch"``, Q8/D7),
+   unless the config opts into visitor journeys or Markov credit (``core/algorithmic_rules.py``,
+   D32: ``strategy="markov"``), whose bad values are named.
 8. last_touch and assisted: the config must be empty ("This attribution model does not accept
    weighting parameters.").
 9. first_touch and linear (D7; PHP has no enum value for them, so PHP rejects every such row at
@@ -47,6 +49,7 @@ from typing import Any
 import polars as pl
 
 from attribution_pipeline.core import frames
+from attribution_pipeline.core.algorithmic_rules import AlgorithmicParams, algorithmic_params
 from attribution_pipeline.core.php import (
     JSON_UTF8,
     PhpJsonError,
@@ -149,6 +152,11 @@ class ModelSpec:
     is_valid: bool
     error: str | None  # the validation message when invalid
     created_at: int
+    journey: str | None = None  # "account_campaign" (D2) or "visitor" (algorithmic only, D32)
+    markov_channel: str | None = None  # the data-driven model's parameters (D32)
+    markov_order: int | None = None
+    training_days: int | None = None
+    self_loops: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,7 @@ class _Params:
     half_life_hours: int | None = None
     first_touch_weight: float | None = None
     last_touch_weight: float | None = None
+    algorithmic: AlgorithmicParams | None = None
 
 
 def _config_get(config: dict | list, key: str) -> Any:
@@ -206,12 +215,16 @@ def _weighting_params(model_type: str, config: dict | list) -> _Params:
         return _position_based_params(config)
     if model_type == "algorithmic" and not config:
         raise InvalidModelConfig(MSG_ALGORITHMIC)
+    if model_type == "algorithmic":
+        return _Params(algorithmic=algorithmic_params(config))
     if model_type in NO_WEIGHTING and config:
         raise InvalidModelConfig(MSG_NO_WEIGHTING)
     return _Params()
 
 
 def _spec(row: Mapping[str, Any], strategy: str | None, params: _Params, error: str | None) -> ModelSpec:
+    algo = params.algorithmic
+    journey = None if error is not None else (algo.journey if algo is not None else "account_campaign")
     return ModelSpec(
         model_id=php_int(row.get("model_id")),
         user_id=php_int(row.get("user_id")),
@@ -225,6 +238,11 @@ def _spec(row: Mapping[str, Any], strategy: str | None, params: _Params, error: 
         is_valid=error is None,
         error=error,
         created_at=php_int(row.get("created_at")),
+        journey=journey,
+        markov_channel=algo.channel if algo is not None else None,
+        markov_order=algo.order if algo is not None else None,
+        training_days=algo.training_days if algo is not None else None,
+        self_loops=algo.self_loops if algo is not None else None,
     )
 
 
@@ -234,7 +252,8 @@ def validate_model_row(row: Mapping[str, Any]) -> ModelSpec:
     config = decode_config(row.get("weighting_config"))
     _check_identity(row)
     params = _weighting_params(model_type, config)
-    return _spec(row, STRATEGIES[model_type], params, None)
+    strategy = params.algorithmic.strategy if params.algorithmic is not None else STRATEGIES[model_type]
+    return _spec(row, strategy, params, None)
 
 
 def parse_model_row(row: Mapping[str, Any]) -> ModelSpec:
