@@ -99,6 +99,29 @@ def _scope_types(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(t for t in SCOPE_TYPES if t in raw)
 
 
+#: The ``202_clicks_advance`` columns a visitor key may be made of (every column but click_id), and
+#: the default key: Prosper202's address, platform, browser and device of the click.
+VISITOR_KEY_COLUMNS = ("text_ad_id", "keyword_id", "ip_id", "country_id", "region_id", "city_id", "platform_id",
+                       "browser_id", "device_id", "isp_id")
+DEFAULT_VISITOR_KEY = ("ip_id", "platform_id", "browser_id", "device_id")
+
+
+def visitor_key(text: str, name: str = "ATTRIBUTION_VISITOR_KEY") -> tuple[str, ...]:
+    """A visitor key recipe: a comma list of :data:`VISITOR_KEY_COLUMNS` (order kept, repeats
+    dropped; blank: the default). ``SettingsError`` naming ``name`` for an unknown column or a
+    list of none."""
+    if not text.strip():
+        return DEFAULT_VISITOR_KEY
+    columns = tuple(dict.fromkeys(c.strip().lower() for c in text.split(",") if c.strip()))
+    unknown = [c for c in columns if c not in VISITOR_KEY_COLUMNS]
+    if unknown:
+        raise SettingsError(f"{name}: unknown 202_clicks_advance column(s) {unknown}; use a comma list of "
+                            f"{', '.join(VISITOR_KEY_COLUMNS)}")
+    if not columns:
+        raise SettingsError(f"{name}={text!r} names no column: use a comma list of {', '.join(VISITOR_KEY_COLUMNS)}")
+    return columns
+
+
 def _retention_days(env: Mapping[str, str]) -> int | None:
     """ATTRIBUTION_RETENTION_DAYS: unset or empty = retention off (nothing is ever deleted)."""
     if not _text(env, "ATTRIBUTION_RETENTION_DAYS"):
@@ -164,6 +187,7 @@ class Settings:
     lock_timeout_seconds: int = 600  # D9: wait for another writer of the same hours
     scope_types: tuple[str, ...] = ()  # D31: scoped snapshot rows written beside the global ones (default none)
     scoped_touchpoints: bool = False  # D31: scoped snapshot rows get their own touchpoint rows (bench/RESULTS.md)
+    visitor_key: tuple[str, ...] = DEFAULT_VISITOR_KEY  # 202_clicks_advance columns that make a visitor (per user)
     frames_dir: Path | None = None  # intermediate frames (default home/frames)
     export_dir: Path | None = None  # Parquet exports (default home/exports)
     alert_webhook_url: str | None = dataclasses.field(default=None, repr=False)  # secret
@@ -214,6 +238,7 @@ class Settings:
             lock_timeout_seconds=_int(env, "ATTRIBUTION_LOCK_TIMEOUT", 600, minimum=0),
             scope_types=_scope_types(env),
             scoped_touchpoints=_bool(env, "ATTRIBUTION_SCOPED_TOUCHPOINTS", False),
+            visitor_key=visitor_key(_text(env, "ATTRIBUTION_VISITOR_KEY")),
             frames_dir=optional_path("ATTRIBUTION_FRAMES_DIR"),
             export_dir=optional_path("ATTRIBUTION_EXPORT_DIR"),
             alert_webhook_url=_text(env, "ATTRIBUTION_ALERT_WEBHOOK_URL") or None,

@@ -22,6 +22,11 @@ What is generated, and why
   consumer must handle BIGINT UNSIGNED. Converting clicks carry ``click_lead=1,
   click_filtered=0`` as Prosper202's conversion update leaves them; some others are filtered or
   bots (the engine does not exclude them, Q2).
+* **Visitors** (``202_clicks_advance``, ``demo/click_visitors.py``): one row per click id, with
+  repeat visitors: a visitor (its ``ip_id, platform_id, browser_id, device_id``) clicks about 3
+  times (up to a dozen and more) within a week, across the campaigns and traffic sources of one
+  account, so visitor-level journeys cross channels. Drawn from streams of their own after
+  everything else, so the other tables are the same with or without them.
 * **Conversions** (``202_conversion_logs``): each picks a click and a delay (0 for some, mostly
   hours, some days) so that ``conv_time`` is spread over ``[start, start + hours)``;
   ``campaign_id``, ``user_id`` and ``click_time`` are the click's. Edge cases the engine must
@@ -62,6 +67,7 @@ import polars as pl
 from sqlalchemy.engine import Engine
 
 from attribution_pipeline.demo.accounts import plan_accounts
+from attribution_pipeline.demo.click_visitors import clicks_advance
 from attribution_pipeline.demo.config import MODEL_TYPES, GeneratorConfig
 from attribution_pipeline.demo.model_rows import model_rows, settings_rows
 from attribution_pipeline.demo.seeded import table_frame
@@ -77,12 +83,14 @@ def generate(config: GeneratorConfig) -> dict[str, pl.DataFrame]:
     plan = plan_accounts(config)
     clicks, conversions = clicks_and_conversions(config, plan)
     models = model_rows(config, plan)
-    return source_frames(plan, clicks, conversions, models, settings_rows(config, plan, models))
+    return source_frames(plan, clicks, conversions, models, settings_rows(config, plan, models),
+                         advance=clicks_advance(config.seed, clicks))
 
 
 def source_frames(plan, clicks: pl.DataFrame, conversions: pl.DataFrame, models: list[dict],
-                  settings: list[dict]) -> dict[str, pl.DataFrame]:
-    """Table name -> frame for every Prosper202 source table, from an account plan and its rows."""
+                  settings: list[dict], advance: pl.DataFrame | None = None) -> dict[str, pl.DataFrame]:
+    """Table name -> frame for every Prosper202 source table, from an account plan and its rows
+    (``advance``: the ``202_clicks_advance`` rows, none if not given)."""
     return {
         tables.users.name: table_frame(tables.users, plan.users),
         tables.aff_networks.name: table_frame(tables.aff_networks, plan.networks),
@@ -90,6 +98,7 @@ def source_frames(plan, clicks: pl.DataFrame, conversions: pl.DataFrame, models:
         tables.ppc_accounts.name: table_frame(tables.ppc_accounts, plan.ppc_accounts),
         tables.landing_pages.name: table_frame(tables.landing_pages, plan.landing_pages),
         tables.clicks.name: clicks,
+        tables.clicks_advance.name: advance if advance is not None else table_frame(tables.clicks_advance, []),
         tables.conversion_logs.name: conversions,
         tables.conversion_touchpoints.name: table_frame(tables.conversion_touchpoints, []),
         tables.attribution_models.name: table_frame(tables.attribution_models, models),

@@ -63,7 +63,7 @@ def round_units(units: pl.Expr, q: pl.Expr) -> pl.Expr:
 
 
 _CLICK_ID_COLUMNS = {("202_clicks", "click_id"), ("202_conversion_logs", "click_id"),
-                     ("202_conversion_touchpoints", "click_id")}
+                     ("202_conversion_touchpoints", "click_id"), ("202_clicks_advance", "click_id")}
 
 
 def table_schema(table: Table) -> dict[str, pl.DataType]:

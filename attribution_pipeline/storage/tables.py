@@ -227,6 +227,31 @@ clicks = Table(
     **_TABLE_OPTS,
 )
 
+#: Per-click visitor details (``ClickTables::clicksAdvance``): ids into Prosper202's lookup tables
+#: (``202_ips``, ``202_platforms``, ``202_browsers``, ``202_device_models``, locations, ISPs).
+#: PERSONAL DATA: read only for visitor-level journeys, where the columns of the visitor key
+#: (ATTRIBUTION_VISITOR_KEY) are reduced to an opaque in-memory integer as they are read
+#: (``storage/visitor_clicks.py``); never exported, logged or stored by the pipeline.
+clicks_advance = Table(
+    "202_clicks_advance",
+    metadata,
+    Column("click_id", u_bigint(), primary_key=True, autoincrement=False),
+    Column("text_ad_id", u_mediumint(), nullable=False, server_default="0"),
+    Column("keyword_id", u_bigint(), nullable=False, server_default="0"),
+    Column("ip_id", u_bigint(), nullable=False),
+    Column("country_id", u_bigint(), nullable=False),
+    Column("region_id", u_bigint(), nullable=False),
+    Column("city_id", u_bigint(), nullable=False),
+    Column("platform_id", u_bigint(), nullable=False),
+    Column("browser_id", u_bigint(), nullable=False),
+    Column("device_id", u_bigint(), nullable=False),
+    Column("isp_id", u_bigint(), nullable=False, server_default="0"),
+    Index("text_ad_id", "text_ad_id"),
+    Index("keyword_id", "keyword_id"),
+    Index("ip_id", "ip_id"),
+    **_TABLE_OPTS,
+)
+
 conversion_logs = Table(
     "202_conversion_logs",
     metadata,
@@ -447,7 +472,7 @@ retention_windows = Table(
 #: Tables the pipeline reads (never written, except conversion touchpoints when journey
 #: persistence is switched on).
 SOURCE_TABLES = (
-    users, aff_networks, aff_campaigns, ppc_accounts, landing_pages, clicks, conversion_logs,
+    users, aff_networks, aff_campaigns, ppc_accounts, landing_pages, clicks, clicks_advance, conversion_logs,
     conversion_touchpoints, attribution_models, attribution_settings,
 )
 #: Tables the pipeline writes.

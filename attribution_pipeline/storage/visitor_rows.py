@@ -9,7 +9,9 @@ visitor's too and are erased with them. Their traces in the pipeline's tables:
   they touch (``snapshot_conv`` index);
 * ``202_conversion_touchpoints`` rows of those clicks (``click_lookup``) or conversions
   (``conv_id``);
-* with ``include_source``: the ``202_clicks`` and ``202_conversion_logs`` rows themselves.
+* with ``include_source``: the ``202_clicks`` and ``202_conversion_logs`` rows themselves, and
+  the clicks' ``202_clicks_advance`` rows (the visitor's address, platform, browser and device:
+  what visitor-level journeys key visitors by), where that table exists.
 
 The affected (user, hour)s are then rebuilt by the caller (the snapshots' aggregates).
 Everything is deleted in one transaction under the named locks of the affected hours (a visitor's
@@ -21,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import polars as pl
-from sqlalchemy import delete, func, or_, select, tuple_
+from sqlalchemy import delete, func, inspect, or_, select, tuple_
 from sqlalchemy.engine import Connection, Engine
 
 from attribution_pipeline.storage import tables
@@ -32,6 +34,7 @@ from attribution_pipeline.storage.source_state import hour_floor
 
 SNAP, TOUCH = tables.attribution_snapshots, tables.attribution_touchpoints
 JOURNEY, CONV, CLK = tables.conversion_touchpoints, tables.conversion_logs, tables.clicks
+ADV = tables.clicks_advance
 PAIRS = {"user_id": pl.Int64, "date_hour": pl.Int64}
 _IDS = 1000
 
@@ -95,7 +98,8 @@ def erase_visitor_rows(engine: Engine, scope: VisitorScope, *, include_source: b
     """Delete the visitor's rows (see module docstring) in one transaction, under the named locks
     of the affected hours; returns the rows deleted per table."""
     hours = sorted(set(scope.pairs.get_column("date_hour").to_list()))
-    counts = dict.fromkeys(("touchpoints", "conversion_touchpoints", "source_clicks", "source_conversions"), 0)
+    counts = dict.fromkeys(("touchpoints", "conversion_touchpoints", "source_clicks", "source_clicks_advance",
+                            "source_conversions"), 0)
     with engine.connect() as conn:
         with hours_locked(conn, hours, lock_timeout):
             read_committed(conn)
@@ -109,6 +113,8 @@ def erase_visitor_rows(engine: Engine, scope: VisitorScope, *, include_source: b
             if include_source:
                 counts["source_conversions"] = _delete(conn, CONV, CONV.c.conv_id, scope.conversions)
                 counts["source_clicks"] = _delete(conn, CLK, CLK.c.click_id, scope.clicks)
+                if inspect(conn).has_table(ADV.name):
+                    counts["source_clicks_advance"] = _delete(conn, ADV, ADV.c.click_id, scope.clicks)
             conn.commit()
     return counts
 

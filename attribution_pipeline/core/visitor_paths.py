@@ -1,0 +1,197 @@
+"""Visitor-level journeys and training paths: the clicks of one visitor across every campaign,
+account and traffic source of a Prosper202 user (issue 22).
+
+A *visitor* is an opaque UInt64 (``visitor``) that ``storage/visitor_clicks.py`` derives in
+memory from the visitor key (ATTRIBUTION_VISITOR_KEY: columns of ``202_clicks_advance``) and the
+user id as it reads the clicks. It is personal data: it is compared here, never returned; no frame
+this module returns has a ``visitor`` column. Its value is meaningful only within the process that
+read it, so nothing here depends on it except through equality (path ids come from click ids).
+
+:func:`visitor_journeys` applies the journey rule of D2 with the visitor in place of the
+(account, campaign): for a conversion at ``t`` whose converting click belongs to visitor ``v`` of
+user ``u``,
+
+1. candidates = the clicks of ``(u, v)`` (any campaign, any traffic source) with
+   ``max(0, t - lookback) <= click_time <= t``, the newest ``cap`` of them by
+   ``(click_time DESC, click_id DESC)``; a click id read several times is one click (D15);
+2. the converting click is added, with 202_conversion_logs.click_time and the conversion's click
+   attributes, when it is not among them (so a journey can have ``cap + 1`` touches);
+3. touches are sorted by ``(click_time, click_id)`` and numbered 0..n-1.
+
+A conversion with ``multi_touch`` false (if the frame has the column; true otherwise), or whose
+converting click is not among ``clicks`` or belongs to another user (D21), gets the converting
+click alone. The result is ``frames.JOURNEYS``, so the strategies and crediting take it as it is.
+
+:func:`training_paths` cuts each visitor's clicks of a training window into paths at its
+conversions, for fitting path models (Markov chains): a path ends at a click that converted (the
+converting click of a conversion of the window); the clicks after the visitor's last conversion
+form a last path that ends in no conversion. Repeated channels are kept (collapsing them is the
+model's choice).
+
+Vectorised (sorts, joins, as-of joins and window expressions; no loop over conversions or
+visitors). Cost: O(clicks log clicks + conversions x cap).
+"""
+
+import polars as pl
+
+from attribution_pipeline.core import frames
+from attribution_pipeline.core.journey_rules import dedupe_clicks
+
+#: The opaque in-memory visitor (a hash of the visitor key and the user id).
+VISITOR = pl.UInt64
+
+#: The clicks visitor journeys and paths are built from (``storage/visitor_clicks.py`` reads them):
+#: 202_clicks rows (duplicated click ids included until D15 collapses them) with their visitor and
+#: their traffic source (the account's ``202_ppc_accounts.ppc_network_id``, null if unknown).
+VISITOR_CLICKS = {
+    "click_id": frames.CLICK_ID,
+    "user_id": pl.Int64,
+    "visitor": VISITOR,
+    "click_time": pl.Int64,
+    "aff_campaign_id": pl.Int64,
+    "ppc_account_id": pl.Int64,
+    "landing_page_id": pl.Int64,
+    "click_cpc": pl.Float64,
+    "ppc_network_id": pl.Int64,
+}
+
+#: One row per step of each training path, steps 0..n-1 in click order.
+TRAINING_PATHS = {
+    "user_id": pl.Int64,  # the Prosper202 user (account owner) the path's visitor belongs to
+    "path_id": pl.Int64,  # 0..P-1, paths ordered by their first click (click_time, click_id)
+    "step": pl.Int32,
+    "channel": pl.Int64,  # the step's channel id; 0 = none or unknown
+    "converted": pl.Boolean,  # the path ends in a conversion (the same on every step of a path)
+}
+
+#: Path channels: the click column each one reads.
+CHANNELS = {"account": "ppc_account_id", "traffic_source": "ppc_network_id", "landing_page": "landing_page_id"}
+
+_KEY = ["user_id", "visitor"]
+
+
+def _counted(conversions: pl.DataFrame) -> pl.DataFrame:
+    """The conversions that count (their click row was found, D16, when the frame says so), with
+    ``multi_touch`` (true when the frame has no such column)."""
+    convs = conversions.filter(pl.col("click_rows") > 0) if "click_rows" in conversions.columns else conversions
+    return convs if "multi_touch" in convs.columns else convs.with_columns(multi_touch=pl.lit(True))
+
+
+def _touch_columns(click_id, click_time, campaign, ppc, landing, cpc) -> list[pl.Expr]:
+    return [
+        click_id.cast(frames.CLICK_ID).alias("click_id"),
+        click_time.cast(pl.Int64).alias("click_time"),
+        campaign.cast(pl.Int64).alias("touch_campaign_id"),
+        ppc.cast(pl.Int64).alias("touch_ppc_account_id"),
+        landing.cast(pl.Int64).alias("touch_landing_page_id"),
+        cpc.cast(pl.Float64).alias("touch_cpc"),
+    ]
+
+
+def visitor_journeys(conversions: pl.DataFrame, clicks: pl.DataFrame, lookback_seconds: int, cap: int) -> pl.DataFrame:
+    """frames.JOURNEYS of ``conversions`` (frames.CONVERSIONS, optionally with ``multi_touch``)
+    from ``clicks`` (VISITOR_CLICKS), across every campaign and account of each visitor (module
+    docstring). ``clicks`` must hold every click of the conversions' users with ``click_time`` in
+    ``[min(conv_time) - lookback, max(conv_time)]``, and the converting clicks."""
+    convs = _counted(conversions)
+    seen = dedupe_clicks(clicks.select(list(VISITOR_CLICKS)))
+    keyed = (
+        convs.filter(pl.col("multi_touch"))
+        .join(seen.select("click_id", "visitor", click_user="user_id"), on="click_id", how="inner")
+        .filter(pl.col("click_user") == pl.col("user_id"))  # D21: another user's click has no visitor of this user
+        .select("conv_id", "user_id", "visitor", "conv_time")
+    )
+    candidates = _candidates(keyed, seen.join(keyed.select(_KEY).unique(), on=_KEY, how="semi"),
+                             int(lookback_seconds), int(cap))
+    present = candidates.join(convs.select("conv_id", "click_id"), on=["conv_id", "click_id"], how="semi")
+    primary = convs.join(present.select("conv_id"), on="conv_id", how="anti").select(
+        "conv_id",
+        *_touch_columns(pl.col("click_id"), pl.col("click_time"), pl.col("click_campaign_id"),
+                        pl.col("ppc_account_id"), pl.col("landing_page_id"), pl.col("cpc")),
+    )
+    journeys = pl.concat([candidates, primary], how="vertical").sort(["conv_id", "click_time", "click_id"]).with_columns(
+        position=pl.int_range(pl.len(), dtype=pl.Int32).over("conv_id"),
+        n=pl.len().over("conv_id").cast(pl.Int32),
+    )
+    return frames.conform(
+        journeys.join(
+            convs.select("conv_id", "date_hour", "user_id", "conv_time", "multi_touch", conv_click_id="click_id"),
+            on="conv_id",
+        ).with_columns(is_converting=pl.col("click_id") == pl.col("conv_click_id")),
+        frames.JOURNEYS,
+        "visitor journeys",
+    )
+
+
+def _candidates(keyed: pl.DataFrame, clicks: pl.DataFrame, lookback: int, cap: int) -> pl.DataFrame:
+    """The newest ``cap`` clicks of each conversion's visitor in its lookback window: the index
+    range of the visitor's clicks inside ``[t - lookback, t]`` by two as-of joins, its last ``cap``
+    indexes gathered (as ``journey_rules`` does per account and campaign)."""
+    indexed = clicks.sort([*_KEY, "click_time", "click_id"]).with_row_index("gidx")
+    at_time = (
+        indexed.group_by([*_KEY, "click_time"])
+        .agg(first=pl.col("gidx").min().cast(pl.Int64), after=pl.col("gidx").max().cast(pl.Int64) + 1)
+        .sort("click_time")
+    )
+    ranges = (
+        keyed.with_columns(window_start=(pl.col("conv_time") - lookback).clip(lower_bound=0))
+        .sort("conv_time")
+        .join_asof(at_time.select(*_KEY, "click_time", "after"), left_on="conv_time", right_on="click_time",
+                   by=_KEY, strategy="backward", check_sortedness=False)
+        .drop("click_time")
+        .sort("window_start")
+        .join_asof(at_time.select(*_KEY, "click_time", "first"), left_on="window_start", right_on="click_time",
+                   by=_KEY, strategy="forward", check_sortedness=False)
+        .filter(pl.col("after").is_not_null() & pl.col("first").is_not_null() & (pl.col("first") < pl.col("after")))
+        .select("conv_id", start=pl.max_horizontal("first", pl.col("after") - cap), end="after")
+    )
+    picked = ranges.select("conv_id", gidx=pl.int_ranges("start", "end", dtype=pl.Int64)).explode("gidx")
+    gathered = indexed.select(pl.all().gather(picked.get_column("gidx")))
+    return pl.concat(
+        [
+            picked.select("conv_id"),
+            gathered.select(_touch_columns(pl.col("click_id"), pl.col("click_time"), pl.col("aff_campaign_id"),
+                                           pl.col("ppc_account_id"), pl.col("landing_page_id"), pl.col("click_cpc"))),
+        ],
+        how="horizontal",
+    )
+
+
+def training_paths(clicks: pl.DataFrame, conversions: pl.DataFrame, channel: str, start: int, end: int) -> pl.DataFrame:
+    """TRAINING_PATHS of the visitors' clicks with ``start <= click_time <= end`` (``clicks``:
+    VISITOR_CLICKS; bounds inclusive, as the reads' and D2's), cut at the converting clicks of
+    ``conversions`` (frames.CONVERSIONS; those that count, with ``conv_time <= end``, on a click of
+    their own user: a conversion after the window is not known at its end) and labelled by
+    ``channel`` (a key of :data:`CHANNELS`; a null channel id is 0, like Prosper202's 0 for "none":
+    a direct link has landing page 0, an unknown account traffic source 0).
+
+    A path ends at a click that converted (however many conversions it had), or is the visitor's
+    last clicks of the window, after its last conversion, and did not convert."""
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown path channel {channel!r}: use one of {', '.join(CHANNELS)}")
+    seen = dedupe_clicks(clicks.select(list(VISITOR_CLICKS))).filter(pl.col("click_time").is_between(start, end))
+    converting = (
+        _counted(conversions).filter(pl.col("conv_time") <= end)
+        .select("click_id", "user_id").unique().with_columns(conv=pl.lit(True))
+    )
+    steps = (
+        seen.join(converting, on=["click_id", "user_id"], how="left")
+        .with_columns(conv=pl.col("conv").fill_null(False))
+        .sort([*_KEY, "click_time", "click_id"])
+        .with_columns(
+            begins=(pl.col("user_id") != pl.col("user_id").shift(1)) | (pl.col("visitor") != pl.col("visitor").shift(1))
+            | pl.col("conv").shift(1)
+        )
+        .with_columns(run=pl.col("begins").fill_null(True).cast(pl.Int64).cum_sum())
+        .with_columns(
+            step=pl.int_range(pl.len(), dtype=pl.Int32).over("run"),
+            converted=pl.col("conv").any().over("run"),
+            first_time=pl.col("click_time").first().over("run"),
+            first_click=pl.col("click_id").first().over("run"),
+        )
+        .sort(["first_time", "first_click", "step"])
+        .with_columns(path_id=(pl.col("step") == 0).cast(pl.Int64).cum_sum() - 1)
+    )
+    return frames.conform(
+        steps.with_columns(channel=pl.col(CHANNELS[channel]).fill_null(0)), TRAINING_PATHS, "training paths"
+    )
