@@ -86,11 +86,15 @@ def _erase_user(args, db: Database, settings: Settings) -> int:
     return EXIT_OK
 
 
+#: What ``--include-source`` deletes besides the pipeline's rows.
+_SOURCE_ROWS = ", 202_clicks, 202_clicks_advance and 202_conversion_logs"
+
+
 def _erase_visitor(args, db: Database, settings: Settings) -> int:
     scope = visitor_scope(db, settings, args.click or [], args.conversion or [])
     refuse_while_source(scope, args.include_source)  # a named error, printed by cli.main
     what = (f"Erase {len(scope.clicks)} click(s) and {len(scope.conversions)} conversion(s) from touchpoints, "
-            f"journeys, exports and frames{', 202_clicks and 202_conversion_logs' if args.include_source else ''}, "
+            f"journeys, exports and frames{_SOURCE_ROWS if args.include_source else ''}, "
             f"then rebuild {scope.pairs.height} (user, hour) pair(s)?")
     if not _confirmed(args, what, "erase"):
         return fail("not confirmed; nothing was erased")
@@ -148,7 +152,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--click", type=int, action="extend", nargs="+", help="click ids to erase")
     p.add_argument("--conversion", type=int, action="extend", nargs="+", help="conversion ids to erase")
     p.add_argument("--include-source", action="store_true",
-                   help="also delete the clicks and conversions from 202_clicks and 202_conversion_logs")
+                   help="also delete the clicks and conversions from 202_clicks (and 202_clicks_advance) "
+                   "and 202_conversion_logs")
     p.add_argument("--force", action="store_true", help="erase a user that is not deleted in Prosper202")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts)")
     p.set_defaults(func=cmd_erase)
