@@ -18,7 +18,7 @@ MYSQL_STORES = {
     "audit": tables.attribution_audit,
     "retention": tables.retention_windows,
 }
-PARQUET_TABLES = ("snapshots", "touchpoints", "journeys")
+PARQUET_TABLES = ("snapshots", "touchpoints", "journeys", "click_spend")
 
 
 def mysql_frame(engine, table) -> pl.DataFrame:

@@ -15,7 +15,7 @@ from attribution_pipeline.analytics import duckdb_views
 from attribution_pipeline.exports import build, layout, runner
 from attribution_pipeline.exports.shares import allocate
 from attribution_pipeline.settings import SCOPE_TYPES
-from attribution_pipeline.exports.columns import SCHEMAS, SNAPSHOTS_EXPORT, SORT_KEYS, TABLES
+from attribution_pipeline.exports.columns import EXPORT_TABLES, SCHEMAS, SNAPSHOTS_EXPORT, SORT_KEYS, TABLES
 from attribution_pipeline.exports.reconcile import reconcile
 from attribution_pipeline.io_managers.hourly_parquet import stored_frame
 from attribution_pipeline.storage import database
@@ -89,7 +89,7 @@ def assert_exports_match_mysql(url, hours=HOURS):
 
 
 def assert_one_file_per_table_and_hour(hours):
-    for table in TABLES:
+    for table in EXPORT_TABLES:
         folders = sorted(p for p in (root() / table).glob("date=*/hour=*"))
         assert [p.relative_to(root() / table).as_posix() for p in folders] == [
             datetime.fromtimestamp(h, tz=timezone.utc).strftime("date=%Y-%m-%d/hour=%H") for h in hours]
@@ -128,7 +128,7 @@ def test_full_run_exports_every_stored_row_exactly_and_no_personal_data(mysql_ur
     shared = stored_frame(settings().frames_path, "journeys", HOURS)
     assert not shared.missing and shared.collect().height == journeys
     # no personal data: not in the columns, not in the values, not in the bytes
-    for table in TABLES:
+    for table in EXPORT_TABLES:
         cols = [r[0] for r in c.execute(f"DESCRIBE {table}").fetchall()]
         assert not [n for n in cols if n in ("ip", "user_agent") or "referer" in n]
         text = c.execute(f"SELECT string_agg(CAST(COLUMNS(*) AS VARCHAR), '|') FROM {table}").fetchone()
@@ -172,6 +172,12 @@ PINNED = {
         ("touch_cpc", "DECIMAL(7,5)"),
         ("date", "DATE"), ("hour", "INTEGER"),
     ],
+    "click_spend": [
+        ("date_hour", "BIGINT"), ("hour_start", "TIMESTAMP"), ("user_id", "BIGINT"), ("campaign_id", "BIGINT"),
+        ("campaign_name", "VARCHAR"), ("ppc_account_id", "BIGINT"), ("ppc_account_name", "VARCHAR"),
+        ("landing_page_id", "BIGINT"), ("landing_page_name", "VARCHAR"), ("clicks", "BIGINT"),
+        ("spend", "DECIMAL(18,5)"), ("date", "DATE"), ("hour", "INTEGER"),
+    ],
 }
 
 
@@ -207,7 +213,7 @@ def test_export_schema_layout_and_spec_values_are_pinned(mysql_url):
                  "GROUP BY ALL) JOIN snapshots USING (snapshot_id) WHERE r <> attributed_revenue "
                  "OR k <> attributed_cost").fetchone()[0] == 0
     # the Parquet files carry exactly the documented columns and types
-    for table in TABLES:
+    for table in EXPORT_TABLES:
         path = layout.part_path(root(), table, T)
         assert dict(pl.read_parquet_schema(path)) == SCHEMAS[table]
 
@@ -339,7 +345,7 @@ def test_export_asset_alone_recomputes_journeys_whose_frames_are_gone(mysql_url)
     metadata = result.asset_materializations_for_node("attribution_exports")[0].metadata
     # its own hour, and the other hour, whose files were removed too: the exports step catches up
     # every hour with snapshots in MySQL but no files (issue 16), journeys recomputed for both
-    assert metadata["journey_hours_recomputed"].value == 2 and metadata["files"].value == 6
+    assert metadata["journey_hours_recomputed"].value == 2 and metadata["files"].value == 8
     assert metadata["hours_caught_up"].value == 1
     assert metadata["rows_journeys"].value == before["journeys"].height > 0
     for t in TABLES:
@@ -431,9 +437,9 @@ def test_chunks_exported_with_the_next_read_in_the_background_write_the_same_fil
     ahead = tmp_path / "ahead"
     done = list(runner.export_chunks([HOURS[:1], HOURS[1:3], HOURS[3:]], root=ahead, read=read(ahead)))
     assert [hours for hours, _ in done] == [tuple(HOURS[:1]), tuple(HOURS[1:3]), tuple(HOURS[3:])]
-    assert sum(stats.files for _, stats in done) == 3 * len(HOURS)
+    assert sum(stats.files for _, stats in done) == 4 * len(HOURS)
     assert sum(stats.rows["touchpoints"] for _, stats in done) > 0
-    for table in TABLES:
+    for table in EXPORT_TABLES:
         for hour in HOURS:
             assert layout.read_part(ahead, table, hour).equals(layout.read_part(one, table, hour)), (table, hour)
 
@@ -482,8 +488,8 @@ def test_a_chunk_built_hour_by_hour_writes_the_same_files_as_built_at_once(mysql
         out = tmp_path / f"build-{size}-{rows}"
         stats = runner.export_chunk(engine, HOURS, root=out, journeys=journeys, users=None,
                                      recompute=no_recompute)
-        assert stats.hours == len(HOURS) and stats.files == 3 * len(HOURS)
-        written[size, rows] = {(t, h): layout.read_part(out, t, h) for t in TABLES for h in HOURS}
+        assert stats.hours == len(HOURS) and stats.files == 4 * len(HOURS)
+        written[size, rows] = {(t, h): layout.read_part(out, t, h) for t in EXPORT_TABLES for h in HOURS}
     at_once = written[24, 10**9]
     assert sum(df.height for (t, _), df in at_once.items() if t == "touchpoints") > 5000
     for variant in ((1, 10**9), (3, 10**9), (24, 1000)):

@@ -90,17 +90,17 @@ def window_hours(start: int, end: int) -> list[int]:
     return hours_between(floor_hour(start), floor_hour(end - 1))
 
 
-_MODEL_READ = {"model_id": pl.Int64, "user_id": pl.Int64, "model_name": pl.String, "model_slug": pl.String,
+MODEL_READ = {"model_id": pl.Int64, "user_id": pl.Int64, "model_name": pl.String, "model_slug": pl.String,
                "is_active": pl.Int64}
 
 
-def _model_rows(engine: Engine, users: Sequence[int]) -> pl.DataFrame:
+def model_rows(engine: Engine, users: Sequence[int]) -> pl.DataFrame:
     m = tables.attribution_models
-    parts = [frames.empty(_MODEL_READ)]
+    parts = [frames.empty(MODEL_READ)]
     with engine.connect() as conn:
         for part in chunked(sorted(set(users)), 5000):
-            stmt = select(*[m.c[c] for c in _MODEL_READ]).where(m.c.user_id.in_(list(part)))
-            parts.append(read_frame(conn, stmt, _MODEL_READ))
+            stmt = select(*[m.c[c] for c in MODEL_READ]).where(m.c.user_id.in_(list(part)))
+            parts.append(read_frame(conn, stmt, MODEL_READ))
     return pl.concat(parts)
 
 
@@ -179,7 +179,7 @@ def compare(engine: Engine, start: int, end: int, users: Sequence[int] | None = 
     snap_totals = pl.concat(by_snapshot).group_by("user_id", "model_id").agg(pl.col("revenue").sum())
     source_names = _scope_names(engine, by, names, long.get_column("scope_id").unique().to_list())
     wanted_users = sorted(set(users) if users else set(snap_totals.get_column("user_id").to_list()))
-    models = _model_rows(engine, wanted_users) if wanted_users else frames.empty(_MODEL_READ)
+    models = model_rows(engine, wanted_users) if wanted_users else frames.empty(MODEL_READ)
     with_rows = set(snap_totals.get_column("model_id").to_list())
     active = models.filter(pl.col("is_active") == 1)
     compared = active.filter(pl.col("model_id").is_in(list(with_rows))).sort("model_id")
@@ -201,7 +201,7 @@ def compare(engine: Engine, start: int, end: int, users: Sequence[int] | None = 
     return result
 
 
-def _labels(models: pl.DataFrame) -> list[tuple[int, str]]:
+def model_labels(models: pl.DataFrame) -> list[tuple[int, str]]:
     names = models.get_column("model_name").fill_null("").to_list()
     ids = models.get_column("model_id").to_list()
     return [(i, f"{n} [{i}]" if names.count(n) > 1 or not n else n) for i, n in zip(ids, names)]
@@ -209,7 +209,7 @@ def _labels(models: pl.DataFrame) -> list[tuple[int, str]]:
 
 def _user_table(user_id: int, models: pl.DataFrame, long: pl.DataFrame, snap_totals: pl.DataFrame,
                 source_names: pl.DataFrame, unnamed: str = "account") -> UserComparison:
-    labels = _labels(models)
+    labels = model_labels(models)
     label_of = pl.DataFrame({"model_id": [i for i, _ in labels], "label": [lbl for _, lbl in labels]})
     cells = (
         long.select("scope_id").unique()

@@ -1,5 +1,6 @@
-"""DuckDB over the Parquet exports: views ``snapshots``, ``touchpoints``, ``journeys`` and one
-``snapshots_<scope type>`` per scope type (D31).
+"""DuckDB over the Parquet exports: views ``snapshots``, ``touchpoints``, ``journeys``,
+``click_spend``, one ``snapshots_<scope type>`` per scope type (D31), and the views by click hour
+``credits_by_touch_hour`` and ``accrual`` (:mod:`.touch_views`).
 
 :func:`connect` opens DuckDB (in memory, or a database file) with the views, each ``SELECT *``
 over ``read_parquet('<export dir>/<table>/**/*.parquet', hive_partitioning = true)`` with the
@@ -32,9 +33,10 @@ from pathlib import Path
 
 import polars as pl
 
+from attribution_pipeline.analytics.touch_views import TOUCH_VIEWS
 from attribution_pipeline.settings import SCOPE_TYPES
 from attribution_pipeline.errors import AttributionError
-from attribution_pipeline.exports.columns import SCHEMAS, SCOPE_COLUMNS, TABLES
+from attribution_pipeline.exports.columns import EXPORT_TABLES, SCHEMAS, SCOPE_COLUMNS
 from attribution_pipeline.exports.layout import PART, exported_hours, publish_lock, table_glob
 
 
@@ -68,14 +70,16 @@ def _literal(text: str) -> str:
 #: The views over the snapshots files: their name -> the rows they keep (D31).
 SNAPSHOT_VIEWS = {"snapshots": "coalesce(scope_type, 'global') = 'global'",
                   **{f"snapshots_{t}": f"scope_type = {_literal(t)}" for t in SCOPE_TYPES}}
-VIEWS = (*TABLES, *(v for v in SNAPSHOT_VIEWS if v not in TABLES))
+VIEWS = (*EXPORT_TABLES, *(v for v in SNAPSHOT_VIEWS if v not in EXPORT_TABLES), *TOUCH_VIEWS)
 
 
 def view_sql(root: Path, view: str) -> str:
-    """``CREATE OR REPLACE VIEW`` for ``view`` (a table, or a ``snapshots_<scope type>``) over the
-    export folder (or empty, typed, if no file)."""
+    """``CREATE OR REPLACE VIEW`` for ``view`` (a table, a ``snapshots_<scope type>`` or a view by
+    click hour) over the export folder (or empty, typed, if no file)."""
     if view not in VIEWS:
         raise ValueError(f"unknown export table {view!r}")
+    if view in TOUCH_VIEWS:
+        return f"CREATE OR REPLACE VIEW {view} AS {TOUCH_VIEWS[view]}"
     table = "snapshots" if view in SNAPSHOT_VIEWS else view
     where = f" WHERE {SNAPSHOT_VIEWS[view]}" if view in SNAPSHOT_VIEWS else ""
     if any((Path(root) / table).glob(f"date=*/hour=*/{PART}")):

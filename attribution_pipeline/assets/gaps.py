@@ -17,7 +17,7 @@ from attribution_pipeline.assets.freshness import WRITEBACK_KEY, due_hour
 from attribution_pipeline.assets.resources import mark_dead_runs
 from attribution_pipeline.core.history_gaps import hours_without_exports, hours_without_snapshots
 from attribution_pipeline.core.hours import HOUR, hour_key
-from attribution_pipeline.exports.columns import TABLES
+from attribution_pipeline.exports.columns import EXPORT_TABLES
 from attribution_pipeline.exports.layout import exported_hours
 from attribution_pipeline.logs import log_event, stdlib_logger
 from attribution_pipeline.settings import Settings
@@ -65,7 +65,7 @@ def scan(instance: dg.DagsterInstance, db: Database, settings: Settings, now: in
 
     conversions, snapshots, windows = db.retry.run(read, what="gap scan", logger=logger)
     conversions = retention_windows.without_expired(conversions, windows)  # purged by retention (D27)
-    exported = {table: exported_hours(settings.export_path, table) for table in TABLES}
+    exported = {table: exported_hours(settings.export_path, table) for table in EXPORT_TABLES}
     snapshot_hours = snapshots.get_column("date_hour").unique().to_list()
     dead = db.retry.run(lambda: mark_dead_runs(instance, db, settings.home / "run_locks", None, logger),
                         what="dead-run sweep", logger=logger)

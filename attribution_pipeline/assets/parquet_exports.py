@@ -14,7 +14,7 @@ from attribution_pipeline.core import frames
 from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.core.history_gaps import hours_to_catch_up
 from attribution_pipeline.core.hours import HOUR, floor_hour, hour_key, key_hour
-from attribution_pipeline.exports.columns import TABLES
+from attribution_pipeline.exports.columns import EXPORT_TABLES
 from attribution_pipeline.exports.from_run import GROUP, RunWrites
 from attribution_pipeline.exports.layout import exported_hours, table_glob
 from attribution_pipeline.exports.reconcile import reconcile
@@ -42,18 +42,20 @@ HELD_LOOKUP = 20
 RECONCILIATION = dg.AssetCheckSpec(
     "export_reconciliation",
     asset="attribution_exports",
-    description="Read back from the Parquet files after writing: every hour of the run has its three "
-    "files, and its snapshots' rows, revenue and cost, and its touchpoints' revenue and cost shares, "
-    "equal the global snapshots MySQL stores for the hour (exact DECIMAL(12,4) units). Red: analysts "
-    "would see other totals than the dashboard; re-materialise the hours named.",
+    description="Read back from the Parquet files after writing: every hour of the run has its four "
+    "files, its snapshots' rows, revenue and cost, and its touchpoints' revenue and cost shares, "
+    "equal the global snapshots MySQL stores for the hour (exact DECIMAL(12,4) units), and its click_spend "
+    "the clicks and spend of the hour's 202_clicks rows. Red: analysts would see other totals than the "
+    "dashboard; re-materialise the hours named.",
 )
 
 
 def attribution_exports(context: dg.AssetExecutionContext, source_changes: HourlyFrame, journeys: HourlyFrame,
                         credits: HourlyFrame, snapshots: HourlyFrame, db: dg.ResourceParam[Database],
                         settings: dg.ResourceParam[Settings], scope: RunScope) -> dg.MaterializeResult:
-    """Hive-partitioned Parquet for analysts (DuckDB): ``snapshots``, ``touchpoints`` and
-    ``journeys`` under ``$ATTRIBUTION_EXPORT_DIR/<table>/date=YYYY-MM-DD/hour=HH/part.parquet``,
+    """Hive-partitioned Parquet for analysts (DuckDB): ``snapshots``, ``touchpoints``,
+    ``journeys`` and ``click_spend`` (every click of the hour in ``202_clicks``: its spend) under
+    ``$ATTRIBUTION_EXPORT_DIR/<table>/date=YYYY-MM-DD/hour=HH/part.parquet``,
     one file per table and hour, replaced atomically, built from every row stored for the hour
     after the write-back's commit (all users and models, so a ``--user`` run or an inactive model
     never truncates an hour) and from the run's ``journeys`` (of the (user, hour) pairs it recomputed,
@@ -249,7 +251,7 @@ def catch_up(context: dg.AssetExecutionContext, db: Database, settings: Settings
     def find():
         with engine.connect() as conn:
             stored = gap_reads.snapshot_hours(conn, settings.first_hour, floor_hour(int(time.time())) + HOUR)
-        return hours_to_catch_up(stored, {t: exported_hours(root, t) for t in TABLES}, hours, CATCH_UP_HOURS)
+        return hours_to_catch_up(stored, {t: exported_hours(root, t) for t in EXPORT_TABLES}, hours, CATCH_UP_HOURS)
 
     todo, remaining = db.retry.run(find, what="find hours without exports", logger=context.log)
     if not todo:

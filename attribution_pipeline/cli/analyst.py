@@ -1,7 +1,8 @@
 """``attribution query``, ``attribution duckdb`` and ``attribution compare``: for analysts.
 
 * ``query "SQL"`` runs SQL in an in-memory DuckDB that has the views ``snapshots`` (the global
-  rows), ``touchpoints``, ``journeys`` and ``snapshots_<scope type>`` (D31) over the export folder and prints a table (``--csv``, ``--json``).
+  rows), ``touchpoints``, ``journeys``, ``click_spend``, ``snapshots_<scope type>`` (D31),
+  ``credits_by_touch_hour`` and ``accrual`` over the export folder and prints a table (``--csv``, ``--json``).
   It is confined (``duckdb_views.connect``): it reads only the export folder, writes no file,
   loads no extension, and cannot change that; ``--unrestricted`` lifts it for a trusted shell. The
   query runs holding the export folder's publish lock shared, so it never sees an hour
@@ -18,7 +19,9 @@
 * ``compare --start T --end T [--by SCOPE]`` prints attributed revenue per value of a scope type
   (``account``, the default: the ppc account; ``traffic_source``: its ppc network; ``campaign``,
   ``advertiser``, ``landing_page``; D31) under every active model, side by side, with totals and
-  spreads, and writes the same as a PNG bar chart.
+  spreads, and writes the same as a PNG bar chart. ``--axis touch`` prints instead, per click hour
+  (or day) of the window, the revenue each model credits to those clicks beside their spend (every
+  click in ``202_clicks``) and each model's ROAS (``analytics/accrual.py``); it takes no ``--by``.
 """
 
 import argparse
@@ -30,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from attribution_pipeline.analytics import accrual_render
+from attribution_pipeline.analytics.accrual import compare_touch
 from attribution_pipeline.analytics.comparison import compare
 from attribution_pipeline.analytics.duckdb_views import ExportsNotFound, connect, print_result, run_sql
 from attribution_pipeline.analytics.render import render_chart, render_text
@@ -115,7 +120,8 @@ def cmd_duckdb(args, settings: Settings) -> int:
     con.close()
     if cli and sys.stdin.isatty():
         return subprocess.call([cli, target])
-    print(f"views snapshots, touchpoints, journeys, snapshots_<scope type> (over {root}) written into "
+    print(f"views snapshots, touchpoints, journeys, click_spend, snapshots_<scope type>, credits_by_touch_hour, "
+          f"accrual (over {root}) written into "
           f"{Path(target).resolve()}")
     print("open it with any DuckDB client, for example:")
     print(f"  duckdb {target}" + ("" if cli else "        (the DuckDB command line shell; not installed here)"))
@@ -126,21 +132,33 @@ def cmd_duckdb(args, settings: Settings) -> int:
 
 
 def cmd_compare(args, settings: Settings) -> int:
+    if args.axis == "touch" and args.by:
+        return fail("--by does not combine with --axis touch (one table per click hour or day, all scopes together); "
+                    "for a scope by click hour, query touchpoints and click_spend with attribution query")
     db = Database.from_settings(settings)
+    users = sorted(set(args.user or [])) or None
     try:
         start, end = parse_time(args.start), parse_time(args.end)
-        check_window(start, end, int(time.time()))
+        now = int(time.time())
+        check_window(start, end, now)
         preflight(db)
-        result = compare(db.engine(), start, end, users=sorted(set(args.user or [])) or None, by=args.by)
+        if args.axis == "touch":
+            result = compare_touch(db.engine(), start, end, lookback_seconds=settings.lookback_seconds, now=now,
+                                   users=users)
+        else:
+            result = compare(db.engine(), start, end, users=users, by=args.by or "account")
     except AttributionError as exc:
         return fail(f"{type(exc).__name__}: {exc}")
+    kind = "touch" if args.axis == "touch" else args.by or "account"
     out = Path(args.out) if args.out else (
         settings.reports_path
-        / f"model_comparison_{args.by}_{hour_key(result.first_hour)}_{hour_key(result.last_hour)}.png".replace(":", "")
+        / f"model_comparison_{kind}_{hour_key(result.first_hour)}_{hour_key(result.last_hour)}.png".replace(":", "")
     )
-    render_chart(result, out)
+    chart, text = ((accrual_render.render_chart, accrual_render.render_text) if args.axis == "touch"
+                   else (render_chart, render_text))
+    chart(result, out)
     print(f"database: {db.display_url()}")
-    print(render_text(result))
+    print(text(result))
     print(f"\nchart: {out.resolve()}")
     return EXIT_OK
 
@@ -148,7 +166,7 @@ def cmd_compare(args, settings: Settings) -> int:
 def add_subcommands(sub) -> None:
     """Add ``query``, ``duckdb`` and ``compare`` to the ``attribution`` parser's subcommands."""
     p = sub.add_parser("query", help="run SQL (DuckDB) over the Parquet exports: views snapshots, touchpoints, journeys, "
-                       "snapshots_<scope type>",
+                       "click_spend, snapshots_<scope type>, credits_by_touch_hour, accrual",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog='example: attribution query "SELECT date, model_name, sum(attributed_revenue) '
                               'FROM snapshots GROUP BY ALL ORDER BY ALL"')
@@ -173,8 +191,11 @@ def add_subcommands(sub) -> None:
     p.add_argument("--start", required=True, help="epoch seconds or ISO-8601 (UTC when no offset); inclusive")
     p.add_argument("--end", required=True, help="epoch seconds or ISO-8601; exclusive")
     p.add_argument("--user", type=int, action="extend", nargs="+", help="only these users (repeatable)")
-    p.add_argument("--by", choices=SCOPE_TYPES, default="account",
+    p.add_argument("--by", choices=SCOPE_TYPES, default=None,
                    help="the scope type compared (D31): account (ppc account, the default), traffic_source (the "
                    "account's ppc network), campaign, advertiser, landing_page")
+    p.add_argument("--axis", choices=("conversion", "touch"), default="conversion",
+                   help="conversion (the default): the window's conversions, per scope value; touch: the window's "
+                   "clicks, revenue per click hour or day (days beyond 48 hours) against their spend, with ROAS")
     p.add_argument("--out", help="PNG file for the chart (default: $ATTRIBUTION_HOME/reports/model_comparison_...png)")
     p.set_defaults(func=_pipe_safe(cmd_compare))

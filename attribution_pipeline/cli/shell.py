@@ -5,10 +5,11 @@ from pathlib import Path
 
 from attribution_pipeline.analytics.duckdb_views import VIEWS, print_result, run_sql
 from attribution_pipeline.cli.common import EXIT_OK
-from attribution_pipeline.exports.columns import TABLES
+from attribution_pipeline.exports.columns import EXPORT_TABLES
 
 HELP = """Statements end with ';' (a statement may span lines). Views: snapshots, touchpoints, journeys,
-snapshots_campaign, snapshots_advertiser, snapshots_account, snapshots_traffic_source, snapshots_landing_page.
+click_spend, snapshots_campaign, snapshots_advertiser, snapshots_account, snapshots_traffic_source,
+snapshots_landing_page, credits_by_touch_hour, accrual.
   .tables            list the views
   .schema [VIEW]     columns and types
   .mode table|csv|json
@@ -67,7 +68,7 @@ def repl(con, *, stdin=None, out=None, max_rows: int = 100, history: Path | None
             elif command == ".tables":
                 print("  ".join(VIEWS), file=out)
             elif command == ".schema":
-                for table in [arg] if arg else TABLES:
+                for table in [arg] if arg else EXPORT_TABLES:
                     try:
                         print_result(con.sql(f"DESCRIBE {table}").select("column_name", "column_type"),
                                                max_rows=200, out=out)

@@ -3,8 +3,9 @@
 Modules: :mod:`.layout` (paths, atomic files, the lock), :mod:`.columns` (the pinned schema),
 :mod:`.stored` (set-based reads of what MySQL stores), :mod:`.from_run` (the touchpoints the run
 just wrote, from its credits frame, instead of re-read from MySQL), :mod:`.shares` (exact allocation
-of stored totals), :mod:`.build` (the three frames), :mod:`.journey_plan` (where each hour's journeys come
-from), :mod:`.runner` (a chunk of hours end to end), :mod:`.reconcile` (files against MySQL).
+of stored totals), :mod:`.build` (the frames), :mod:`.journey_plan` (where each hour's journeys come
+from), :mod:`.spend` (every click's spend per hour), :mod:`.runner` (a chunk of hours end to end),
+:mod:`.reconcile` (files against MySQL).
 
 Layout (hive-partitioned, one dataset folder per table; DuckDB reads each table with
 ``read_parquet('<root>/<table>/**/*.parquet', hive_partitioning = true)``)::
@@ -13,9 +14,10 @@ Layout (hive-partitioned, one dataset folder per table; DuckDB reads each table 
         snapshots/date=2025-03-01/hour=09/part.parquet
         touchpoints/date=2025-03-01/hour=09/part.parquet
         journeys/date=2025-03-01/hour=09/part.parquet
+        click_spend/date=2025-03-01/hour=09/part.parquet
 
-``date``/``hour`` are the UTC hour of the *conversions* (Prosper202's ``date_hour``, D17). Every
-exported hour has exactly one file per table (an hour without rows has an empty file), written to
+``date``/``hour`` are the UTC hour of the *conversions* (Prosper202's ``date_hour``, D17; in
+``click_spend``, of the clicks). Every exported hour has exactly one file per table (an hour without rows has an empty file), written to
 a temporary name and renamed into place, so a reader never sees a partial file or two versions of
 an hour, and a crash leaves the previous file (plus, at worst, an ignored ``.tmp``).
 
@@ -42,6 +44,9 @@ What an hour holds (column meanings in ``docs/exports.md``):
   replace only their rows in the hour's existing file, so a scoped run never truncates the hour.
   An hour whose input frame is missing, or (in a scoped run) that has no export file yet, is
   recomputed for every user with the same journey builder the asset uses.
+* ``click_spend``: the spend of every click of the hour in ``202_clicks`` (journey clicks or not),
+  per (user, campaign, ppc account, landing page), a click id stored twice in a user's hour
+  counted once (:mod:`.spend`).
 
 Writers of one export folder take turns (an ``flock`` on ``.export.lock`` around read + write; a
 run's export step holds it for all its chunks, reading the next chunk while it writes this one), so

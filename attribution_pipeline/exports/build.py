@@ -1,4 +1,4 @@
-"""The three export frames of a few hours, built from a chunk's stored rows and its journeys."""
+"""The export frames of a few hours, built from a chunk's stored rows, its journeys and its clicks' spend."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,10 +9,13 @@ from sqlalchemy.engine import Engine
 from attribution_pipeline.core import frames
 from attribution_pipeline.core.precision import stored_decimal
 from attribution_pipeline.exports.columns import (
+    CLICK_SPEND_EXPORT,
     CPC_DTYPE,
     JOURNEYS_EXPORT,
     SNAPSHOTS_EXPORT,
     SORT_KEYS,
+    SPEND_DTYPE,
+    SPEND_SCALE,
     TIMESTAMP,
     TOUCHPOINTS_EXPORT,
 )
@@ -139,13 +142,26 @@ def journeys_export(journeys: pl.DataFrame, names: Names) -> pl.DataFrame:
     return frames.conform(_with_names(renamed, names), JOURNEYS_EXPORT, "journeys export").sort(SORT_KEYS["journeys"])
 
 
+def click_spend_export(spend: pl.DataFrame, names: Names) -> pl.DataFrame:
+    """``exports/spend.SPEND_READ`` rows as the click_spend export (exact DECIMAL spend, names)."""
+    renamed = spend.select(
+        "date_hour", "user_id", "ppc_account_id", "landing_page_id", "clicks",
+        hour_start=_epoch_to_timestamp("date_hour"),
+        campaign_id="aff_campaign_id",
+        spend=(pl.col("spend_units").cast(pl.Decimal(38, SPEND_SCALE)) / 10**SPEND_SCALE).cast(SPEND_DTYPE),
+    )
+    return frames.conform(_with_names(renamed, names), CLICK_SPEND_EXPORT, "click_spend export").sort(
+        SORT_KEYS["click_spend"])
+
+
 @dataclass
 class HourExports:
-    """The three export frames of a chunk of hours."""
+    """The export frames of a chunk of hours (``exports.columns.EXPORT_TABLES``)."""
 
     snapshots: pl.DataFrame
     touchpoints: pl.DataFrame
     journeys: pl.DataFrame
+    click_spend: pl.DataFrame
 
 
 #: The export frames of a chunk are built and written a few hours at a time: the MySQL reads stay
@@ -184,15 +200,15 @@ def group_hours(hours: Sequence[int], rows: dict[int, int], *, max_hours: int, m
     return parts
 
 
-def build_exports(stored: StoredRows, journeys: pl.DataFrame, hours: Sequence[int]) -> HourExports:
-    """The three export frames of ``hours`` (any of the chunk's hours, not necessarily
-    contiguous) from a chunk's stored rows and its export-schema ``journeys``."""
+def build_exports(stored: StoredRows, journeys: pl.DataFrame, hours: Sequence[int], spend: pl.DataFrame) -> HourExports:
+    """The export frames of ``hours`` (any of the chunk's hours, not necessarily contiguous) from a
+    chunk's stored rows, its export-schema ``journeys`` and its clicks' ``spend`` (``exports/spend.py``)."""
     within = pl.col("date_hour").is_in(list(hours))
     snaps = stored.snapshots.filter(within)
     touch = touch_frame(stored.touches.filter(within), snaps, stored.clicks)
     days_journeys = journeys.filter(within)
     return HourExports(snapshots_export(snaps), touchpoints_export(touch, stored.names, journey_index(days_journeys)),
-                       days_journeys)
+                       days_journeys, click_spend_export(spend.filter(within), stored.names))
 
 
 def read_stored(engine: Engine, hours: Sequence[int], extra_touches: Sequence[pl.DataFrame] = ()) -> tuple[

@@ -1,17 +1,23 @@
-"""The export schema: every column and type of the three Parquet tables (pinned by tests)."""
+"""The export schema: every column and type of the Parquet tables (pinned by tests)."""
 
 import polars as pl
 
 from attribution_pipeline.core import frames
 from attribution_pipeline.core.precision import CREDIT_DTYPE, MONEY_DTYPE
 
+#: The tables of the conversions' hours: an hour's ``date_hour`` is its conversions' hour.
 TABLES = ("snapshots", "touchpoints", "journeys")
+#: Every table an exported hour has a file of: the conversions' tables and ``click_spend``, whose
+#: hour is its clicks' (every click of the hour in ``202_clicks``: the spend side of ``accrual``).
+EXPORT_TABLES = (*TABLES, "click_spend")
 
 TIMESTAMP = pl.Datetime("us")  # UTC wall time (D17), no zone: DuckDB TIMESTAMP
 PAYOUT_DTYPE = pl.Decimal(11, 5)  # 202_conversion_logs.click_payout
 CPC_DTYPE = pl.Decimal(7, 5)  # 202_clicks.click_cpc
 SHARE_DTYPE = pl.Decimal(18, 4)  # revenue_share / cost_share
 SHARE_SCALE = 4
+SPEND_DTYPE = pl.Decimal(18, 5)  # SUM(202_clicks.click_cpc), exact
+SPEND_SCALE = 5
 
 _HOUR = {"date_hour": pl.Int64, "hour_start": TIMESTAMP}
 _MODEL = {
@@ -82,9 +88,26 @@ JOURNEYS_EXPORT = {
     **_TOUCH_DIMENSIONS,
 }
 
-SCHEMAS = {"snapshots": SNAPSHOTS_EXPORT, "touchpoints": TOUCHPOINTS_EXPORT, "journeys": JOURNEYS_EXPORT}
+#: One row per (user, click hour, campaign, ppc account, landing page) of every click in
+#: ``202_clicks`` (journey clicks or not), a click id stored twice in a user's hour counted once.
+CLICK_SPEND_EXPORT = {
+    **_HOUR,
+    "user_id": pl.Int64,
+    "campaign_id": pl.Int64,
+    "campaign_name": pl.String,
+    "ppc_account_id": pl.Int64,
+    "ppc_account_name": pl.String,
+    "landing_page_id": pl.Int64,
+    "landing_page_name": pl.String,
+    "clicks": pl.Int64,
+    "spend": SPEND_DTYPE,
+}
+
+SCHEMAS = {"snapshots": SNAPSHOTS_EXPORT, "touchpoints": TOUCHPOINTS_EXPORT, "journeys": JOURNEYS_EXPORT,
+           "click_spend": CLICK_SPEND_EXPORT}
 SORT_KEYS = {
     "snapshots": ["date_hour", "user_id", "model_id", "snapshot_id"],  # the global row first: lowest id
     "touchpoints": ["date_hour", "user_id", "model_id", "snapshot_id", "conv_id", "position"],
     "journeys": ["date_hour", "user_id", "conv_id", "position"],
+    "click_spend": ["date_hour", "user_id", "campaign_id", "ppc_account_id", "landing_page_id"],
 }

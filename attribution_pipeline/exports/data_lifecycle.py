@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from attribution_pipeline.errors import AttributionError
+from attribution_pipeline.exports.columns import EXPORT_TABLES
 from attribution_pipeline.exports.purge_files import (
     cutoff_rule,
     drop_export_rows,
@@ -153,7 +154,7 @@ def erase_user(db: Database, settings: Settings, user: int, *, logger=None) -> d
     counts["retention_rows"] = _forget_window(engine, user)
     rule = ids_rule({"user_id": [user]})
     parquet = drop_export_rows(settings.export_path, rule)
-    counts["parquet_rows"] = sum(parquet.get(t, 0) for t in ("snapshots", "touchpoints", "journeys"))
+    counts["parquet_rows"] = sum(parquet.get(t, 0) for t in EXPORT_TABLES)
     counts.update(scrub_frames(settings.frames_path, rule))
     counts["reports_changed"] = scrub_reports(settings.reports_path, user, models)
     log_event(logger or stdlib_logger, "user_erased", user_id=user, **counts)
@@ -199,7 +200,7 @@ def erase_visitor(db: Database, settings: Settings, scope: visitor_rows.VisitorS
                                              lock_timeout=settings.lock_timeout_seconds)
     rule = ids_rule({"conv_id": scope.conversions, "click_id": scope.clicks})
     parquet = drop_export_rows(settings.export_path, rule)
-    counts["parquet_rows"] = sum(parquet.get(t, 0) for t in ("snapshots", "touchpoints", "journeys"))
+    counts["parquet_rows"] = sum(parquet.get(t, 0) for t in EXPORT_TABLES)
     counts.update(scrub_frames(settings.frames_path, rule))
     counts["audit_rows"] = visitor_rows.record_erasure(engine, scope, counts, now=now)
     log_event(logger or stdlib_logger, "visitor_erased", clicks=len(scope.clicks), conversions=len(scope.conversions),

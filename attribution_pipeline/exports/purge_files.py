@@ -7,6 +7,9 @@ erasure): Parquet export hours, intermediate frames, run reports and the export 
   so no run exports meanwhile and a reader sees the old files or the new ones. The other users'
   rows are kept as they are. An hour left with no row in any table loses its files (MySQL has no
   snapshot of it either).
+  ``click_spend`` rows are per user and click hour (a user's erasure and retention drop them like
+  the other tables' rows) and hold no click or conversion id (a visitor's erasure leaves them:
+  they are sums; the hour's next export counts what ``202_clicks`` then holds).
 * **Frames** (the hourly IO manager's ``<frames>/<asset>/date=/hour=HH.parquet``, also under
   ``_runs/<run>/``): intermediate, recomputed by running the hours again. Retention deletes the
   files of old hours; an erasure rewrites each file that holds a dropped row without it.
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
-from attribution_pipeline.exports.columns import TABLES
+from attribution_pipeline.exports.columns import EXPORT_TABLES
 from attribution_pipeline.exports.layout import (
     export_lock,
     hour_dir,
@@ -90,7 +93,7 @@ def _schema_names(path: Path) -> list[str]:
 def export_rows_to_drop(root: Path, rule: DropRule) -> pl.DataFrame:
     """``table, user_id, date_hour, rows``: the rows of the export folder ``rule`` drops."""
     frames = []
-    for table in TABLES:
+    for table in EXPORT_TABLES:
         files = _table_files(root, table)
         expr = rule(table, _schema_names(files[0])) if files else None
         if expr is None:
@@ -105,7 +108,7 @@ def export_rows_to_drop(root: Path, rule: DropRule) -> pl.DataFrame:
 
 def _rewrite_hour(root: Path, hour: int, rule: DropRule, removed: dict[str, int]):
     """The hour's new files (staged, not yet published), or None when no row of it is left."""
-    current = {t: read_part(root, t, hour) for t in TABLES}
+    current = {t: read_part(root, t, hour) for t in EXPORT_TABLES}
     kept: dict[str, pl.DataFrame] = {}
     for table, df in current.items():
         expr = rule(table, df.columns) if df is not None else None
@@ -120,9 +123,9 @@ def _rewrite_hour(root: Path, hour: int, rule: DropRule, removed: dict[str, int]
 
 def _remove_hour(root: Path, hour: int) -> None:
     with publish_lock(root, shared=False):
-        for table in TABLES:
+        for table in EXPORT_TABLES:
             part_path(root, table, hour).unlink(missing_ok=True)
-    for table in TABLES:
+    for table in EXPORT_TABLES:
         _prune_empty(hour_dir(root, table, hour), stop=Path(root) / table)
 
 
@@ -139,7 +142,7 @@ def _prune_empty(folder: Path, stop: Path) -> None:
 def drop_export_rows(root: Path, rule: DropRule) -> dict[str, int]:
     """Rewrite every export hour holding rows ``rule`` drops without them (see module docstring);
     returns the rows removed per table, the hours rewritten and the hours removed."""
-    removed: dict[str, int] = dict.fromkeys(TABLES, 0)
+    removed: dict[str, int] = dict.fromkeys(EXPORT_TABLES, 0)
     rewritten = emptied = 0
     if not Path(root).is_dir():
         return {**removed, "hours_rewritten": 0, "hours_removed": 0}

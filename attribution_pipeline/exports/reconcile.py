@@ -8,9 +8,10 @@ from sqlalchemy import BigInteger, cast, func, select
 from sqlalchemy.engine import Connection, Engine
 
 from attribution_pipeline.core import frames
-from attribution_pipeline.exports.columns import TABLES
+from attribution_pipeline.exports.columns import EXPORT_TABLES
 from attribution_pipeline.exports.layout import part_path
 from attribution_pipeline.exports.shares import SHARE_SCALE, units
+from attribution_pipeline.exports.spend import spend_mismatches
 from attribution_pipeline.exports.stored import global_hours
 from attribution_pipeline.storage import tables
 from attribution_pipeline.storage.frame_io import read_frame
@@ -59,8 +60,8 @@ def _sum_by_hour(paths: list[Path], revenue: str, cost: str, where: pl.Expr | No
 
 def _file_hour_totals(root: Path, hours: Sequence[int]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, list[int]]:
     """Per hour, read back from the Parquet files: global snapshot rows and totals, touchpoint
-    share totals, scoped snapshot rows; and the hours missing one of their three files."""
-    missing = sorted({h for h in hours for t in TABLES if not part_path(root, t, h).exists()})
+    share totals, scoped snapshot rows; and the hours missing one of their files."""
+    missing = sorted({h for h in hours for t in EXPORT_TABLES if not part_path(root, t, h).exists()})
     absent = set(missing)
     present = [h for h in hours if h not in absent]
     if not present:
@@ -76,10 +77,11 @@ def _file_hour_totals(root: Path, hours: Sequence[int]) -> tuple[pl.DataFrame, p
 def reconcile(engine: Engine, root: Path, hours: Sequence[int]) -> pl.DataFrame:
     """One row per hour of ``hours`` whose exported files disagree with MySQL, with the reason.
 
-    An hour reconciles when its three files exist, its ``snapshots`` file has exactly the rows,
+    An hour reconciles when its files exist, its ``snapshots`` file has exactly the rows,
     revenue and cost (exact DECIMAL(12,4) units) of the global snapshots MySQL stores for it, and
     its ``touchpoints`` shares sum to the same revenue and cost (every snapshot with money has
-    touchpoints), and it holds as many scoped rows (D31) as MySQL. Empty frame: every hour agrees."""
+    touchpoints), it holds as many scoped rows (D31) as MySQL, and its ``click_spend`` file the
+    clicks and spend of the hour's clicks in ``202_clicks``. Empty frame: every hour agrees."""
     reasons = pl.DataFrame(schema={"date_hour": pl.Int64, "reason": pl.String})
     if not hours:
         return reasons
@@ -116,4 +118,6 @@ def reconcile(engine: Engine, root: Path, hours: Sequence[int]) -> pl.DataFrame:
     ).filter(pl.col("reason") != "").select("date_hour", "reason")
     gone = pl.DataFrame({"date_hour": missing, "reason": ["a table's file is missing"] * len(missing)},
                         schema=reasons.schema)
-    return pl.concat([wrong, gone]).sort("date_hour")
+    spend = spend_mismatches(engine, root, [h for h in hours if h not in absent])
+    both = pl.concat([wrong, spend]).group_by("date_hour").agg(pl.col("reason").str.join("; "))
+    return pl.concat([both, gone]).sort("date_hour")

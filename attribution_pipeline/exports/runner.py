@@ -18,10 +18,11 @@ from attribution_pipeline.exports.build import (
     group_hours,
     journeys_export,
 )
-from attribution_pipeline.exports.columns import SORT_KEYS, TABLES
+from attribution_pipeline.exports.columns import EXPORT_TABLES, SORT_KEYS
 from attribution_pipeline.exports.from_run import RunWrites
 from attribution_pipeline.exports.journey_plan import JourneyPlan, Recompute, plan_journeys
 from attribution_pipeline.exports.layout import Staged, discard, export_lock, publish_parts, stage_part
+from attribution_pipeline.exports.spend import read_spend
 from attribution_pipeline.exports.stored import StoredRows, read_stored_rows
 
 
@@ -55,7 +56,7 @@ class ExportStats:
     hours: int = 0
     chunks: int = 0
     files: int = 0
-    rows: dict[str, int] = field(default_factory=lambda: {t: 0 for t in TABLES})
+    rows: dict[str, int] = field(default_factory=lambda: {t: 0 for t in EXPORT_TABLES})
     unreconciled_snapshots: int = 0  # stored snapshots with revenue or cost but no touchpoints
     journeys: dict[str, int] = field(default_factory=dict)
     sources: dict[str, int] = field(default_factory=dict)  # where the touchpoint rows came from
@@ -64,7 +65,7 @@ class ExportStats:
         self.hours += other.hours
         self.chunks += other.chunks
         self.files += other.files
-        for t in TABLES:
+        for t in EXPORT_TABLES:
             self.rows[t] += other.rows[t]
         self.unreconciled_snapshots += other.unreconciled_snapshots
         for k, v in other.journeys.items():
@@ -80,7 +81,7 @@ def write_exports(root: Path, hours: Sequence[int], exports: HourExports) -> Exp
     an hour from this export and another from the previous one."""
     stats = ExportStats(hours=len(hours))
     parts = []
-    for table in TABLES:
+    for table in EXPORT_TABLES:
         df: pl.DataFrame = getattr(exports, table)
         by_hour = df.partition_by("date_hour", as_dict=True, maintain_order=True)
         parts += [(table, hour, by_hour.get((hour,), df.clear())) for hour in hours]
@@ -128,11 +129,12 @@ def _fresh_ids(plan: JourneyPlan) -> pl.DataFrame:
 @dataclass
 class ChunkRead:
     """What the export of one chunk of hours needs, read under the export lock: where its journeys
-    come from and what MySQL stores for its hours."""
+    come from, what MySQL stores for its hours and its clicks' spend (``exports/spend.py``)."""
 
     hours: tuple[int, ...]
     plan: JourneyPlan
     stored: StoredRows
+    spend: pl.DataFrame
 
 
 def read_chunk(engine: Engine, hours: Sequence[int], *, root: Path, journeys: HourlyFrame,
@@ -143,7 +145,11 @@ def read_chunk(engine: Engine, hours: Sequence[int], *, root: Path, journeys: Ho
     export lock); with ``run``, the touchpoints it wrote come from its frames
     (``exports/from_run.py``), not from MySQL."""
     plan = plan_journeys(hours, root=root, journeys=journeys, users=users, recompute=recompute, skipped=skipped)
-    return ChunkRead(tuple(hours), plan, read_stored_rows(engine, hours, [_fresh_ids(plan)], run=run))
+    with engine.connect() as conn:
+        spend = read_spend(conn, hours)
+    spend_ids = spend.select(campaign_id="aff_campaign_id", ppc_account_id="ppc_account_id",
+                             landing_page_id="landing_page_id")
+    return ChunkRead(tuple(hours), plan, read_stored_rows(engine, hours, [_fresh_ids(plan), spend_ids], run=run), spend)
 
 
 def write_chunk_files(root: Path, chunk: ChunkRead) -> ExportStats:
@@ -152,7 +158,7 @@ def write_chunk_files(root: Path, chunk: ChunkRead) -> ExportStats:
     plan, stored = chunk.plan, chunk.stored
     journeys = pl.concat([journeys_export(plan.fresh, stored.names), plan.kept]).sort(SORT_KEYS["journeys"])
     for part in build_parts(chunk.hours, stored.touches):
-        stats.add(write_exports(root, part, build_exports(stored, journeys, part)))
+        stats.add(write_exports(root, part, build_exports(stored, journeys, part, chunk.spend)))
     stats.journeys = {"journey_hours_from_frames": plan.hours_from_frames,
                       "journey_hours_from_exports": plan.hours_from_exports,
                       "journey_hours_recomputed": plan.hours_recomputed}
