@@ -7,9 +7,12 @@ their previous click with probability 0.3 (so loops occur). Times:
 
 * ``fit_markov`` in order 1 and order 2, with and without self loops (order 2 has up to
   51 x 50 pair states: with the default 50 channels most of them occur);
-* ``split_credit``: ``--credit-touches`` touches of converting journeys in journey order (each
-  conversion's touches adjacent, positions 0..n-1), under two models (an order-1 and an order-2
-  fit: the ``model_id`` key), and the same touches shuffled (the general path).
+* ``split_credit``: ``--credit-touches`` touches of converting journeys under two models (an
+  order-1 and an order-2 fit: the ``model_id`` key), laid out in journey order (each model's
+  conversions one after the other, each conversion's touches adjacent, positions 0..n-1), with
+  the two models interleaved (each touch followed by its other model's row, as a join of the
+  touches with several models per user lays them out) and shuffled; the last two take the
+  general path (a window numbers the conversions).
 
 Each timing is the median of ``--passes`` calls after one warm-up call, in wall seconds, and the
 CPU seconds of all threads (Polars and BLAS use both cores). Run as
@@ -97,8 +100,10 @@ def main() -> None:
                   f"{fit.transitions.height:,} transitions, P(conversion) {fit.conversion_probability:.4f})")
             fits.setdefault(order, fit)
     touches, shares = credit_touches(paths, fits, args.credit_touches)
-    shuffled = touches.sample(fraction=1.0, shuffle=True, seed=1)
-    for label, frame in (("journey order", touches), ("shuffled", shuffled)):
+    layouts = {"journey order": touches,
+               "models interleaved": touches.sort("conv_id", "position", "model_id"),
+               "shuffled": touches.sample(fraction=1.0, shuffle=True, seed=1)}
+    for label, frame in layouts.items():
         seconds, cpu, split = timed(args.passes, lambda: split_credit(frame, shares, key=["model_id"]))
         print(f"split_credit, {label}: {frame.height:,} touches in {seconds:.2f} s (CPU {cpu:.2f} s) = "
               f"{frame.height / seconds / 1e6:.1f} M touches/s ({split.fallback_conversions:,} conversions split equally)")

@@ -116,17 +116,19 @@ def _credits(conversion: np.ndarray, slot: np.ndarray, share: np.ndarray, width:
     conversions = int(conversion.max()) + 1
     # n_c: the run lengths of the (conversion, slot) cells sorted; a stable sort is quick on
     # journey order (sorted by conversion already, a few touches to order within each)
-    cell = conversion * width + slot
+    cell = conversion * width
+    cell += slot
     order = np.argsort(cell, kind="stable")
     ordered = cell[order]
-    n_c = np.empty(cell.size, dtype=np.int64)
+    n_c = cell  # reused: the cells are not needed any more
     n_c[order] = _run_lengths(ordered[1:] != ordered[:-1])
-    part = share / n_c
-    total = np.bincount(conversion, weights=part, minlength=conversions)
-    size = np.bincount(conversion, minlength=conversions)
-    equal = ~(total > 0)  # every share 0: part is 0, part / inf is 0, and the equal split is added
-    per_touch = part / np.where(equal, np.inf, total)[conversion] + np.where(equal, 1.0 / size, 0.0)[conversion]
-    return per_touch, int(np.count_nonzero(equal))
+    credit = share / n_c
+    total = np.bincount(conversion, weights=credit, minlength=conversions)
+    equal = ~(total > 0)  # every share 0: the part is 0, 0 / inf is 0, and the equal split is added
+    np.divide(credit, np.where(equal, np.inf, total)[conversion], out=credit)
+    if equal.any():
+        credit += np.where(equal, 1.0 / np.bincount(conversion, minlength=conversions), 0.0)[conversion]
+    return credit, int(np.count_nonzero(equal))
 
 
 def _run_lengths(changes: np.ndarray, each: bool = True) -> np.ndarray:
