@@ -269,7 +269,7 @@ def split_by_hand(touches: list[dict], shares: dict) -> list[float]:
     return credits
 
 
-def test_the_split_equals_a_split_by_hand_in_journey_order_and_shuffled():
+def test_the_split_equals_a_split_by_hand_in_every_row_order():
     rng = random.Random(5)
     rows = []
     for model_id in (1, 2):
@@ -282,7 +282,12 @@ def test_the_split_equals_a_split_by_hand_in_journey_order_and_shuffled():
                   (1, 5, OTHER, 0.4), (2, 0, 0, 0.0), (2, 1, 1, 1.0)]
     shares = pl.DataFrame(share_rows, schema=["model_id", "channel", "model_channel", "share"], orient="row")
     expected = split_by_hand(rows, {(m, c): (mc, s) for m, c, mc, s in share_rows})
-    for frame in (touches, touches.sample(fraction=1.0, shuffle=True, seed=2)):
+    layouts = {"journey order": touches, "models interleaved": touches.sort("conv_id", "position", "model_id"),
+               "shuffled": touches.sample(fraction=1.0, shuffle=True, seed=2)}
+    for layout, frame in layouts.items():
+        # the three ways of numbering the conversions: one pass, sorted by key first, a window
+        order, _ = markov_credit._numbered(frame, ["model_id"])
+        assert (order is not None) == (layout == "models interleaved")
         split = split_credit(frame, shares, key=["model_id"])
         assert split.credits.select(frame.columns).equals(frame)  # input order and columns kept
         got = split.credits.join(touches.with_columns(expected=pl.Series(expected)), on=touches.columns)

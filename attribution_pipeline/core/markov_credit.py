@@ -53,9 +53,10 @@ def split_credit(touches: pl.DataFrame, shares: pl.DataFrame, *, key: Sequence[s
 
     One join gives each touch its share and its model channel's slot (dense per key). The
     conversions are numbered densely: in journey order (each conversion's touches adjacent with
-    positions 0, 1, ..., n-1, as journeys frames come) by one pass over the rows, in any other
-    order by a window. ``n_c``, the conversions' share totals and sizes are then ``bincount``s
-    over (conversion, slot) cells (docs/markov.md, "Speed"). (``*key``, ``conv_id``,
+    positions 0, 1, ..., n-1, as journeys frames come) by one pass over the rows; rows in journey
+    order within each key (several models' rows interleaved) are first sorted by key; any other
+    order takes a window. ``n_c``, the conversions' share totals and sizes are then computed
+    over (conversion, slot) cells by NumPy (docs/markov.md, "Speed"). (``*key``, ``conv_id``,
     ``position``) must be unique.
     """
     key = list(key)
@@ -68,27 +69,46 @@ def split_credit(touches: pl.DataFrame, shares: pl.DataFrame, *, key: Sequence[s
     frame = touches.join(table, on=[*key, "channel"], how="left", maintain_order="left")
     unknown = frame.get_column("_slot").null_count()
     width = int(table.get_column("_slot").max() or 0) + 2  # the last slot: channels unknown to the shares
-    credit, fallback = _credits(_conversion_ids(frame, [*key, "conv_id"]),
-                                frame.get_column("_slot").fill_null(width - 1).to_numpy(),
-                                frame.get_column("_share").fill_null(0.0).to_numpy(), width)
+    order, conversion = _numbered(frame, key)
+    slot = frame.get_column("_slot").fill_null(width - 1).to_numpy()
+    share = frame.get_column("_share").fill_null(0.0).to_numpy()
+    if order is None:
+        credit, fallback = _credits(conversion, slot, share, width)
+    else:  # computed in key order, returned in the rows' order
+        credit, fallback = np.empty(frame.height), 0
+        credit[order], fallback = _credits(conversion, slot[order], share[order], width)
     return CreditSplit(credits=frame.drop("_slot", "_share").with_columns(credit=pl.Series(credit, dtype=pl.Float64)),
                        fallback_conversions=fallback, unknown_touches=unknown)
 
 
-def _conversion_ids(frame: pl.DataFrame, conversion: list[str]) -> np.ndarray:
-    """Each row's conversion numbered 0, 1, ... in order of first appearance."""
+def _numbered(frame: pl.DataFrame, key: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
+    """Each row's conversion numbered 0, 1, ..., and the row order they are numbered in (None:
+    the frame's own order)."""
+    conversion = [*key, "conv_id"]
     if frame.height == 0:
-        return np.zeros(0, dtype=np.int64)
+        return None, np.zeros(0, dtype=np.int64)
+    if _in_journey_order(frame, conversion):
+        return None, _run_ids(frame)
+    if key:
+        order = frame.select(pl.arg_sort_by(key, maintain_order=True)).to_series()
+        by_key = frame.select(*conversion, "position")[order]
+        if _in_journey_order(by_key, conversion):
+            return order.to_numpy(), _run_ids(by_key)
+    first = frame.with_row_index("_row").select(pl.col("_row").first().over(conversion)).to_series().to_numpy()
+    return None, (np.cumsum(first == np.arange(first.size)) - 1)[first]
+
+
+def _in_journey_order(frame: pl.DataFrame, conversion: list[str]) -> bool:
+    """Does every run of rows starting at position 0, then 1, 2, ... hold one conversion's rows?"""
     position = pl.col("position")
     same = pl.all_horizontal(*map(_same_as_previous, conversion))
-    starts = position == 0
-    in_order = frame.select((starts | (same & (position == position.shift(1) + 1))).fill_null(False).all())[0, 0]
-    if in_order:  # every run of rows starting at position 0 is one whole conversion
-        starts = frame.get_column("position").to_numpy()[1:] == 0
-        lengths = _run_lengths(starts, each=False)
-        return np.repeat(np.arange(lengths.size), lengths)
-    first = frame.with_row_index("_row").select(pl.col("_row").first().over(conversion)).to_series().to_numpy()
-    return (np.cumsum(first == np.arange(first.size)) - 1)[first]
+    return bool(frame.select(((position == 0) | (same & (position == position.shift(1) + 1))).fill_null(False).all())[0, 0])
+
+
+def _run_ids(frame: pl.DataFrame) -> np.ndarray:
+    """0, 1, ... for the runs of rows that start at position 0 (a frame in journey order)."""
+    lengths = _run_lengths(frame.get_column("position").to_numpy()[1:] == 0, each=False)
+    return np.repeat(np.arange(lengths.size), lengths)
 
 
 def _same_as_previous(column: str) -> pl.Expr:
