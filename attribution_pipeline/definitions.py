@@ -7,7 +7,8 @@ the factory the ``attribution`` CLI and the tests call with their own settings.
 
 import dagster as dg
 
-from attribution_pipeline.assets import credits, inputs, journeys, parquet_exports, source_changes, writeback
+from attribution_pipeline.assets import (credits, inputs, journeys, markov_fit, parquet_exports, source_changes,
+                                         visitor_journeys, writeback)
 from attribution_pipeline.assets.freshness import writeback_latest_hour_fresh
 from attribution_pipeline.assets.gaps import gap_scan_job, gap_scan_schedule, writeback_history_gaps
 from attribution_pipeline.assets.hourly import Hourly, backfill_policy, hourly_partitions
@@ -31,20 +32,23 @@ from attribution_pipeline.storage.database import Database
 def build_definitions(settings: Settings) -> dg.Definitions:
     """The pipeline's definitions for ``settings`` (partitions, resources, jobs, schedules, sensors, the export queue)."""
     hourly = Hourly(hourly_partitions(settings.partitions_start), backfill_policy(settings.backfill_hours_per_run))
-    pipeline = [*source_changes.build(hourly), *inputs.build(hourly), *journeys.build(hourly), *credits.build(hourly),
-                *writeback.build(hourly), *parquet_exports.build(hourly)]  # each asset family with its checks beside it
+    pipeline = [*source_changes.build(hourly), *inputs.build(hourly), *journeys.build(hourly),
+                *visitor_journeys.build(hourly), *credits.build(hourly), *writeback.build(hourly),
+                *parquet_exports.build(hourly)]  # each asset family with its checks beside it
     checks = [d for d in pipeline if isinstance(d, dg.AssetChecksDefinition)]
+    fit_asset, fit_job, fit_schedule = markov_fit.build(settings)  # daily: the Markov models' chains (D32)
     db = Database.from_settings(settings)
     return dg.Definitions(
         # model_comparison: on demand, not in attribution_job; the export queue: external (Prosper202 writes it)
         assets=[d for d in pipeline if d not in checks] + [model_comparison, export_queue_asset,
-                                                           prosper202_database],  # D28: source_health's target
+                                                           prosper202_database,  # D28: source_health's target
+                                                           fit_asset],
         asset_checks=[*checks, writeback_latest_hour_fresh, writeback_history_gaps,  # by sensor and schedule
                       export_queue_health_checks,  # recorded by the attribution_export_queue sensor
                       database_source_health],  # daily schedule, `attribution doctor` (D28)
         jobs=[attribution_job, gap_scan_job, attribution_export_job, attribution_model_cleanup_job, source_health_job,
-              retention_job],
-        schedules=[hourly_attribution, gap_scan_schedule, source_health_schedule, retention_schedule],
+              retention_job, fit_job],
+        schedules=[hourly_attribution, gap_scan_schedule, source_health_schedule, retention_schedule, fit_schedule],
         sensors=[*SENSORS, attribution_export_queue, attribution_model_changes],  # export queue: a run per export; D26
         # The steps form a chain and stream chunk by chunk: one process per run, no process start per
         # step (about 5-8 s each in a subprocess); backfills and scheduled runs use it too.

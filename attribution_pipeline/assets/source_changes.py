@@ -40,11 +40,13 @@ def full_rewrite_reason(scope: RunScope, settings: Settings) -> str | None:
 
 def rules(settings: Settings) -> dict:
     """The settings a run's rows depend on, beside the database's rows; the scoped rows' settings
-    only when scoped rows are written (D31), so that switching them on or off recomputes every pair."""
+    only when scoped rows are written (D31), so that switching them on or off recomputes every pair.
+    The visitor recipe (D32) makes the visitor journeys; a user's clicks of every campaign are in
+    the click fingerprints already, so a visitor journey's new click recomputes its hours too."""
     scoped = ({"scope_types": list(settings.scope_types), "scoped_touchpoints": settings.scoped_touchpoints}
               if settings.scope_types else {})
     return {"lookback_seconds": settings.lookback_seconds, "touch_cap": settings.touch_cap,
-            "journey_source": settings.journey_source, **scoped}
+            "journey_source": settings.journey_source, "visitor_key": list(settings.visitor_key), **scoped}
 
 
 def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: list[int], logger=None,

@@ -46,8 +46,8 @@ CHECKS = [
 
 
 def attribution_writeback(context: dg.AssetExecutionContext, source_changes: HourlyFrame, conversions: HourlyFrame,
-                          journeys: HourlyFrame, attribution_models: HourlyFrame, credits: HourlyFrame,
-                          snapshots: HourlyFrame, db: dg.ResourceParam[Database], settings: dg.ResourceParam[Settings],
+                          journeys: HourlyFrame, visitor_journeys: HourlyFrame, attribution_models: HourlyFrame,
+                          credits: HourlyFrame, snapshots: HourlyFrame, db: dg.ResourceParam[Database], settings: dg.ResourceParam[Settings],
                           scope: RunScope) -> dg.MaterializeResult:
     """Writes 202_attribution_snapshots and 202_attribution_touchpoints for the keys the run owns
     (D9), chunk by chunk, each chunk atomic under named locks, read back before commit and
@@ -67,7 +67,7 @@ def attribution_writeback(context: dg.AssetExecutionContext, source_changes: Hou
     def read(chunk):
         return ChunkFrames(models=attribution_models.read(chunk), conversions=conversions.read(chunk),
                            journeys=journeys.read(chunk), credits=credits.read(chunk), snapshots=snapshots.read(chunk),
-                           changes=source_changes.read(chunk))
+                           changes=source_changes.read(chunk), visitor_journeys=visitor_journeys.read(chunk))
 
     path = Path(scope.report_path) if scope.report_path else settings.reports_path / f"{run_id}.json"
     try:

@@ -47,6 +47,13 @@ class ChunkFrames:
     credits: pl.DataFrame
     snapshots: pl.DataFrame
     changes: pl.DataFrame | None = None  # source_changes of the chunk (D22); None: every pair recomputed
+    visitor_journeys: pl.DataFrame | None = None  # journeys of the models on visitor journeys (D32)
+
+    def touched_clicks(self) -> pl.DataFrame:
+        """Both journey sets' touches: where each credited click's scope values come from."""
+        if self.visitor_journeys is None or self.visitor_journeys.height == 0:
+            return self.journeys
+        return pl.concat([self.journeys, self.visitor_journeys.select(self.journeys.columns)])
 
 
 class WritebackRun:
@@ -122,7 +129,7 @@ class WritebackRun:
             held = invariants.held_groups(conversions=frames.conversions, journeys=frames.journeys,
                                           credits=frames.credits, snapshots=frames.snapshots, models=models,
                                           touch_cap=self.settings.touch_cap)
-        scoped = self.scopes.plan(frames.credits, frames.journeys, frames.snapshots, held)
+        scoped = self.scopes.plan(frames.credits, frames.touched_clicks(), frames.snapshots, held)
         held = pl.concat([held, scoped.held])
         keys = held.select(GROUP).unique()
         changes = frames.changes

@@ -3,8 +3,8 @@
 import dagster as dg
 
 #: The assets of the hourly pipeline, in the order data flows through them.
-PIPELINE_ASSETS = ("source_changes", "attribution_models", "conversions", "journeys", "credits", "snapshots",
-                   "attribution_writeback", "attribution_exports")
+PIPELINE_ASSETS = ("source_changes", "attribution_models", "conversions", "journeys", "visitor_journeys", "credits",
+                   "snapshots", "attribution_writeback", "attribution_exports")
 PIPELINE_KEYS = frozenset(dg.AssetKey(name) for name in PIPELINE_ASSETS)
 JOB_NAME = "attribution_job"
 #: Checks about the whole instance, not about a run's hours: evaluated by their own sensor or

@@ -10,6 +10,8 @@ its strategy (``strategies/``). A credited touch carries:
 * ``credit_stored``: the DECIMAL(10,5) MySQL would store for the double (D14).
 """
 
+from dataclasses import dataclass
+
 import polars as pl
 
 from attribution_pipeline.core import frames
@@ -19,9 +21,29 @@ from attribution_pipeline.core.precision import (
     rounded,
     with_exact_ties,
 )
+from attribution_pipeline.core.visitor_crediting import markov_credits
 from attribution_pipeline.strategies import JOURNEY_INPUT, credit_each
 
-_MODEL_PARAMS = ["model_id", "user_id", "strategy", "half_life_hours", "first_touch_weight", "last_touch_weight"]
+
+@dataclass
+class VisitorInputs:
+    """What models on visitor journeys need (D32): the journeys, the Markov shares of the fits the
+    hours use, the accounts' networks; ``fallback_conversions`` is set by :func:`compute_credits`."""
+
+    journeys: pl.DataFrame
+    shares: pl.DataFrame
+    networks: pl.DataFrame
+    fallback_conversions: int = 0
+
+    def of(self, conversions: pl.DataFrame) -> "VisitorInputs":
+        """These inputs for the journeys of ``conversions`` only (a piece of an oversized hour)."""
+        return VisitorInputs(self.journeys.join(conversions.select("conv_id"), on="conv_id", how="semi"),
+                             self.shares, self.networks)
+
+_MODEL_PARAMS = ["model_id", "user_id", "strategy", "half_life_hours", "first_touch_weight", "last_touch_weight",
+                 "journey", "markov_channel"]
+#: Models whose journeys are the converting visitor's (D32); every other valid model uses D2's.
+ON_VISITOR = (pl.col("journey") == "visitor").fill_null(False)
 
 
 def valid_models(models: pl.DataFrame) -> pl.DataFrame:
@@ -29,13 +51,17 @@ def valid_models(models: pl.DataFrame) -> pl.DataFrame:
     return models.filter(pl.col("is_valid")).select(_MODEL_PARAMS).unique(subset="model_id", keep="first").sort("model_id")
 
 
-def compute_credits(journeys: pl.DataFrame, conversions: pl.DataFrame, models: pl.DataFrame) -> pl.DataFrame:
+def compute_credits(journeys: pl.DataFrame, conversions: pl.DataFrame, models: pl.DataFrame,
+                    visitor: VisitorInputs | None = None) -> pl.DataFrame:
     """frames.CREDITS for the conversions of ``journeys`` under every valid model of their users.
 
     Each touch gets its conversion's payout and cpc first (one lookup per touch, which the
     strategies carry along), not each credited row afterwards (about four per touch). The plan is
     run by Polars' in-memory engine, which computes the strategies side by side on whole frames
     (its streaming engine took about twice as long here).
+
+    Models on visitor journeys (D32) credit ``visitor.journeys`` instead: by their strategy, or
+    (Markov) by ``visitor.shares`` (``core/visitor_crediting.py``).
     """
     per_conversion = conversions.select("conv_id", "date_hour", "payout", "cpc")
     touches = journeys.select(JOURNEY_INPUT).join(per_conversion, on="conv_id", maintain_order="left")
@@ -47,7 +73,14 @@ def compute_credits(journeys: pl.DataFrame, conversions: pl.DataFrame, models: p
         "near_tie": near_tie(credit, CREDIT_DTYPE),
     }
     # each strategy's rows get their columns in its own branch: the branches run side by side
-    parts = credit_each(touches.lazy(), valid_models(models).lazy())
+    valid = valid_models(models)
+    parts = credit_each(touches.lazy(), valid.filter(~ON_VISITOR).lazy())
+    if visitor is not None and visitor.journeys.height and valid.filter(ON_VISITOR).height:
+        visits = visitor.journeys.select(*JOURNEY_INPUT, "touch_ppc_account_id", "touch_landing_page_id").join(
+            per_conversion, on="conv_id", maintain_order="left")
+        parts += credit_each(visits.select(touches.columns).lazy(), valid.filter(ON_VISITOR).lazy())
+        markov, visitor.fallback_conversions = markov_credits(visits, valid, visitor.shares, visitor.networks)
+        parts.append(markov.lazy())
     out = pl.concat([part.with_columns(**per_credit) for part in parts]).collect(engine="in-memory")
     out = with_exact_ties(out, "credit", "credit_stored", "near_tie", CREDIT_DTYPE)
     return frames.conform(out, frames.CREDITS, "credits")

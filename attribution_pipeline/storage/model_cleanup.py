@@ -12,7 +12,8 @@ The listing is repeated until it finds nothing, so rows a run committed meanwhil
 models only, so a deleted model that was active changes both the source and the stored
 fingerprints of its user's hours (the next run over them recomputes them), and one that was
 inactive was never part of them. The write-back never writes rows of a model that no longer
-exists (``hour_rewrite.without_deleted_models``), so nothing brings them back.
+exists (``hour_rewrite.without_deleted_models``), so nothing brings them back. A deleted
+data-driven model's Markov fits (D32) are deleted last.
 """
 
 import time
@@ -25,6 +26,7 @@ from attribution_pipeline.storage import tables
 from attribution_pipeline.storage.database import Database
 from attribution_pipeline.storage.frame_io import chunked
 from attribution_pipeline.storage.locks import hours_locked
+from attribution_pipeline.storage.markov_fits import delete_model_fits
 from attribution_pipeline.storage.stored_rows import IDS_PER_STATEMENT
 
 TOUCHPOINTS_PER_BATCH = 50_000
@@ -43,6 +45,7 @@ class Cleanup:
     hours: set[int] = field(default_factory=set)
     skipped: str = ""  # why nothing was removed (the model exists)
     seconds: float = 0.0
+    markov_fits_deleted: int = 0  # its Markov fits (D32), when it was a data-driven model
 
 
 def model_exists(conn: Connection, model_id: int) -> bool:
@@ -128,5 +131,13 @@ def remove_model_rows(db: Database, model_id: int, *, lock_timeout: int,
             outcome.touchpoints_deleted += done[1]
             outcome.batches += 1
             outcome.hours.update(row[1] for row in batch)
+    if not outcome.skipped:
+        outcome.markov_fits_deleted = db.retry.run(lambda: _delete_fits(db, model_id),
+                                                   what=f"delete markov fits of deleted model {model_id}", logger=logger)
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def _delete_fits(db: Database, model_id: int) -> int:
+    with db.engine().begin() as conn:
+        return 0 if model_exists(conn, model_id) else delete_model_fits(conn, [model_id])

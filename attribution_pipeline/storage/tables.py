@@ -13,6 +13,7 @@ tables that are absent (``checkfirst``), so it is safe on a live Prosper202 data
 from sqlalchemy import (
     BigInteger,
     Column,
+    Double,
     Index,
     Integer,
     MetaData,
@@ -469,6 +470,39 @@ retention_windows = Table(
     **_TABLE_OPTS,
 )
 
+#: The Markov chains of the data-driven model (D32): one row per fit, a (model, training window,
+#: config) the credits of that window's next day use. ``transitions`` holds the transition counts
+#: as JSON (channel ids, never a visitor attribute).
+markov_fits = Table(
+    "attribution_markov_fits",
+    metadata,
+    Column("fit_id", _pk(mysql.BIGINT(20, unsigned=True)), primary_key=True, autoincrement=True),
+    Column("model_id", u_bigint(), nullable=False),
+    Column("user_id", u_mediumint(), nullable=False),
+    Column("window_start", u_int(), nullable=False),
+    Column("window_end", u_int(), nullable=False),
+    Column("config_hash", String(32), nullable=False),
+    Column("paths", u_int(), nullable=False),
+    Column("converting_paths", u_int(), nullable=False),
+    Column("conversion_probability", Double(), nullable=False),
+    Column("transitions", longtext(), nullable=False),
+    Column("fitted_at", u_int(), nullable=False),
+    Index("fit_key", "model_id", "window_end", "config_hash", unique=True),
+    **_TABLE_OPTS,
+)
+
+#: Each channel of a fit's paths: its chain channel, that channel's removal effect and share (D32).
+markov_effects = Table(
+    "attribution_markov_effects",
+    metadata,
+    Column("fit_id", u_bigint(), primary_key=True, autoincrement=False),
+    Column("channel_id", BigInteger(), primary_key=True, autoincrement=False),  # a channel of the paths
+    Column("model_channel", BigInteger(), nullable=False),  # itself, or -1: "other" (grouped, order 2)
+    Column("removal_effect", Double(), nullable=False),
+    Column("share", Double(), nullable=False),
+    **_TABLE_OPTS,
+)
+
 #: Tables the pipeline reads (never written, except conversion touchpoints when journey
 #: persistence is switched on).
 SOURCE_TABLES = (
@@ -481,7 +515,7 @@ OUTPUT_TABLES = (attribution_snapshots, attribution_touchpoints, attribution_aud
 #: works through (never truncated, never rewritten by the hourly pipeline).
 QUEUE_TABLES = (attribution_exports,)
 #: The pipeline's own tables (created by ``init-db``; Prosper202 knows nothing of them).
-PIPELINE_TABLES = (source_state, retention_windows)
+PIPELINE_TABLES = (source_state, retention_windows, markov_fits, markov_effects)
 
 #: Cron log row Prosper202's System Checks page reads for the attribution rebuild.
 CRONJOB_LOG_ID_ATTRIBUTION = 2
