@@ -150,3 +150,12 @@ def test_an_edited_model_gets_a_new_fit_and_a_bad_config_is_named(world):
     _, report = run(url, H, expect_success=False)
     assert any("order" in str(s.get("reason")) for s in report["skipped_models"])
     assert touchpoints(engine, LAST) == {3: Decimal("1.00000")}  # the other model went on
+    # erasing the user removes its fits too
+    from attribution_pipeline.exports.data_lifecycle import erase_user
+    from attribution_pipeline.storage.database import Database
+
+    config = settings(url)
+    assert erase_user(Database.from_settings(config), config, 1)["markov_fits"] == 2
+    with engine.connect() as conn:
+        assert conn.execute(select(tables.markov_fits)).all() == []
+        assert conn.execute(select(tables.markov_effects)).all() == []

@@ -29,6 +29,7 @@ from attribution_pipeline.logs import log_event, stdlib_logger
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage import purge_rows, retention_windows, tables, visitor_rows
 from attribution_pipeline.storage.database import Database
+from attribution_pipeline.storage.markov_fits import delete_model_fits
 from attribution_pipeline.storage.retention_windows import Window
 
 
@@ -152,6 +153,7 @@ def erase_user(db: Database, settings: Settings, user: int, *, logger=None) -> d
     counts["export_files"] = remove_export_files(settings.export_files_path, exports)
     counts["audit_rows"] = purge_rows.delete_audit_rows(engine, user)
     counts["retention_rows"] = _forget_window(engine, user)
+    counts["markov_fits"] = _forget_fits(engine, user)
     rule = ids_rule({"user_id": [user]})
     parquet = drop_export_rows(settings.export_path, rule)
     counts["parquet_rows"] = sum(parquet.get(t, 0) for t in EXPORT_TABLES)
@@ -167,6 +169,14 @@ def _forget_window(engine, user: int) -> int:
         if not purge_rows.has_table(conn, windows):
             return 0
         return conn.execute(windows.delete().where(windows.c.user_id == user)).rowcount
+
+
+def _forget_fits(engine, user: int) -> int:
+    """The user's Markov fits (D32): channel ids and counts of the user's visitors' paths."""
+    with engine.begin() as conn:
+        if not purge_rows.has_table(conn, tables.markov_fits):
+            return 0
+        return delete_model_fits(conn, user_id=user)
 
 
 def visitor_scope(db: Database, settings: Settings, clicks, conversions) -> visitor_rows.VisitorScope:

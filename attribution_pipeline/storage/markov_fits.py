@@ -116,10 +116,12 @@ def _read(db: Database, stmt, schema: dict) -> pl.DataFrame:
         return read_frame(conn, stmt, schema)
 
 
-def delete_model_fits(conn: Connection, model_ids: list[int]) -> int:
-    """Delete every fit of ``model_ids`` (a deleted model, an erased user); returns the fits deleted."""
-    ids = [r[0] for r in conn.execute(select(tables.markov_fits.c.fit_id)
-                                      .where(tables.markov_fits.c.model_id.in_(model_ids)))]
+def delete_model_fits(conn: Connection, model_ids: list[int] | None = None, *, user_id: int | None = None) -> int:
+    """Delete every fit of ``model_ids`` (a deleted model) or of ``user_id`` (an erased user);
+    returns the fits deleted."""
+    fits = tables.markov_fits.c
+    where = fits.user_id == user_id if user_id is not None else fits.model_id.in_(list(model_ids or []))
+    ids = [r[0] for r in conn.execute(select(fits.fit_id).where(where))]
     if ids:
         conn.execute(delete(tables.markov_effects).where(tables.markov_effects.c.fit_id.in_(ids)))
         conn.execute(delete(tables.markov_fits).where(tables.markov_fits.c.fit_id.in_(ids)))
