@@ -12,7 +12,8 @@ from its paths, or no fit for the key) has share 0. When every channel of a jour
 (or is unknown) the conversion is split equally over its touches, and counted in
 ``CreditSplit.fallback_conversions`` for the caller to report.
 
-Whole-frame Polars and NumPy: one join, one window and a few ``bincount``s, no Python per row.
+Whole-frame Polars and NumPy: one join, a numbering of the conversions, a stable sort and a few
+``bincount``s; no Python per row.
 """
 
 from collections.abc import Sequence
