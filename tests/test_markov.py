@@ -255,9 +255,12 @@ def test_empty_paths_and_bad_input():
 
 def split_by_hand(touches: list[dict], shares: dict) -> list[float]:
     """Each touch's credit, by the formula of docs/markov.md, one conversion at a time."""
+    journeys: dict[tuple, list[dict]] = {}
+    for t in touches:
+        journeys.setdefault((t["model_id"], t["conv_id"]), []).append(t)
     credits = []
     for t in touches:
-        journey = [u for u in touches if (u["model_id"], u["conv_id"]) == (t["model_id"], t["conv_id"])]
+        journey = journeys[(t["model_id"], t["conv_id"])]
         model = {u["channel"]: shares.get((t["model_id"], u["channel"]), (u["channel"], 0.0)) for u in journey}
         total = sum(dict(model.values()).values())
         if total == 0:
