@@ -248,6 +248,10 @@ def test_training_paths_are_cut_at_conversions(world):
     assert paths_of(early) == [([11, 12], True), ([12, 11], False), ([12, 12, 11, 11], False), ([12, 11], False),
                                ([11], False), ([13], False)]
     assert sorted(early.get_column("user_id").unique().to_list()) == [1, 2]
+    # a click id stored twice is one click (D15): the same paths and journeys
+    doubled = pl.concat([clicks, clicks.filter(pl.col("click_id").is_in([1002, 1003]))])
+    assert training_paths(doubled, conv, "account", WINDOW[0], T).equals(early)
+    assert visitor_journeys(conv, doubled, LOOKBACK, 25).equals(visitor_journeys(conv, clicks, LOOKBACK, 25))
     with pytest.raises(ValueError, match="unknown path channel 'campaign'"):
         training_paths(clicks, conv, "campaign", *WINDOW)
     assert set(CHANNELS) == {"account", "traffic_source", "landing_page"}

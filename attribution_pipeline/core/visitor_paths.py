@@ -94,15 +94,19 @@ def visitor_journeys(conversions: pl.DataFrame, clicks: pl.DataFrame, lookback_s
     docstring). ``clicks`` must hold every click of the conversions' users with ``click_time`` in
     ``[min(conv_time) - lookback, max(conv_time)]``, and the converting clicks."""
     convs = _counted(conversions)
-    seen = dedupe_clicks(clicks.select(list(VISITOR_CLICKS)))
+    multi = convs.filter(pl.col("multi_touch"))
+    owners = (  # the converting clicks' visitors (a click id has one visitor: its advance row's)
+        clicks.filter(pl.col("click_id").is_in(multi.get_column("click_id").implode()))
+        .select("click_id", "visitor", click_user="user_id").unique(subset="click_id")
+    )
     keyed = (
-        convs.filter(pl.col("multi_touch"))
-        .join(seen.select("click_id", "visitor", click_user="user_id"), on="click_id", how="inner")
+        multi.join(owners, on="click_id", how="inner")
         .filter(pl.col("click_user") == pl.col("user_id"))  # D21: another user's click has no visitor of this user
         .select("conv_id", "user_id", "visitor", "conv_time")
     )
-    candidates = _candidates(keyed, seen.join(keyed.select(_KEY).unique(), on=_KEY, how="semi"),
-                             int(lookback_seconds), int(cap))
+    theirs = clicks.filter(pl.col("visitor").is_in(keyed.get_column("visitor").unique().implode()))
+    seen = dedupe_clicks(theirs.select(list(VISITOR_CLICKS)).join(keyed.select(_KEY).unique(), on=_KEY, how="semi"))
+    candidates = _candidates(keyed, seen, int(lookback_seconds), int(cap))
     present = candidates.join(convs.select("conv_id", "click_id"), on=["conv_id", "click_id"], how="semi")
     primary = convs.join(present.select("conv_id"), on="conv_id", how="anti").select(
         "conv_id",
@@ -163,35 +167,51 @@ def training_paths(clicks: pl.DataFrame, conversions: pl.DataFrame, channel: str
     ``conversions`` (frames.CONVERSIONS; those that count, with ``conv_time <= end``, on a click of
     their own user: a conversion after the window is not known at its end) and labelled by
     ``channel`` (a key of :data:`CHANNELS`; a null channel id is 0, like Prosper202's 0 for "none":
-    a direct link has landing page 0, an unknown account traffic source 0).
+    a direct link has landing page 0, an unknown account traffic source 0). Rows are sorted by
+    ``(path_id, step)``.
 
     A path ends at a click that converted (however many conversions it had), or is the visitor's
     last clicks of the window, after its last conversion, and did not convert."""
     if channel not in CHANNELS:
         raise ValueError(f"unknown path channel {channel!r}: use one of {', '.join(CHANNELS)}")
-    seen = dedupe_clicks(clicks.select(list(VISITOR_CLICKS))).filter(pl.col("click_time").is_between(start, end))
+    seen = _deduplicated(clicks.filter(pl.col("click_time").is_between(start, end)))
     converting = (
-        _counted(conversions).filter(pl.col("conv_time") <= end)
-        .select("click_id", "user_id").unique().with_columns(conv=pl.lit(True))
+        _counted(conversions).filter(pl.col("conv_time") <= end).select("click_id", "user_id").unique()
+        .join(seen.select("click_id", "user_id"), on=["click_id", "user_id"], how="semi")  # D21
+        .get_column("click_id")
     )
-    steps = (
-        seen.join(converting, on=["click_id", "user_id"], how="left")
-        .with_columns(conv=pl.col("conv").fill_null(False))
-        .sort([*_KEY, "click_time", "click_id"])
-        .with_columns(
-            begins=(pl.col("user_id") != pl.col("user_id").shift(1)) | (pl.col("visitor") != pl.col("visitor").shift(1))
-            | pl.col("conv").shift(1)
-        )
-        .with_columns(run=pl.col("begins").fill_null(True).cast(pl.Int64).cum_sum())
-        .with_columns(
-            step=pl.int_range(pl.len(), dtype=pl.Int32).over("run"),
-            converted=pl.col("conv").any().over("run"),
-            first_time=pl.col("click_time").first().over("run"),
-            first_click=pl.col("click_id").first().over("run"),
-        )
-        .sort(["first_time", "first_click", "step"])
-        .with_columns(path_id=(pl.col("step") == 0).cast(pl.Int64).cum_sum() - 1)
+    ordered = (  # stable single-key sorts: (user, visitor, click_time, click_id), cheaper than one sort by four
+        seen.select("user_id", "visitor", "click_time", "click_id", channel=pl.col(CHANNELS[channel]).fill_null(0))
+        .sort("click_time", maintain_order=True).sort("visitor", maintain_order=True)
+        .sort("user_id", maintain_order=True)
+        .with_columns(conv=pl.col("click_id").is_in(converting.implode()), idx=pl.int_range(pl.len(), dtype=pl.Int64))
     )
+    # a path begins at a visitor's first click and after each converting click; paths are contiguous
+    begins = ((pl.col("user_id") != pl.col("user_id").shift(1)) | (pl.col("visitor") != pl.col("visitor").shift(1))
+              | pl.col("conv").shift(1)).fill_null(True)
+    steps = ordered.with_columns(begins=begins).with_columns(
+        step=(pl.col("idx") - pl.when("begins").then(pl.col("idx")).forward_fill()).cast(pl.Int32),
+        converted=pl.when(pl.col("begins").shift(-1).fill_null(True)).then(pl.col("conv")).backward_fill(),
+    )
+    firsts = (  # path ids: the paths ordered by their first click (click_time, click_id)
+        steps.filter(pl.col("begins")).select("idx", "click_time", "click_id").sort("click_time", "click_id")
+        .select("idx", path_id=pl.int_range(pl.len(), dtype=pl.Int64))
+    )
+    path_id = pl.repeat(None, steps.height, dtype=pl.Int64, eager=True).scatter(
+        firsts.get_column("idx"), firsts.get_column("path_id"))
     return frames.conform(
-        steps.with_columns(channel=pl.col(CHANNELS[channel]).fill_null(0)), TRAINING_PATHS, "training paths"
+        steps.with_columns(path_id=path_id.forward_fill()).sort("path_id", maintain_order=True),
+        TRAINING_PATHS, "training paths",
     )
+
+
+def _deduplicated(clicks: pl.DataFrame) -> pl.DataFrame:
+    """``clicks`` (VISITOR_CLICKS) with one row per click id (D15), sorted by click id; the
+    duplicates' rule (a sort by four keys) is applied to the duplicated ids only."""
+    by_id = clicks.select(list(VISITOR_CLICKS)).sort("click_id")
+    copied = (pl.col("click_id") == pl.col("click_id").shift(1)) | (pl.col("click_id") == pl.col("click_id").shift(-1))
+    flagged = by_id.with_columns(copied=copied.fill_null(False))
+    copies = flagged.filter(pl.col("copied")).drop("copied")
+    if copies.height == 0:
+        return by_id
+    return pl.concat([flagged.filter(~pl.col("copied")).drop("copied"), dedupe_clicks(copies)]).sort("click_id")
