@@ -159,3 +159,11 @@ def test_an_edited_model_gets_a_new_fit_and_a_bad_config_is_named(world):
     with engine.connect() as conn:
         assert conn.execute(select(tables.markov_fits)).all() == []
         assert conn.execute(select(tables.markov_effects)).all() == []
+
+
+def test_multi_touch_switched_off_leaves_the_converting_click_alone(world):
+    url, engine = world
+    with engine.begin() as conn:
+        scenarios.add_setting(conn, 1, "campaign", 10, False)  # D13: the conversion's campaign
+    run(url, H)
+    assert touchpoints(engine, MARKOV) == {3: Decimal("1.00000")}
