@@ -104,6 +104,13 @@ def test_markov_credits_follow_the_fit_of_the_day_before_over_the_visitor_journe
             select(snaps).where(snaps.c.model_id == MARKOV, snaps.c.scope_type != "global"))}
     assert scoped == {("account", A): Decimal("6.0000"), ("account", B): Decimal("4.0000"),
                       ("traffic_source", 7): Decimal("6.0000"), ("traffic_source", 8): Decimal("4.0000")}
+    # `attribution compare` shows the data-driven model beside the rule-based one per channel
+    from attribution_pipeline.analytics.comparison import compare
+
+    [user] = compare(engine, H, H + HOUR, by="account").users
+    labels = dict(user.models)
+    by_account = {row["scope_id"]: (row[labels[MARKOV]], row[labels[LAST]]) for row in user.table.to_dicts()}
+    assert by_account == {A: (Decimal("6.0000"), Decimal("10.0000")), B: (Decimal("4.0000"), Decimal("0.0000"))}
     # the visitor key reaches neither the Parquet exports nor the logs
     config = settings(url)
     for path in config.export_path.rglob("*.parquet"):
