@@ -58,7 +58,8 @@ def test_schedule_requests_one_run_over_the_trailing_24_complete_hours():
 
 COMPUTE_MODULES = sorted((PACKAGE / "strategies").glob("*.py")) + [
     PACKAGE / "core" / name
-    for name in ("journey_rules.py", "crediting.py", "aggregation.py", "invariants.py", "precision.py")
+    for name in ("journey_rules.py", "crediting.py", "aggregation.py", "invariants.py", "precision.py",
+                 "visitor_crediting.py")
 ]
 ROW_WISE = {"map_elements", "map_rows", "iter_rows", "to_dicts", "rows", "row", "apply", "to_numpy",
             "to_pandas", "iter_slices", "to_list", "item"}
