@@ -73,3 +73,7 @@ class DatabaseUnreachable(DatabaseConnectError):
 class LocalInfileRefused(AttributionError):
     """The server asked for a local file this client did not generate for the running LOAD DATA
     statement; nothing was sent."""
+
+
+class MarkovFitsTableMissing(AttributionError):
+    """A data-driven (Markov) model needs ``attribution_markov_fits``: run ``attribution init-db`` (D32)."""

@@ -12,11 +12,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import polars as pl
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from attribution_pipeline.core.hours import HOUR
 from attribution_pipeline.core.markov_chain import MarkovFit, fit_markov
 from attribution_pipeline.core.visitor_paths import training_paths
+from attribution_pipeline.errors import MarkovFitsTableMissing
 from attribution_pipeline.storage import markov_fits, prosper_reads, tables
 from attribution_pipeline.storage.database import Database
 from attribution_pipeline.storage.frame_io import chunked, read_frame
@@ -86,6 +87,11 @@ def ensure_fits(db: Database, models: pl.DataFrame, hours: Iterable[int], recipe
     keys = fit_keys(models, hours, recipe)
     if keys.height == 0:
         return pl.DataFrame(schema=markov_fits.SHARES), []
+    with db.engine().connect() as conn:
+        if not inspect(conn).has_table(tables.markov_fits.name):
+            raise MarkovFitsTableMissing(
+                f"{markov_models(models).height} Markov model(s) need the table {tables.markov_fits.name} for their "
+                "fits (D32): run `attribution init-db` (it creates missing tables only)")
     found = markov_fits.stored_keys(db, keys.select(list(markov_fits.FIT_KEYS)))
     missing = keys.join(found, on=list(markov_fits.FIT_KEYS), how="anti")
     params = markov_models(models)
