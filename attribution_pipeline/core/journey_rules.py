@@ -109,7 +109,8 @@ def build_journeys(
     )
 
 
-def _touch_columns(click_id, click_time, campaign, ppc, landing, cpc) -> list[pl.Expr]:
+def touch_columns(click_id, click_time, campaign, ppc, landing, cpc) -> list[pl.Expr]:
+    """The touch columns of frames.JOURNEYS from the click's id, time, campaign, account, landing page and cpc."""
     return [
         click_id.cast(frames.CLICK_ID).alias("click_id"),
         click_time.cast(pl.Int64).alias("click_time"),
@@ -155,7 +156,7 @@ def _candidate_touches(convs: pl.DataFrame, clicks: pl.DataFrame, lookback: int,
         [
             picked.select("conv_id"),
             gathered.select(
-                _touch_columns(pl.col("click_id"), pl.col("click_time"), pl.col("aff_campaign_id"),
+                touch_columns(pl.col("click_id"), pl.col("click_time"), pl.col("aff_campaign_id"),
                                pl.col("ppc_account_id"), pl.col("landing_page_id"), pl.col("click_cpc"))
             ),
         ],
@@ -168,7 +169,7 @@ def _missing_converting_clicks(convs: pl.DataFrame, candidates: pl.DataFrame) ->
     present = candidates.join(convs.select("conv_id", "click_id"), on=["conv_id", "click_id"], how="semi")
     return convs.join(present.select("conv_id"), on="conv_id", how="anti").select(
         "conv_id",
-        *_touch_columns(pl.col("click_id"), pl.col("click_time"), pl.col("click_campaign_id"),
+        *touch_columns(pl.col("click_id"), pl.col("click_time"), pl.col("click_campaign_id"),
                         pl.col("ppc_account_id"), pl.col("landing_page_id"), pl.col("cpc")),
     )
 
@@ -193,7 +194,7 @@ def stored_journeys(conversions: pl.DataFrame, stored: pl.DataFrame, clicks: pl.
         stored.join(convs.select("conv_id"), on="conv_id", how="semi")
         .select("conv_id", pl.col("click_id").cast(frames.CLICK_ID), pl.col("click_time").cast(pl.Int64))
         .join(attrs, on="click_id", how="left")
-        .select("conv_id", *_touch_columns(pl.col("click_id"), pl.col("click_time"), pl.col("touch_campaign_id"),
+        .select("conv_id", *touch_columns(pl.col("click_id"), pl.col("click_time"), pl.col("touch_campaign_id"),
                                            pl.col("touch_ppc_account_id"), pl.col("touch_landing_page_id"),
                                            pl.col("touch_cpc")))
     )

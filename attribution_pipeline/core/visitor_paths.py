@@ -35,7 +35,7 @@ visitors). Cost: O(clicks log clicks + conversions x cap).
 import polars as pl
 
 from attribution_pipeline.core import frames
-from attribution_pipeline.core.journey_rules import dedupe_clicks
+from attribution_pipeline.core.journey_rules import dedupe_clicks, touch_columns
 
 #: The opaque in-memory visitor (a hash of the visitor key and the user id).
 VISITOR = pl.UInt64
@@ -77,17 +77,6 @@ def _counted(conversions: pl.DataFrame) -> pl.DataFrame:
     return convs if "multi_touch" in convs.columns else convs.with_columns(multi_touch=pl.lit(True))
 
 
-def _touch_columns(click_id, click_time, campaign, ppc, landing, cpc) -> list[pl.Expr]:
-    return [
-        click_id.cast(frames.CLICK_ID).alias("click_id"),
-        click_time.cast(pl.Int64).alias("click_time"),
-        campaign.cast(pl.Int64).alias("touch_campaign_id"),
-        ppc.cast(pl.Int64).alias("touch_ppc_account_id"),
-        landing.cast(pl.Int64).alias("touch_landing_page_id"),
-        cpc.cast(pl.Float64).alias("touch_cpc"),
-    ]
-
-
 def visitor_journeys(conversions: pl.DataFrame, clicks: pl.DataFrame, lookback_seconds: int, cap: int) -> pl.DataFrame:
     """frames.JOURNEYS of ``conversions`` (frames.CONVERSIONS, optionally with ``multi_touch``)
     from ``clicks`` (VISITOR_CLICKS), across every campaign and account of each visitor (module
@@ -110,7 +99,7 @@ def visitor_journeys(conversions: pl.DataFrame, clicks: pl.DataFrame, lookback_s
     present = candidates.join(convs.select("conv_id", "click_id"), on=["conv_id", "click_id"], how="semi")
     primary = convs.join(present.select("conv_id"), on="conv_id", how="anti").select(
         "conv_id",
-        *_touch_columns(pl.col("click_id"), pl.col("click_time"), pl.col("click_campaign_id"),
+        *touch_columns(pl.col("click_id"), pl.col("click_time"), pl.col("click_campaign_id"),
                         pl.col("ppc_account_id"), pl.col("landing_page_id"), pl.col("cpc")),
     )
     journeys = pl.concat([candidates, primary], how="vertical").sort(["conv_id", "click_time", "click_id"]).with_columns(
@@ -154,7 +143,7 @@ def _candidates(keyed: pl.DataFrame, clicks: pl.DataFrame, lookback: int, cap: i
     return pl.concat(
         [
             picked.select("conv_id"),
-            gathered.select(_touch_columns(pl.col("click_id"), pl.col("click_time"), pl.col("aff_campaign_id"),
+            gathered.select(touch_columns(pl.col("click_id"), pl.col("click_time"), pl.col("aff_campaign_id"),
                                            pl.col("ppc_account_id"), pl.col("landing_page_id"), pl.col("click_cpc"))),
         ],
         how="horizontal",
