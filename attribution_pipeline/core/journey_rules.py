@@ -92,21 +92,7 @@ def build_journeys(
     """
     convs = conversions.filter(pl.col("click_rows") > 0)
     candidates = _candidate_touches(convs.filter(pl.col("multi_touch")), clicks, lookback_seconds, touch_cap)
-    primary = _missing_converting_clicks(convs, candidates)
-    touches = pl.concat([candidates, primary], how="vertical")
-    journeys = touches.sort(["conv_id", "click_time", "click_id"]).with_columns(
-        position=pl.int_range(pl.len(), dtype=pl.Int32).over("conv_id"),
-        n=pl.len().over("conv_id").cast(pl.Int32),
-    )
-    return frames.conform(
-        journeys.join(
-            convs.select("conv_id", "date_hour", "user_id", "conv_time", "multi_touch",
-                         conv_click_id="click_id"),
-            on="conv_id",
-        ).with_columns(is_converting=pl.col("click_id") == pl.col("conv_click_id")),
-        frames.JOURNEYS,
-        "journeys",
-    )
+    return completed_journeys(convs, candidates, "journeys")
 
 
 def touch_columns(click_id, click_time, campaign, ppc, landing, cpc) -> list[pl.Expr]:
@@ -164,6 +150,25 @@ def _candidate_touches(convs: pl.DataFrame, clicks: pl.DataFrame, lookback: int,
     )
 
 
+def completed_journeys(convs: pl.DataFrame, candidates: pl.DataFrame, name: str) -> pl.DataFrame:
+    """frames.JOURNEYS from each conversion's candidate touches (``conv_id`` and
+    :func:`touch_columns`): its converting click added when absent (D2 step 2), the touches
+    sorted by ``(click_time, click_id)`` and numbered 0..n-1, the conversion's columns joined."""
+    touches = pl.concat([candidates, _missing_converting_clicks(convs, candidates)], how="vertical")
+    journeys = touches.sort(["conv_id", "click_time", "click_id"]).with_columns(
+        position=pl.int_range(pl.len(), dtype=pl.Int32).over("conv_id"),
+        n=pl.len().over("conv_id").cast(pl.Int32),
+    )
+    return frames.conform(
+        journeys.join(
+            convs.select("conv_id", "date_hour", "user_id", "conv_time", "multi_touch", conv_click_id="click_id"),
+            on="conv_id",
+        ).with_columns(is_converting=pl.col("click_id") == pl.col("conv_click_id")),
+        frames.JOURNEYS,
+        name,
+    )
+
+
 def _missing_converting_clicks(convs: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
     """The converting click of every conversion whose candidates do not include it (step 2)."""
     present = candidates.join(convs.select("conv_id", "click_id"), on=["conv_id", "click_id"], how="semi")
@@ -198,20 +203,4 @@ def stored_journeys(conversions: pl.DataFrame, stored: pl.DataFrame, clicks: pl.
                                            pl.col("touch_ppc_account_id"), pl.col("touch_landing_page_id"),
                                            pl.col("touch_cpc")))
     )
-    primary = _missing_converting_clicks(convs, touches)
-    journeys = (
-        pl.concat([touches, primary], how="vertical")
-        .sort(["conv_id", "click_time", "click_id"])
-        .with_columns(
-            position=pl.int_range(pl.len(), dtype=pl.Int32).over("conv_id"),
-            n=pl.len().over("conv_id").cast(pl.Int32),
-        )
-    )
-    return frames.conform(
-        journeys.join(
-            convs.select("conv_id", "date_hour", "user_id", "conv_time", "multi_touch", conv_click_id="click_id"),
-            on="conv_id",
-        ).with_columns(is_converting=pl.col("click_id") == pl.col("conv_click_id")),
-        frames.JOURNEYS,
-        "journeys",
-    )
+    return completed_journeys(convs, touches, "journeys")

@@ -35,7 +35,7 @@ visitors). Cost: O(clicks log clicks + conversions x cap).
 import polars as pl
 
 from attribution_pipeline.core import frames
-from attribution_pipeline.core.journey_rules import dedupe_clicks, touch_columns
+from attribution_pipeline.core.journey_rules import completed_journeys, dedupe_clicks, touch_columns
 
 #: The opaque in-memory visitor (a hash of the visitor key and the user id).
 VISITOR = pl.UInt64
@@ -96,24 +96,7 @@ def visitor_journeys(conversions: pl.DataFrame, clicks: pl.DataFrame, lookback_s
     theirs = clicks.filter(pl.col("visitor").is_in(keyed.get_column("visitor").unique().implode()))
     seen = dedupe_clicks(theirs.select(list(VISITOR_CLICKS)).join(keyed.select(_KEY).unique(), on=_KEY, how="semi"))
     candidates = _candidates(keyed, seen, int(lookback_seconds), int(cap))
-    present = candidates.join(convs.select("conv_id", "click_id"), on=["conv_id", "click_id"], how="semi")
-    primary = convs.join(present.select("conv_id"), on="conv_id", how="anti").select(
-        "conv_id",
-        *touch_columns(pl.col("click_id"), pl.col("click_time"), pl.col("click_campaign_id"),
-                        pl.col("ppc_account_id"), pl.col("landing_page_id"), pl.col("cpc")),
-    )
-    journeys = pl.concat([candidates, primary], how="vertical").sort(["conv_id", "click_time", "click_id"]).with_columns(
-        position=pl.int_range(pl.len(), dtype=pl.Int32).over("conv_id"),
-        n=pl.len().over("conv_id").cast(pl.Int32),
-    )
-    return frames.conform(
-        journeys.join(
-            convs.select("conv_id", "date_hour", "user_id", "conv_time", "multi_touch", conv_click_id="click_id"),
-            on="conv_id",
-        ).with_columns(is_converting=pl.col("click_id") == pl.col("conv_click_id")),
-        frames.JOURNEYS,
-        "visitor journeys",
-    )
+    return completed_journeys(convs, candidates, "visitor journeys")
 
 
 def _candidates(keyed: pl.DataFrame, clicks: pl.DataFrame, lookback: int, cap: int) -> pl.DataFrame:
