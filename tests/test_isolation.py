@@ -32,7 +32,8 @@ from pipeline import HOUR, run, settings
 START = int(datetime(2025, 3, 1, tzinfo=timezone.utc).timestamp())
 HOURS = [START + i * HOUR for i in range(4)]
 CONFIG = GeneratorConfig(seed=23, start=START, hours=4, users=3, clicks=6000, conversions=240)
-FRAME_ASSETS = ("source_changes", "attribution_models", "conversions", "journeys", "credits", "snapshots")
+FRAME_ASSETS = ("source_changes", "attribution_models", "conversions", "journeys", "visitor_journeys", "credits",
+                "snapshots")
 
 
 def seeded(url):

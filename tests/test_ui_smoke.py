@@ -52,8 +52,8 @@ T = scenarios.T
 FIRST, LAST = T, T + 2 * HOUR  # the three hours of the spec §4.6 conversions the test runs and backfills
 ORPHAN_HOURS = [hour_key(T + HOUR), hour_key(T + 2 * HOUR)]
 #: The hourly assets of the `attribution` group (the seven of the pipeline and the Parquet exports).
-HOURLY_ASSETS = ["source_changes", "attribution_models", "conversions", "journeys", "credits", "snapshots",
-                 "attribution_writeback", "attribution_exports"]
+HOURLY_ASSETS = ["source_changes", "attribution_models", "conversions", "journeys", "visitor_journeys", "credits",
+                 "snapshots", "attribution_writeback", "attribution_exports"]
 WAIT = 90  # seconds for any one thing to appear in the page (a loaded 2-core machine)
 DONE = ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
 

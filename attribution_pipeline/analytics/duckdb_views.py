@@ -36,7 +36,7 @@ import polars as pl
 from attribution_pipeline.analytics.touch_views import TOUCH_VIEWS
 from attribution_pipeline.settings import SCOPE_TYPES
 from attribution_pipeline.errors import AttributionError
-from attribution_pipeline.exports.columns import EXPORT_TABLES, SCHEMAS, SCOPE_COLUMNS
+from attribution_pipeline.exports.columns import EXPORT_TABLES, SCHEMAS
 from attribution_pipeline.exports.layout import PART, exported_hours, publish_lock, table_glob
 
 
@@ -82,14 +82,14 @@ def view_sql(root: Path, view: str) -> str:
         return f"CREATE OR REPLACE VIEW {view} AS {TOUCH_VIEWS[view]}"
     table = "snapshots" if view in SNAPSHOT_VIEWS else view
     where = f" WHERE {SNAPSHOT_VIEWS[view]}" if view in SNAPSHOT_VIEWS else ""
+    cols = ", ".join(f"CAST(NULL AS {t}) AS {name}" for name, t in view_columns(table))
     if any((Path(root) / table).glob(f"date=*/hour=*/{PART}")):
-        body = f"SELECT * FROM read_parquet({_literal(table_glob(root, table))}, {HIVE_OPTIONS})"
-        if table == "snapshots":  # files written before the scope columns existed read as global rows
-            scope = ", ".join(f"CAST(NULL AS {duckdb_type(t)}) AS {n}" for n, t in SCOPE_COLUMNS.items())
-            body = (f"SELECT * FROM (SELECT * FROM read_parquet({_literal(table_glob(root, table))}, {HIVE_OPTIONS}, "
-                    f"union_by_name = true) UNION ALL BY NAME SELECT {scope} WHERE false){where}")
+        # every column of the schema, null where a file lacks it: files written before a column
+        # existed (the scope columns: global rows, D31) read as they were, and views built on
+        # these (by click hour) always find their columns
+        body = (f"SELECT * FROM (SELECT * FROM read_parquet({_literal(table_glob(root, table))}, {HIVE_OPTIONS}, "
+                f"union_by_name = true) UNION ALL BY NAME SELECT {cols} WHERE false){where}")
     else:
-        cols = ", ".join(f"CAST(NULL AS {t}) AS {name}" for name, t in view_columns(table))
         body = f"SELECT {cols} WHERE false"
     return f"CREATE OR REPLACE VIEW {view} AS {body}"
 
