@@ -6,6 +6,7 @@ import dagster as dg
 
 from attribution_pipeline.assets.hourly import MYSQL_WRITES_POOL, Hourly, run_fields, run_hours
 from attribution_pipeline.assets.resources import RunScope
+from attribution_pipeline.assets.visitor_journeys import visitor_users
 from attribution_pipeline.assets.writeback_run import ChunkFrames, WritebackRun
 from attribution_pipeline.assets.writeback_scopes import CHECK as SCOPED_TOTALS
 from attribution_pipeline.core.frames import HourlyFrame
@@ -65,9 +66,11 @@ def attribution_writeback(context: dg.AssetExecutionContext, source_changes: Hou
                        record_state=records_state(db, settings, scope))
 
     def read(chunk):
-        return ChunkFrames(models=attribution_models.read(chunk), conversions=conversions.read(chunk),
+        models = attribution_models.read(chunk)
+        return ChunkFrames(models=models, conversions=conversions.read(chunk),
                            journeys=journeys.read(chunk), credits=credits.read(chunk), snapshots=snapshots.read(chunk),
-                           changes=source_changes.read(chunk), visitor_journeys=visitor_journeys.read(chunk))
+                           changes=source_changes.read(chunk),  # visitor journeys only where a model uses them (D32)
+                           visitor_journeys=visitor_journeys.read(chunk) if visitor_users(models) else None)
 
     path = Path(scope.report_path) if scope.report_path else settings.reports_path / f"{run_id}.json"
     try:
