@@ -257,14 +257,6 @@ def test_multi_run_backfill_on_the_production_layout(tmp_path, postgres_url, mys
         status = deploy.wait(backfill_id, 420)
         runs = deploy.runs(backfill_id)
         pool = graphql(deploy.url, POOL, {"key": MYSQL_WRITES_POOL})["instance"]["concurrencyLimit"]
-        # the UI of this layout (webserver on the PostgreSQL instance) shows the backfill's runs in a browser
-        from test_ui_smoke import Ui, chromium
-
-        with chromium(tmp_path) as driver:
-            ui = Ui(driver, deploy.url)
-            ui.open("/runs")
-            for run_ in runs:
-                ui.text_appears(run_["runId"][:8])
     assert status in ("COMPLETED", "COMPLETED_SUCCESS"), (status, runs)
     assert len(runs) == HOURS // PER_RUN, runs
     assert {r["status"] for r in runs} == {"SUCCESS"}
