@@ -47,12 +47,29 @@ def mysql_server():
         conn = _server_connect()
     except pymysql.MySQLError as exc:
         pytest.fail(f"MariaDB/MySQL is not reachable at {database.safe_url(SERVER_URL)}: {exc}\n{HOW_TO_GET_MYSQL}")
-    yield conn
-    with conn.cursor() as cur:
+    server = _Server(conn)
+    yield server
+    with server.cursor() as cur:
         cur.execute("SHOW DATABASES LIKE %s", (SESSION_PREFIX + "%",))
         for (name,) in cur.fetchall():
             cur.execute(f"DROP DATABASE `{name}`")  # name comes from SHOW DATABASES, not user input
     conn.close()
+
+
+class _Server:
+    """The session's server connection, reconnected before each use if the server closed it: a
+    session of half an hour can lose its idle connection while the server itself stays up, and
+    every later test would then fail at setup."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def cursor(self):
+        self._conn.ping(reconnect=True)
+        return self._conn.cursor()
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
 
 
 def _new_database(server) -> str:
@@ -103,15 +120,20 @@ def private_home(tmp_path, monkeypatch):
     return home
 
 
-#: Test modules that take minutes (a webserver and daemon, end-to-end demo runs): collected first,
-#: so that with ``pytest -n 2`` one worker starts them while the other takes everything else,
-#: instead of one of them starting last and running alone.
-LONG_FIRST = ("test_faults.py", "test_deployment.py", "test_backfill_ui.py", "test_demo.py")
+#: Test modules that take minutes (a webserver and daemon, real backfills, killed processes):
+#: collected first, so that with ``pytest -n 2`` one worker starts them while the other takes
+#: everything else, instead of one of them starting last and running alone.
+LONG_FIRST = ("test_faults.py", "test_deployment.py", "test_backfill_ui.py")
+#: The demo's wall time is what its test asserts (under a minute), so it runs last, beside the
+#: suite's light tail rather than beside the multi-process tests above.
+LAST = ("test_demo.py",)
 
 
 def pytest_collection_modifyitems(config, items):
     def rank(item):
         name = item.path.name
-        return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
+        if name in LONG_FIRST:
+            return LONG_FIRST.index(name)
+        return len(LONG_FIRST) + (name in LAST)
 
     items.sort(key=rank)  # stable: the order within each group is kept
