@@ -109,30 +109,33 @@ def touch_columns(click_id, click_time, campaign, ppc, landing, cpc) -> list[pl.
 
 def _candidate_touches(convs: pl.DataFrame, clicks: pl.DataFrame, lookback: int, cap: int) -> pl.DataFrame:
     """The newest ``cap`` clicks of each conversion's (user, campaign) in its lookback window."""
-    indexed = clicks.sort(["user_id", "aff_campaign_id", "click_time", "click_id"]).with_row_index("gidx")
-    # one row per distinct (user, campaign, click_time): first index at that time, index after it
+    keyed = convs.select("conv_id", "user_id", "conv_time", aff_campaign_id="campaign_id")
+    return newest_in_window(keyed, clicks, ["user_id", "aff_campaign_id"], lookback, cap)
+
+
+def newest_in_window(keyed: pl.DataFrame, clicks: pl.DataFrame, by: list[str], lookback: int, cap: int) -> pl.DataFrame:
+    """The newest ``cap`` clicks sharing each conversion's ``by`` key inside ``[t - lookback, t]``
+    (``keyed``: ``conv_id``, ``conv_time`` and the ``by`` columns), as ``conv_id`` and
+    :func:`touch_columns`: the index range of the key's clicks inside the window by two as-of
+    joins (the first click at or after its start, the index after the last click at or before
+    ``t``), its last ``cap`` indexes gathered. No per-conversion loop: one sort, two joins, one
+    gather."""
+    indexed = clicks.sort([*by, "click_time", "click_id"]).with_row_index("gidx")
+    # one row per distinct (key, click_time): first index at that time, index after it
     at_time = (
-        indexed.group_by(["user_id", "aff_campaign_id", "click_time"])
+        indexed.group_by([*by, "click_time"])
         .agg(first=pl.col("gidx").min().cast(pl.Int64), after=pl.col("gidx").max().cast(pl.Int64) + 1)
         .sort("click_time")
     )
-    keyed = convs.select(
-        "conv_id",
-        "user_id",
-        aff_campaign_id="campaign_id",
-        conv_time="conv_time",
-        window_start=(pl.col("conv_time") - lookback).clip(lower_bound=0),
-    )
     ranges = (
-        keyed.sort("conv_time")
-        .join_asof(at_time.select("user_id", "aff_campaign_id", "click_time", "after"),
-                   left_on="conv_time", right_on="click_time", by=["user_id", "aff_campaign_id"],
-                   strategy="backward", check_sortedness=False)
+        keyed.with_columns(window_start=(pl.col("conv_time") - lookback).clip(lower_bound=0))
+        .sort("conv_time")
+        .join_asof(at_time.select(*by, "click_time", "after"), left_on="conv_time", right_on="click_time",
+                   by=by, strategy="backward", check_sortedness=False)
         .drop("click_time")
         .sort("window_start")
-        .join_asof(at_time.select("user_id", "aff_campaign_id", "click_time", "first"),
-                   left_on="window_start", right_on="click_time", by=["user_id", "aff_campaign_id"],
-                   strategy="forward", check_sortedness=False)
+        .join_asof(at_time.select(*by, "click_time", "first"), left_on="window_start", right_on="click_time",
+                   by=by, strategy="forward", check_sortedness=False)
         .filter(pl.col("after").is_not_null() & pl.col("first").is_not_null() & (pl.col("first") < pl.col("after")))
         .select("conv_id", start=pl.max_horizontal("first", pl.col("after") - cap), end="after")
     )

@@ -35,7 +35,7 @@ visitors). Cost: O(clicks log clicks + conversions x cap).
 import polars as pl
 
 from attribution_pipeline.core import frames
-from attribution_pipeline.core.journey_rules import completed_journeys, dedupe_clicks, touch_columns
+from attribution_pipeline.core.journey_rules import completed_journeys, dedupe_clicks, newest_in_window
 
 #: The opaque in-memory visitor (a hash of the visitor key and the user id).
 VISITOR = pl.UInt64
@@ -95,42 +95,8 @@ def visitor_journeys(conversions: pl.DataFrame, clicks: pl.DataFrame, lookback_s
     )
     theirs = clicks.filter(pl.col("visitor").is_in(keyed.get_column("visitor").unique().implode()))
     seen = dedupe_clicks(theirs.select(list(VISITOR_CLICKS)).join(keyed.select(_KEY).unique(), on=_KEY, how="semi"))
-    candidates = _candidates(keyed, seen, int(lookback_seconds), int(cap))
+    candidates = newest_in_window(keyed, seen, _KEY, int(lookback_seconds), int(cap))
     return completed_journeys(convs, candidates, "visitor journeys")
-
-
-def _candidates(keyed: pl.DataFrame, clicks: pl.DataFrame, lookback: int, cap: int) -> pl.DataFrame:
-    """The newest ``cap`` clicks of each conversion's visitor in its lookback window: the index
-    range of the visitor's clicks inside ``[t - lookback, t]`` by two as-of joins, its last ``cap``
-    indexes gathered (as ``journey_rules`` does per account and campaign)."""
-    indexed = clicks.sort([*_KEY, "click_time", "click_id"]).with_row_index("gidx")
-    at_time = (
-        indexed.group_by([*_KEY, "click_time"])
-        .agg(first=pl.col("gidx").min().cast(pl.Int64), after=pl.col("gidx").max().cast(pl.Int64) + 1)
-        .sort("click_time")
-    )
-    ranges = (
-        keyed.with_columns(window_start=(pl.col("conv_time") - lookback).clip(lower_bound=0))
-        .sort("conv_time")
-        .join_asof(at_time.select(*_KEY, "click_time", "after"), left_on="conv_time", right_on="click_time",
-                   by=_KEY, strategy="backward", check_sortedness=False)
-        .drop("click_time")
-        .sort("window_start")
-        .join_asof(at_time.select(*_KEY, "click_time", "first"), left_on="window_start", right_on="click_time",
-                   by=_KEY, strategy="forward", check_sortedness=False)
-        .filter(pl.col("after").is_not_null() & pl.col("first").is_not_null() & (pl.col("first") < pl.col("after")))
-        .select("conv_id", start=pl.max_horizontal("first", pl.col("after") - cap), end="after")
-    )
-    picked = ranges.select("conv_id", gidx=pl.int_ranges("start", "end", dtype=pl.Int64)).explode("gidx")
-    gathered = indexed.select(pl.all().gather(picked.get_column("gidx")))
-    return pl.concat(
-        [
-            picked.select("conv_id"),
-            gathered.select(touch_columns(pl.col("click_id"), pl.col("click_time"), pl.col("aff_campaign_id"),
-                                           pl.col("ppc_account_id"), pl.col("landing_page_id"), pl.col("click_cpc"))),
-        ],
-        how="horizontal",
-    )
 
 
 def training_paths(clicks: pl.DataFrame, conversions: pl.DataFrame, channel: str, start: int, end: int) -> pl.DataFrame:
