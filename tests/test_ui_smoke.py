@@ -1,7 +1,8 @@
 """Browser smoke test of the Dagster UI, the way ops use it (issue 20): a real headless Chromium
-(Debian's ``chromium``, driven by Selenium through Debian's ``chromedriver``) opens the webserver of a
-deployment this test starts (``dagster dev``: webserver and daemon, on a throwaway DAGSTER_HOME
-and a seeded throwaway MariaDB database, as ``test_backfill_ui.py`` does), and
+(Debian's ``chromium``, driven by Selenium through Debian's ``chromedriver``) opens the webserver of
+the production layout this test starts (D29, as ``test_deployment.py`` does: a PostgreSQL-backed
+instance on a throwaway PostgreSQL database, ``dagster code-server start``, ``dagster-webserver``
+and ``dagster-daemon`` as separate processes, on a seeded throwaway MariaDB database), and
 
 * finds the attribution assets in the catalog and a failing check among an asset's checks;
 * opens that check (``orphan_conversions``, red on the two hours whose conversions lost their
@@ -15,10 +16,6 @@ page's screenshot and source are saved under the test's ``tmp_path``.
 
 import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,15 +31,15 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 import scenarios
 from attribution_pipeline.assets.hourly import RANGE_END_TAG, RANGE_START_TAG
+from attribution_pipeline.cli.backfill_cmd import graphql
 from attribution_pipeline.core.hours import hour_key
 from attribution_pipeline.storage import database
-from faults.tcp_proxy import free_port
 from pipeline import HOUR, run
-from test_backfill_ui import BACKFILL, RUNS, dagster_home, graphql, wait_for  # noqa: F401 (fixture)
+from test_backfill_ui import BACKFILL, RUNS, wait_for
+from test_deployment import deployment, postgres_url  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("ATTRIBUTION_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("ATTRIBUTION_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
 HOW_TO_GET_CHROMIUM = ("This test drives Debian's Chromium: `apt-get install -y chromium chromium-driver` "
@@ -66,27 +63,6 @@ def seed(url: str) -> None:
         scenarios.add_campaign(conn, 40, 1, 1)
         scenarios.add_conversion(conn, 62, 998, 40, 1, "3", T + 100, T + HOUR + 100)
         scenarios.add_conversion(conn, 63, 999, 40, 1, "3", T + 100, T + 2 * HOUR + 200)
-
-
-@contextmanager
-def dagster_dev(home: Path, env: dict, log_path: Path):
-    """`dagster dev` (webserver and daemon) on a free port; yields the port; stopped on exit."""
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    port = free_port()
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-p", str(port)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        try:
-            yield port
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(10)
 
 
 @contextmanager
@@ -204,39 +180,32 @@ def launch_backfill_in_dialog(ui: Ui) -> str:
     return backfill_id.group(1)
 
 
-def test_ops_find_a_failing_check_and_launch_a_backfill_in_a_real_browser(mysql_url, tmp_path, dagster_home,
-                                                                          private_home):
+def test_ops_find_a_failing_check_and_launch_a_backfill_in_a_real_browser(mysql_url, postgres_url, tmp_path,
+                                                                          monkeypatch):
     seed(mysql_url)
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "ATTRIBUTION_HOME": str(private_home),
-           "ATTRIBUTION_DB_URL": mysql_url}
-    with dagster_dev(dagster_home, env, tmp_path / "dagster-dev.log") as port:
-        # the job over the three hours, recorded in the deployment's instance while the webserver starts
-        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+    with deployment(tmp_path, postgres_url, mysql_url, {}) as deploy:
+        # the job over the three hours, recorded in the deployment's PostgreSQL instance
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", postgres_url)
+        with dg.DagsterInstance.from_config(str(deploy.home)) as instance:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             result, report = run(mysql_url, FIRST, LAST, instance=instance)
         assert report["outcome"] == 0
-
-        def code_loaded():
-            try:
-                return graphql(port, "{ assetNodes { assetKey { path } } }")["assetNodes"]
-            except OSError:
-                return None
-
-        wait_for(code_loaded, 180, "the webserver and code location")
         with chromium(tmp_path) as driver:
-            ui = Ui(driver, f"http://127.0.0.1:{port}")
+            ui = Ui(driver, deploy.url)
             find_assets_and_failing_check(ui)
             backfill_id = launch_backfill_in_dialog(ui)
 
         def finished():
-            backfill = graphql(port, BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
+            deploy.check_alive()
+            backfill = graphql(deploy.url, BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
             assert backfill["__typename"] == "PartitionBackfill", backfill
             return backfill["status"] if backfill["status"] in DONE else None
 
         status = wait_for(finished, 300, "the UI's backfill to finish", interval=2)
-        runs = graphql(port, RUNS, {"id": backfill_id})["runsOrError"]["results"]
+        runs = graphql(deploy.url, RUNS, {"id": backfill_id})["runsOrError"]["results"]
     assert status in ("COMPLETED", "COMPLETED_SUCCESS"), (status, runs)
     assert runs and all(r["status"] == "SUCCESS" for r in runs), runs
-    # single-run backfill policy: the three hours are one run carrying the range
+    # ranges of ATTRIBUTION_BACKFILL_HOURS_PER_RUN (24) hours: the three hours are one run carrying the range
     assert len(runs) == 1, runs
     tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
     assert (tags[RANGE_START_TAG], tags[RANGE_END_TAG]) == (hour_key(FIRST), hour_key(LAST)), tags

@@ -2,20 +2,15 @@
 
 import os
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 
 from attribution_pipeline.analytics.accrual import Accrual, UserAccrual
+from attribution_pipeline.analytics.charts import cents as _cents
+from attribution_pipeline.analytics.charts import finish_axis, user_panels
+from attribution_pipeline.analytics.charts import money as _money
 from attribution_pipeline.analytics.comparison import CURRENCY
 from attribution_pipeline.core.hours import HOUR
-
-
-def _cents(value) -> Decimal:
-    return Decimal(value).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-
-
-def _money(value) -> str:
-    return f"{_cents(value):,.2f}"
 
 
 def _when(epoch: int, per: str = "hour") -> str:
@@ -71,45 +66,22 @@ def render_text(result: Accrual) -> str:
 
 def render_chart(result: Accrual, path: str | os.PathLike) -> Path:
     """One panel per user: per period, a bar per model's revenue and the spend as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    panels = result.users or [None]
     periods = max((u.table.height for u in result.users), default=1)
     width = max(9.0, min(32.0, 3.0 + periods * 0.9))
-    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 4.6 * len(panels)), squeeze=False)
-    fig.suptitle(f"Attributed revenue by click {result.per} under each active model, and the clicks' spend\n"
-                 f"{_when(result.first_hour)} to {_when(result.last_hour + HOUR)} UTC, amounts in {CURRENCY}",
-                 fontsize=13)
-    colors = plt.get_cmap("tab10").colors
-    for ax, user in zip(axes[:, 0], panels):
-        if user is None:
-            ax.text(0.5, 0.5, "No stored attribution rows for these clicks", ha="center", va="center")
-            ax.set_axis_off()
-            continue
-        labels = [_when(p, result.per) for p in user.table.get_column("period").to_list()]
-        bar = 0.8 / max(len(user.models), 1)
-        for k, (model_id, label) in enumerate(user.models):
-            xs = [i - 0.4 + bar * (k + 0.5) for i in range(len(labels))]
-            ax.bar(xs, [float(v) for v in user.table.get_column(label).to_list()], width=bar,
-                   label=f"{label}  (ROAS {roas(_cents(user.totals[model_id]), _cents(user.spend))})",
-                   color=colors[k % len(colors)])
-        ax.plot(range(len(labels)), [float(v) for v in user.table.get_column("spend").to_list()], color="black",
-                marker="o", label=f"spend (total ${_money(user.spend)})")
-        ax.set_title(f"User {user.user_id}", loc="left", fontsize=11)
-        ax.set_xticks(range(len(labels)), labels, rotation=30 if result.per == "hour" else 0, ha="right")
-        ax.set_xlabel(f"Click {result.per} (UTC)")
-        ax.set_ylabel(CURRENCY)
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:,.2f}"))
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_axisbelow(True)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    title = (f"Attributed revenue by click {result.per} under each active model, and the clicks' spend\n"
+             f"{_when(result.first_hour)} to {_when(result.last_hour + HOUR)} UTC, amounts in {CURRENCY}")
+    with user_panels(result.users, width, title, "No stored attribution rows for these clicks", path) as (drawn, colors):
+        for ax, user in drawn:
+            labels = [_when(p, result.per) for p in user.table.get_column("period").to_list()]
+            bar = 0.8 / max(len(user.models), 1)
+            for k, (model_id, label) in enumerate(user.models):
+                xs = [i - 0.4 + bar * (k + 0.5) for i in range(len(labels))]
+                ax.bar(xs, [float(v) for v in user.table.get_column(label).to_list()], width=bar,
+                       label=f"{label}  (ROAS {roas(_cents(user.totals[model_id]), _cents(user.spend))})",
+                       color=colors[k % len(colors)])
+            ax.plot(range(len(labels)), [float(v) for v in user.table.get_column("spend").to_list()], color="black",
+                    marker="o", label=f"spend (total ${_money(user.spend)})")
+            ax.set_xticks(range(len(labels)), labels, rotation=30 if result.per == "hour" else 0, ha="right")
+            ax.set_xlabel(f"Click {result.per} (UTC)")
+            finish_axis(ax, user.user_id, CURRENCY, ",.2f")
+    return Path(path)

@@ -4,9 +4,12 @@ import math
 import os
 import textwrap
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 
+from attribution_pipeline.analytics.charts import cents as _cents
+from attribution_pipeline.analytics.charts import finish_axis, user_panels
+from attribution_pipeline.analytics.charts import money as _money
 from attribution_pipeline.analytics.comparison import (
     CURRENCY,
     SCOPE_LABELS,
@@ -14,14 +17,6 @@ from attribution_pipeline.analytics.comparison import (
     UserComparison,
 )
 from attribution_pipeline.core.hours import HOUR
-
-
-def _cents(value) -> Decimal:
-    return Decimal(value).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-
-
-def _money(value) -> str:
-    return "-" if value is None else f"{_cents(value):,.2f}"
 
 
 def _when(hour: int) -> str:
@@ -131,53 +126,28 @@ def render_markdown(result: Comparison) -> str:
 def render_chart(result: Comparison, path: str | os.PathLike) -> Path:
     """A grouped bar chart PNG: one panel per user, the values of the compared scope type on the x
     axis, one bar per model, the spread written above each group."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    panels = result.users or [None]
     most_sources = max((u.table.height for u in result.users), default=1)
     most_models = max((len(u.models) for u in result.users), default=1)
     width = max(9.0, min(32.0, 3.0 + most_sources * (0.6 + 0.25 * most_models)))
-    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 4.6 * len(panels)), squeeze=False)
-    fig.suptitle(f"Attributed revenue by {SCOPE_LABELS[result.by][0]} under each active model\n"
-                 f"{_window(result)}, amounts in {CURRENCY}",
-                 fontsize=13)
-    colors = plt.get_cmap("tab10").colors
-    for ax, user in zip(axes[:, 0], panels):
-        if user is None:
-            ax.text(0.5, 0.5, "No stored attribution rows in this window", ha="center", va="center")
-            ax.set_axis_off()
-            continue
-        sources = user.table.get_column("name").to_list()
-        ticks = [textwrap.fill(name, 18) for name in sources]
-        n = len(user.models)
-        bar = 0.8 / max(n, 1)
-        for k, (model_id, label) in enumerate(user.models):
-            values = [float(v) for v in user.table.get_column(label).to_list()]
-            xs = [i - 0.4 + bar * (k + 0.5) for i in range(len(sources))]
-            ax.bar(xs, values, width=bar, label=f"{label}  (total ${_money(user.totals[model_id])})",
-                   color=colors[k % len(colors)])
-        tops = [max(float(v) for v in row[2:2 + n]) if n else 0.0 for row in user.table.iter_rows()]
-        for i, rec in enumerate(user.table.iter_rows(named=True)):
-            spread, pct = _spread_of([_cents(rec[lbl]) for _, lbl in user.models])
-            top = tops[i]
-            ax.annotate(f"spread ${_money(spread)}" + (f"\n({_pct(pct)})" if pct is not None else ""),
-                        (i, top), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
-        ax.set_title(f"User {user.user_id}", loc="left", fontsize=11)
-        ax.set_xticks(range(len(sources)), ticks)
-        ax.set_xlabel(SCOPE_LABELS[result.by][0].capitalize())
-        ax.set_ylabel(f"Attributed revenue ({CURRENCY})")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:,.0f}"))
-        ax.margins(y=0.18)
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_axisbelow(True)
-        ax.legend(title="Model", fontsize=8, title_fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    title = (f"Attributed revenue by {SCOPE_LABELS[result.by][0]} under each active model\n"
+             f"{_window(result)}, amounts in {CURRENCY}")
+    with user_panels(result.users, width, title, "No stored attribution rows in this window", path) as (drawn, colors):
+        for ax, user in drawn:
+            sources = user.table.get_column("name").to_list()
+            n = len(user.models)
+            bar = 0.8 / max(n, 1)
+            for k, (model_id, label) in enumerate(user.models):
+                values = [float(v) for v in user.table.get_column(label).to_list()]
+                xs = [i - 0.4 + bar * (k + 0.5) for i in range(len(sources))]
+                ax.bar(xs, values, width=bar, label=f"{label}  (total ${_money(user.totals[model_id])})",
+                       color=colors[k % len(colors)])
+            tops = [max(float(v) for v in row[2:2 + n]) if n else 0.0 for row in user.table.iter_rows()]
+            for i, rec in enumerate(user.table.iter_rows(named=True)):
+                spread, pct = _spread_of([_cents(rec[lbl]) for _, lbl in user.models])
+                ax.annotate(f"spread ${_money(spread)}" + (f"\n({_pct(pct)})" if pct is not None else ""),
+                            (i, tops[i]), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+            ax.set_xticks(range(len(sources)), [textwrap.fill(name, 18) for name in sources])
+            ax.set_xlabel(SCOPE_LABELS[result.by][0].capitalize())
+            ax.margins(y=0.18)
+            finish_axis(ax, user.user_id, f"Attributed revenue ({CURRENCY})", ",.0f", title="Model", title_fontsize=9)
+    return Path(path)

@@ -27,15 +27,16 @@ _MODEL = {
     "model_type": pl.String,
     "model_active": pl.Boolean,
 }
-_TOUCH_DIMENSIONS = {
+#: A click's campaign, ppc account and landing page, with their names.
+_CLICK_DIMENSIONS = {
     "campaign_id": pl.Int64,
     "campaign_name": pl.String,
     "ppc_account_id": pl.Int64,
     "ppc_account_name": pl.String,
     "landing_page_id": pl.Int64,
     "landing_page_name": pl.String,
-    "touch_cpc": CPC_DTYPE,
 }
+_TOUCH_DIMENSIONS = {**_CLICK_DIMENSIONS, "touch_cpc": CPC_DTYPE}
 
 #: The scope of a snapshot row (D31): ``global`` (``scope_id`` null) or one of the scope types
 #: (``campaign``, ``advertiser``, ``account``, ``traffic_source``, ``landing_page``) and its id.
@@ -93,12 +94,7 @@ JOURNEYS_EXPORT = {
 CLICK_SPEND_EXPORT = {
     **_HOUR,
     "user_id": pl.Int64,
-    "campaign_id": pl.Int64,
-    "campaign_name": pl.String,
-    "ppc_account_id": pl.Int64,
-    "ppc_account_name": pl.String,
-    "landing_page_id": pl.Int64,
-    "landing_page_name": pl.String,
+    **_CLICK_DIMENSIONS,
     "clicks": pl.Int64,
     "spend": SPEND_DTYPE,
 }
