@@ -27,6 +27,7 @@ from attribution_pipeline.automation.sensors import SENSORS
 from attribution_pipeline.io_managers.hourly_parquet import HourlyParquetIOManager
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage.database import Database
+from attribution_pipeline.storage.instance_commits import relax_instance_commits
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -38,6 +39,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     checks = [d for d in pipeline if isinstance(d, dg.AssetChecksDefinition)]
     fit_asset, fit_job, fit_schedule = markov_fit.build(settings)  # daily: the Markov models' chains (D32)
     db = Database.from_settings(settings)
+    relax_instance_commits(settings.dagster_home, settings.instance_sqlite_sync)  # D34: a run worker's events
     return dg.Definitions(
         # model_comparison: on demand, not in attribution_job; the export queue: external (Prosper202 writes it)
         assets=[d for d in pipeline if d not in checks] + [model_comparison, export_queue_asset,

@@ -167,6 +167,16 @@ def mask_url(url: str | None) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
+INSTANCE_SQLITE_SYNC = ("off", "normal", "full")
+
+
+def _instance_sqlite_sync(env: Mapping[str, str]) -> str:
+    level = (_text(env, "ATTRIBUTION_INSTANCE_SQLITE_SYNC") or "off").lower()
+    if level not in INSTANCE_SQLITE_SYNC:
+        raise SettingsError(f"ATTRIBUTION_INSTANCE_SQLITE_SYNC={level!r}: use one of {', '.join(INSTANCE_SQLITE_SYNC)}")
+    return level
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """The pipeline's settings (``docs/configuration.md`` lists each variable)."""
@@ -210,6 +220,7 @@ class Settings:
     mysql_write_runs: int = 2  # D29: runs writing to one MySQL at once (the attribution_mysql_writes pool's limit)
     dagster_url: str = "http://127.0.0.1:3000"  # D29: the Dagster webserver `attribution backfill` submits to
     dagster_home: Path | None = None  # DAGSTER_HOME, Dagster's own variable
+    instance_sqlite_sync: str = "off"  # D34: PRAGMA synchronous of a SQLite Dagster instance's files (off|normal|full)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -261,6 +272,7 @@ class Settings:
             mysql_write_runs=_int(env, "ATTRIBUTION_MYSQL_WRITE_RUNS", 2, minimum=1),
             dagster_url=(_text(env, "ATTRIBUTION_DAGSTER_URL") or "http://127.0.0.1:3000").rstrip("/"),
             dagster_home=optional_path("DAGSTER_HOME"),
+            instance_sqlite_sync=_instance_sqlite_sync(env),
         )
 
     def replace(self, **changes) -> "Settings":

@@ -53,7 +53,7 @@ def mysql_server():
         cur.execute("SHOW DATABASES LIKE %s", (SESSION_PREFIX + "%",))
         for (name,) in cur.fetchall():
             cur.execute(f"DROP DATABASE `{name}`")  # name comes from SHOW DATABASES, not user input
-    conn.close()
+    server.close()
 
 
 class _Server:
@@ -65,7 +65,10 @@ class _Server:
         self._conn = conn
 
     def cursor(self):
-        self._conn.ping(reconnect=True)
+        try:
+            self._conn.ping(reconnect=False)
+        except pymysql.MySQLError:
+            self._conn = _server_connect()
         return self._conn.cursor()
 
     def __getattr__(self, name):

@@ -11,6 +11,7 @@ from attribution_pipeline.assets.hourly import range_tags
 from attribution_pipeline.automation.jobs import JOB_NAME
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage import prosper_reads
+from attribution_pipeline.storage.instance_commits import relax_instance_commits
 
 
 def instance_for(settings: Settings, dry_run: bool) -> dg.DagsterInstance:
@@ -19,6 +20,7 @@ def instance_for(settings: Settings, dry_run: bool) -> dg.DagsterInstance:
     if dry_run or settings.dagster_home is None:
         return dg.DagsterInstance.ephemeral()
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    relax_instance_commits(settings.dagster_home, settings.instance_sqlite_sync)  # D34 (SQLite instances only)
     return dg.DagsterInstance.from_config(str(settings.dagster_home))
 
 
