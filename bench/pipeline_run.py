@@ -10,7 +10,7 @@ import sys
 import time
 import warnings
 
-from bench.peak import own_peak_mib
+from bench.peak import RssSampler, own_peak_mib
 
 
 def main() -> None:
@@ -34,8 +34,12 @@ def main() -> None:
     settings = Settings.from_env().replace(db_url=args.db_url)
     if args.chunk_hours:
         settings = settings.replace(chunk_hours=args.chunk_hours)
-    result, report = run_job(build_definitions(settings), settings, args.first, args.last, report_path=args.report,
-                             source="bench")
+    instance = dg.DagsterInstance.ephemeral()  # kept open: its step stats say when each step ran
+    with RssSampler() as sampler:
+        result, report = run_job(build_definitions(settings), settings, args.first, args.last, report_path=args.report,
+                                 source="bench", instance=instance)
+    step_peaks = {s.step_key: sampler.peak_between(s.start_time, s.end_time)
+                  for s in instance.get_run_step_stats(result.run_id) if s.start_time and s.end_time}
     steps = {
         e.step_key: round(e.event_specific_data.duration_ms / 1000, 3)
         for e in result.all_events if e.event_type_value == "STEP_SUCCESS"
@@ -56,6 +60,7 @@ def main() -> None:
         "touchpoints_written": (report or {}).get("touchpoints_written"),
         "outcome": (report or {}).get("outcome"),
         "vmhwm_mib": own_peak_mib(),
+        "step_peak_rss_mib": step_peaks,
     }))
     sys.exit(0 if result.success else 1)
 

@@ -348,7 +348,8 @@ class Bench:
         self.write_out(f"\ndata: {self.results['seed']['rows'].get('202_clicks')} clicks, {b.get('conversions')} "
                        f"conversions in {self.hours} hours; chunk {b.get('chunk_hours')} h; ATTRIBUTION_* settings "
                        f"the run saw: {self.results['tuning_env'] or 'none (defaults)'}\n(b) all hours as one run: {b['wall_s']} s, "
-                       f"peak RSS {b['peak_rss_mib']} MiB\nsteps (s): {json.dumps(b['steps_s'])}")
+                       f"peak RSS {b['peak_rss_mib']} MiB\nsteps (s): {json.dumps(b['steps_s'])}\n"
+                       f"steps' peak RSS (MiB, sampled every 20 ms): {json.dumps(b.get('step_peak_rss_mib'))}")
 
     def write_out(self, text: str, prefix: str = "results") -> None:
         """Print ``text``; write it and the raw results to ``bench/out/`` (not committed)."""
