@@ -9,7 +9,8 @@ returns them: the key hashed, the traffic source joined), then each step is time
 * per user, ``training_paths`` of the last 30 days and ``fit_markov`` on them (order 1 by
   account, order 2 by traffic source, order 1 by landing page): what the daily fit asset does per
   model, without the MySQL read (timed on MariaDB in bench/RESULTS.md);
-* ``markov_credits`` of every visitor touch under ``--models`` Markov models per user (touches/s).
+* ``markov_credits`` of every visitor touch under ``--models`` Markov models per user (touches/s;
+  model ``k`` credits by the ``k % 3``-th channel type, so past 3 a user has several models of a type).
 
 Wall seconds of one pass (after a warm-up of the credit step), the load average printed along.
 Run as ``.venv/bin/python -m bench.markov_pipeline``.
@@ -89,9 +90,11 @@ def main() -> None:
             fit, f_secs = timed(lambda: fit_markov(paths, order=order))
             print(f"user {user} {channel} order {order}: {paths.get_column('path_id').n_unique():,} paths "
                   f"({paths.height:,} steps), {fit.channels.height} channels; paths {p_secs:.2f} s, fit {f_secs:.2f} s")
-            shares.append(credit_shares(fit).with_columns(model_id=pl.lit(user * 10 + n), window_end=pl.lit(0)))
-    models = pl.DataFrame([{"model_id": u * 10 + n, "user_id": u, "strategy": "markov", "markov_channel": c}
-                           for u in users for n, (c, _) in enumerate(CHANNELS[: args.models])])
+            # model k of the user credits by channel type k % 3 (several models of one type past 3)
+            shares += [credit_shares(fit).with_columns(model_id=pl.lit(user * 100 + k), window_end=pl.lit(0))
+                       for k in range(n, args.models, len(CHANNELS))]
+    models = pl.DataFrame([{"model_id": u * 100 + k, "user_id": u, "strategy": "markov",
+                            "markov_channel": CHANNELS[k % len(CHANNELS)][0]} for u in users for k in range(args.models)])
     touches = journeys.join(conv.select("conv_id", "payout", "cpc"), on="conv_id").with_columns(date_hour=pl.lit(0))
     table = pl.concat(shares).select("model_id", "window_end", "channel", "model_channel", "share")
     networks = data[tables.ppc_accounts.name].select(account_id="ppc_account_id", network_id="ppc_network_id")

@@ -20,15 +20,24 @@ DAY = 86_400
 NETWORKS = {"account_id": pl.Int64, "network_id": pl.Int64}
 
 
-def _channels(touches: pl.DataFrame, networks: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """``touches`` with ``channel`` as each Markov channel type names it (a missing id: 0)."""
+def _channel(touches: pl.DataFrame, networks: pl.DataFrame, name: str) -> pl.DataFrame:
+    """``touches`` with ``channel`` as the Markov channel type ``name`` names it (a missing id: 0)."""
     account = pl.col("touch_ppc_account_id")
-    network = account.replace_strict(networks.get_column("account_id"), networks.get_column("network_id"),
-                                     default=None, return_dtype=pl.Int64)
-    by_type = {"account": account, "traffic_source": network, "landing_page": pl.col("touch_landing_page_id")}
+    if name == "traffic_source":
+        expr = account.replace_strict(networks.get_column("account_id"), networks.get_column("network_id"),
+                                      default=None, return_dtype=pl.Int64)
+    else:
+        expr = account if name == "account" else pl.col("touch_landing_page_id")
     kept = [c for c in ("user_id", "conv_id", "position", "click_id", "window_end", *CARRIED) if c in touches.columns]
-    return {name: touches.select(*kept, channel=expr.fill_null(0).clip(lower_bound=0).cast(pl.Int64))
-            for name, expr in by_type.items()}
+    return touches.select(*kept, channel=expr.fill_null(0).clip(lower_bound=0).cast(pl.Int64))
+
+
+def _for_models(frame: pl.DataFrame, models: pl.DataFrame) -> pl.DataFrame:
+    """The touches of ``frame`` whose user has a model in ``models`` (at most one per user), each
+    with that model's ``model_id``: a mapping, not a join, so the touches keep their journey order."""
+    users, ids = models.get_column("user_id"), models.get_column("model_id")
+    return frame.filter(pl.col("user_id").is_in(users.implode())).select(
+        model_id=pl.col("user_id").replace_strict(users, ids, return_dtype=pl.Int64), *frame.columns)
 
 
 def markov_credits(touches: pl.DataFrame, models: pl.DataFrame, shares: pl.DataFrame,
@@ -42,12 +51,15 @@ def markov_credits(touches: pl.DataFrame, models: pl.DataFrame, shares: pl.DataF
     if markov.height == 0 or touches.height == 0:
         return credited(touches.lazy().head(0).join(markov.lazy(), on="user_id").with_columns(
             credit=pl.lit(0.0)), touches.lazy()).collect(), 0
-    # model after model, each model's touches in journey order: split_credit's fastest layout
-    channels = _channels(touches.with_columns(window_end=pl.col("date_hour") - pl.col("date_hour") % DAY),
-                         networks.cast(NETWORKS))
-    laid = pl.concat([markov.filter(pl.col("markov_channel") == name).join(frame, on="user_id",
-                                                                            maintain_order="left_right")
-                      for name, frame in channels.items()])
+    # the n-th model of each user and channel type at once, each conversion's touches adjacent in
+    # journey order (split_credit's fastest layout); only the channel types some model names
+    dated = touches.with_columns(window_end=pl.col("date_hour") - pl.col("date_hour") % DAY)
+    ranked = markov.with_columns(rank=pl.int_range(pl.len()).over("user_id", "markov_channel"))
+    channels = {name: _channel(dated, networks.cast(NETWORKS), name)
+                for name in markov.get_column("markov_channel").unique(maintain_order=True)}
+    laid = pl.concat([_for_models(channels[name], group)
+                      for (name, _), group in ranked.partition_by(["markov_channel", "rank"], as_dict=True,
+                                                                  maintain_order=True).items()])
     split = split_credit(laid, shares, key=["model_id", "window_end"])
     out = credited(split.credits.lazy().filter(pl.col("credit") > 0), touches.lazy()).collect()
     return out, split.fallback_conversions
