@@ -38,7 +38,7 @@ from attribution_pipeline.analytics.accrual import compare_touch
 from attribution_pipeline.analytics.comparison import compare
 from attribution_pipeline.analytics.duckdb_views import ExportsNotFound, connect, print_result, run_sql
 from attribution_pipeline.analytics.render import render_chart, render_text
-from attribution_pipeline.cli.common import EXIT_OK, db_arg, fail
+from attribution_pipeline.cli.common import EXIT_OK, db_arg, fail, window_args
 from attribution_pipeline.cli.shell import repl
 from attribution_pipeline.core.hours import check_window, hour_key, parse_time
 from attribution_pipeline.errors import AttributionError
@@ -188,9 +188,7 @@ def add_subcommands(sub) -> None:
     p = sub.add_parser("compare", help="attributed revenue per account, traffic source, campaign, advertiser or "
                        "landing page under every active model, side by side, with a PNG chart")
     db_arg(p)
-    p.add_argument("--start", required=True, help="epoch seconds or ISO-8601 (UTC when no offset); inclusive")
-    p.add_argument("--end", required=True, help="epoch seconds or ISO-8601; exclusive")
-    p.add_argument("--user", type=int, action="extend", nargs="+", help="only these users (repeatable)")
+    window_args(p)
     p.add_argument("--by", choices=SCOPE_TYPES, default=None,
                    help="the scope type compared (D31): account (ppc account, the default), traffic_source (the "
                    "account's ppc network), campaign, advertiser, landing_page")

@@ -19,7 +19,7 @@ import urllib.request
 
 from attribution_pipeline.assets.hourly import MYSQL_WRITES_POOL
 from attribution_pipeline.automation.jobs import PIPELINE_ASSETS
-from attribution_pipeline.cli.common import EXIT_OK, fail
+from attribution_pipeline.cli.common import EXIT_OK, fail, window_args
 from attribution_pipeline.core.hours import HOUR, hour_key, parse_time, select_hours
 from attribution_pipeline.errors import AttributionError
 from attribution_pipeline.settings import Settings, mask_url
@@ -108,8 +108,7 @@ def cmd_backfill(args, settings: Settings) -> int:
 
 def add_subcommands(sub) -> None:
     p = sub.add_parser("backfill", help="submit a backfill of whole UTC hours to the Dagster deployment (its daemon runs it)")
-    p.add_argument("--start", required=True, help="epoch seconds or ISO-8601 (UTC when no offset); inclusive")
-    p.add_argument("--end", required=True, help="epoch seconds or ISO-8601; exclusive")
+    window_args(p, users=False)
     p.add_argument("--dagster-url", help="the Dagster webserver (default $ATTRIBUTION_DAGSTER_URL, else "
                    "http://127.0.0.1:3000)")
     p.add_argument("--wait", action="store_true", help="wait until the backfill ends; exit 1 unless it succeeded")

@@ -4,7 +4,7 @@ journeys (``202_conversion_touchpoints``), replacing ``backfill-conversion-journ
 
 import time
 
-from attribution_pipeline.cli.common import EXIT_OK, db_arg, fail
+from attribution_pipeline.cli.common import EXIT_OK, db_arg, fail, window_args
 from attribution_pipeline.cli.rebuild import validate_scope
 from attribution_pipeline.core.hours import check_window, parse_time
 from attribution_pipeline.errors import AttributionError
@@ -72,9 +72,7 @@ def add_subcommands(sub) -> None:
     p = inner.add_parser("backfill", help="store the journeys of a window's conversions, like "
                          "backfill-conversion-journeys.php (where multi-touch is on)")
     db_arg(p)
-    p.add_argument("--start", required=True, help="epoch seconds or ISO-8601 (UTC when no offset); inclusive")
-    p.add_argument("--end", required=True, help="epoch seconds or ISO-8601; exclusive")
-    p.add_argument("--user", type=int, action="extend", nargs="+", help="only these users (repeatable)")
+    window_args(p)
     p.add_argument("--batch-size", type=int, default=journey_backfill.DEFAULT_BATCH_SIZE,
                    help=f"conversions per transaction (default {journey_backfill.DEFAULT_BATCH_SIZE})")
     p.set_defaults(func=cmd_backfill)

@@ -5,7 +5,7 @@ import time
 import dagster as dg
 
 from attribution_pipeline.cli import health
-from attribution_pipeline.cli.common import db_arg, fail
+from attribution_pipeline.cli.common import db_arg, fail, window_args
 from attribution_pipeline.assets.hourly import RANGE_END_TAG, RANGE_START_TAG
 from attribution_pipeline.assets.writeback import RESUME_TAG
 from attribution_pipeline.cli.jobrun import instance_for, run_job
@@ -74,9 +74,7 @@ def cmd_rebuild(args, settings: Settings) -> int:
 def add_subcommands(sub) -> None:
     p = sub.add_parser("rebuild", help="recompute and rewrite whole UTC hours (like attribution-rebuild.php)")
     db_arg(p)
-    p.add_argument("--start", required=True, help="epoch seconds or ISO-8601 (UTC when no offset); inclusive")
-    p.add_argument("--end", required=True, help="epoch seconds or ISO-8601; exclusive")
-    p.add_argument("--user", type=int, action="extend", nargs="+", help="only these users (repeatable)")
+    window_args(p)
     p.add_argument("--model", type=int, action="extend", nargs="+", help="only these models (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="compute and compare with the stored rows, write nothing")
     p.add_argument("--full", action="store_true",
