@@ -6,6 +6,7 @@ stage) so the parent can report where time goes, and its own peak RSS (VmHWM).
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -38,6 +39,10 @@ def main() -> None:
     with RssSampler() as sampler:
         result, report = run_job(build_definitions(settings), settings, args.first, args.last, report_path=args.report,
                                  source="bench", instance=instance)
+    if os.environ.get("BENCH_RSS_SAMPLES"):  # the whole timeline, to see where a step's peak comes from
+        stats = [(s.step_key, s.start_time, s.end_time) for s in instance.get_run_step_stats(result.run_id)]
+        with open(os.environ["BENCH_RSS_SAMPLES"], "w") as fh:
+            json.dump({"steps": stats, "samples": sampler.samples}, fh)
     step_peaks = {s.step_key: sampler.peak_between(s.start_time, s.end_time)
                   for s in instance.get_run_step_stats(result.run_id) if s.start_time and s.end_time}
     steps = {

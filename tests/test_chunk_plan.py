@@ -85,8 +85,8 @@ def test_the_dense_tenant_of_issue_17_is_cut_into_chunks_of_a_few_hours():
     estimate = cp.hour_rows(counts(per_hour), per_user, touch_cap=25)
     assert set(estimate.values()) == {926 * 26 * 13}  # 312,988 rows an hour, 22.5M for the 72 hours
     plan = cp.plan_chunks(sorted(estimate), estimate, budget_mb=1536, max_hours=168)
-    assert cp.rows_within(1536) == 2_005_824  # (1536 - 350) MiB at 620 bytes a row
-    assert [len(c) for c in plan.chunks] == [6] * 12  # 1.88M estimated rows a chunk
+    assert cp.rows_within(1536) == 1_463_071  # (1536 - 350) MiB at 850 bytes a row
+    assert [len(c) for c in plan.chunks] == [4] * 18  # 1.25M estimated rows a chunk
     assert max(plan.estimated_rows) * cp.BYTES_PER_ROW / 2**20 + cp.FIXED_MIB <= 1536
 
 

@@ -227,7 +227,7 @@ def test_export_chunks_hold_at_most_the_rows_the_memory_budget_allows():
     assert runner.row_chunks(hours, {}, max_rows=5, max_hours=4) == [tuple(hours[:4]), tuple(hours[4:])]
     assert runner.row_chunks([hours[5], hours[1]], rows, max_rows=100, max_hours=168) == [(hours[1], hours[5])]
     assert runner.chunk_rows(512) == BUILD_ROWS  # a small budget still builds a part
-    assert runner.chunk_rows(1536) > runner.chunk_rows(1024) > BUILD_ROWS
+    assert runner.chunk_rows(2048) > runner.chunk_rows(1536) > BUILD_ROWS
     assert runner.chunk_rows(1536) * runner.BYTES_PER_TOUCH_ROW <= (1536 - runner.EXPORT_BUILD_MIB) * 2**20
 
 

@@ -38,7 +38,11 @@ and 1,283 MiB (the write-back step's peak each time). Slopes: 452 bytes a row fr
 run's bookkeeping), rounded up. A run of several chunks peaks higher: a later chunk runs on top of
 memory the allocator kept from the earlier ones. The largest seen: 72 hours of 60k conversions
 (the same shape, 600k clicks) in two chunks of 2.21M estimated rows peaked at 1,611 MiB, 598 bytes
-a row above ``FIXED_MIB``; ``BYTES_PER_ROW`` is that, rounded up. With every model type active
+a row above ``FIXED_MIB`` (then rounded up to 620). On 2026-12-04, with the visitor journeys, the
+scoped and spend exports added, the default benchmark (720 h, 2M clicks, 100k conversions) peaked at
+1,985 MiB in the write-back with chunks of 2.0M estimated rows (at 620), 857 bytes a row above
+``FIXED_MIB``; ``BYTES_PER_ROW`` is 850 since (the same run then peaked at 1,599 MiB in the write-back;
+bench/RESULTS.md, "Memory at 10M clicks"). With every model type active
 (last and first touch credit one touch a journey) the one-chunk runs gave 315 bytes an estimated
 row. Check: the 24 hours under budgets of 700 and 900 MiB were cut into 4 and 2 chunks and peaked
 at 701 and 802 MiB (at 560 bytes a row). ``CLICK_BYTES``: the journeys step alone over 720 hours of 1M clicks held at most
@@ -55,7 +59,7 @@ import polars as pl
 from attribution_pipeline.settings import Settings
 
 #: Peak RSS per estimated row of a chunk (see the module docstring for how it was measured).
-BYTES_PER_ROW = 620
+BYTES_PER_ROW = 850
 #: Peak RSS of a run before its chunks hold anything (see the module docstring).
 FIXED_MIB = 350
 #: Peak RSS per click row the journeys step holds (read, deduplicated, indexed by the journey rule).

@@ -29,8 +29,9 @@ from attribution_pipeline.exports.stored import StoredRows, read_stored_rows
 #: Peak bytes per touchpoint row of an export chunk, beyond :data:`EXPORT_BUILD_MIB`: the rows a
 #: chunk's read holds (touchpoints with their conversion, journeys, clicks: about 115 B a touchpoint)
 #: and, while it is built and written, the next chunk's read (the run's credits it comes from, the
-#: joined rows: about 250 B), measured on the benchmark's data (docs/exports.md, "Memory").
-BYTES_PER_TOUCH_ROW = 400
+#: joined rows: about 250 B), measured on the benchmark's data; at 10M clicks chunks peaked at about
+#: 800 B a row above the build part (docs/exports.md, "Memory").
+BYTES_PER_TOUCH_ROW = 800
 #: Peak of building and writing one part of a chunk (at most ``build.BUILD_ROWS`` touchpoints joined
 #: wide: names, shares, positions), whatever the chunk's size (measured, same place).
 EXPORT_BUILD_MIB = 450
