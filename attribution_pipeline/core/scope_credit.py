@@ -107,12 +107,24 @@ def _apportioned(per_conv: pl.DataFrame) -> pl.DataFrame:
 
 def scoped_rows(credits: pl.DataFrame, values: pl.DataFrame) -> pl.DataFrame:
     """:data:`SCOPED` from frames.CREDITS and :func:`scope_values`, the remainder included
-    (``scope_id`` null): the sums and the apportionment of the module docstring."""
+    (``scope_id`` null): the sums and the apportionment of the module docstring, ordered by
+    :data:`SCOPE_KEY` (the remainder last). Each scope type is computed on its own, from the credit
+    columns the sums use only: every type's rows depend on its own values alone, and a chunk's
+    credits once per type at once cost five times the memory of the credits (issue 17's dense
+    tenant peaked there)."""
+    narrow = credits.select(*GROUP, "conv_id", "position", "click_id", "credit", "revenue", "cost")
+    types = values.get_column("scope_type").unique().sort().to_list()
+    parts = [_rows_of_type(narrow, values.filter(pl.col("scope_type") == t)) for t in types]
+    return pl.concat([pl.DataFrame(schema=SCOPED), *parts]).sort(SCOPE_KEY, nulls_last=True)
+
+
+def _rows_of_type(credits: pl.DataFrame, values: pl.DataFrame) -> pl.DataFrame:
+    """:data:`SCOPED` rows of the one scope type of ``values``."""
     rows = scoped_credits(credits, values).sort([*SCOPE_KEY, "conv_id", "position"], nulls_last=True)
     if rows.height == 0:
         return pl.DataFrame(schema=SCOPED)
-    per_conv = rows.with_columns(
-        q=pl.col("credit") / pl.col("credit").sum().over([*GROUP, "scope_type", "conv_id"]))
+    per_conv = rows.select(
+        *SCOPE_KEY, "conv_id", q=pl.col("credit") / pl.col("credit").sum().over([*GROUP, "scope_type", "conv_id"]))
     sums = rows.group_by(SCOPE_KEY, maintain_order=True).agg(
         attributed_clicks=(pl.col("credit") > 0).sum().cast(pl.Int64),
         revenue=pl.col("revenue").cum_sum().last(), cost=pl.col("cost").cum_sum().last())
