@@ -144,11 +144,19 @@ def test_helm_values_say_what_the_instance_and_launcher_files_say():
     assert [c["name"] for c in helm_launcher["envConfigMaps"]] == launcher["env_config_maps"]
     assert (helm_launcher["volumes"], helm_launcher["volumeMounts"], helm_launcher["resources"]) == \
         (launcher["volumes"], launcher["volume_mounts"], launcher["resources"])
+    # the run pods' whole environment and pod settings come from the launcher, as in the instance file
+    assert helm_launcher["envVars"] == launcher["env_vars"]
+    assert (helm_launcher["securityContext"], helm_launcher["labels"]) == (launcher["security_context"], launcher["labels"])
+    assert helm_launcher["runK8sConfig"]["jobSpecConfig"] == launcher["run_k8s_config"]["job_spec_config"]
     assert values["dagsterDaemon"]["runCoordinator"]["type"] == instance["run_coordinator"]["class"]
-    assert values["concurrency"] == camel(instance["concurrency"])  # the queue's limits and the pools
+    concurrency = dict(values["concurrency"])
+    assert concurrency.pop("enabled") is True  # the chart renders the limits only when enabled
+    assert concurrency == camel(instance["concurrency"])  # the queue's limits and the pools
     assert values["dagsterDaemon"]["runRetries"]["maxRetries"] == instance["run_retries"]["max_retries"]
     (deployment,) = values["dagster-user-deployments"]["deployments"]
     assert deployment["codeServerArgs"] == ["-m", "attribution_pipeline.definitions"] and deployment["port"] == 4000
+    # with it on, the chart hands the code server's resources (512Mi) to every run pod, over the launcher's
+    assert deployment["includeConfigInLaunchedRuns"] == {"enabled": False}
     assert values["postgresql"]["enabled"] is False and "postgresqlPassword" not in values["postgresql"]
 
 
