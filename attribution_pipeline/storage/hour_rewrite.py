@@ -38,12 +38,13 @@ from attribution_pipeline.storage import source_state, tables
 from attribution_pipeline.storage.audit import record_chunk
 from attribution_pipeline.storage.bulk import bulk_load
 from attribution_pipeline.storage.database import is_sqlite
-from attribution_pipeline.storage.frame_io import chunked
+from attribution_pipeline.storage.frame_io import chunked, read_frame_uncommitted
 from attribution_pipeline.storage.locks import hours_locked
 from attribution_pipeline.storage.scoped_rewrite import replace_scoped
 from attribution_pipeline.storage.stored_rows import (
     IDS_PER_STATEMENT,
     SNAP,
+    STORED_SCOPED,
     STORED_TOUCHPOINTS,
     TOUCH,
     inserted_touchpoints,
@@ -113,13 +114,13 @@ def write_chunk(engine: Engine, plan: ChunkWrite, *, now: int, batch_rows: int, 
             transaction = conn.begin()
             try:
                 plan = without_deleted_models(conn, plan)
-                _replace_rows(conn, plan, outcome, now=now, batch_rows=batch_rows)
+                stored = _replace_rows(conn, plan, outcome, now=now, batch_rows=batch_rows)
                 if plan.journeys is not None:
                     with outcome.stage("persist_journeys"):
                         outcome.journey_touches_written = persist_journeys(conn, plan.journeys, now=now, batch_rows=batch_rows)
                 if plan.state is not None:
                     with outcome.stage("record_state"):
-                        outcome.state_rows = record_state(conn, plan, now=now)
+                        outcome.state_rows = record_state(conn, plan, now=now, stored=stored)
                 if plan.audits is not None:
                     with outcome.stage("audit"):
                         outcome.audit_rows = record_chunk(conn, plan.audits, now=now)
@@ -169,7 +170,11 @@ def read_committed(conn: Connection) -> None:
         conn.execution_options(isolation_level="READ COMMITTED")  # reset when the connection is returned
 
 
-def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, now: int, batch_rows: int) -> None:
+def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, now: int,
+                  batch_rows: int) -> pl.DataFrame | None:
+    """Steps 1-4 of the module docstring. Returns the snapshot rows now stored for the keys the
+    chunk rewrote (``STORED_SCOPED``: read back and found equal to what was computed), or None when
+    the scoped rows were left alone (then they are not known without a read)."""
     with outcome.stage("find_stored"):
         existing = stored_snapshots(conn, plan.owned, plan.hours).join(
             plan.held.select(GROUP).unique(), on=GROUP, how="anti"
@@ -203,7 +208,8 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
             conn, SNAP, fresh, batch_rows=batch_rows
         )
     with outcome.stage("read_back_snapshots"):
-        written = stored_snapshots(conn, plan.owned, plan.hours).join(plan.snapshots.select(GROUP), on=GROUP, how="semi")
+        written = stored_snapshots(conn, plan.owned, plan.hours, reader=read_frame_uncommitted).join(
+            plan.snapshots.select(GROUP), on=GROUP, how="semi")
         _check_snapshots(rows, written)
     with outcome.stage("prepare_touchpoints"):
         touch_rows = (
@@ -219,8 +225,7 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
     with outcome.stage("read_back_touchpoints"):
         inserted = inserted_touchpoints(conn, before, max_touchpoint_id(conn), written.get_column("snapshot_id"))
         _check_touchpoints(touch_rows, inserted)
-    if plan.scoped is not None:
-        replace_scoped(conn, plan, outcome, now=now, batch_rows=batch_rows)
+    scoped = replace_scoped(conn, plan, outcome, now=now, batch_rows=batch_rows) if plan.scoped is not None else None
 
     per_model = (
         plan.snapshots.group_by("model_id").agg(snapshots=pl.len())
@@ -231,17 +236,24 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
         int(m): {"snapshots": int(s), "touchpoints": int(t)}
         for m, s, t in zip(per_model["model_id"], per_model["snapshots"], per_model["touchpoints"])
     }
+    if scoped is None:
+        return None
+    as_global = written.with_columns(scope_type=pl.lit("global"), scope_id=pl.lit(None, dtype=pl.Int64))
+    return pl.concat([as_global.select(list(STORED_SCOPED)).cast(STORED_SCOPED),
+                      scoped.select(list(STORED_SCOPED)).cast(STORED_SCOPED)])
 
 
-def record_state(conn: Connection, plan: ChunkWrite, *, now: int) -> int:
+def record_state(conn: Connection, plan: ChunkWrite, *, now: int, stored: pl.DataFrame | None = None) -> int:
     """Record, in the chunk's transaction, what each recomputed (user, hour) was computed from and
     how its snapshot rows are now stored (D22); a (user, hour) with a held group is forgotten, so
-    that the next run recomputes it."""
+    that the next run recomputes it. ``stored``: the rows the chunk just wrote and verified (every
+    owned row of a recomputed (user, hour): the others were deleted), else they are read again."""
     keys = ["user_id", "date_hour"]
     held = plan.held.select(keys).unique()
     written = plan.state.join(held, on=keys, how="anti")
-    stored = stored_fingerprints(stored_snapshots(conn, plan.owned, plan.hours, scopes="all").join(
-        written, on=keys, how="semi"))
+    if stored is None:
+        stored = stored_snapshots(conn, plan.owned, plan.hours, scopes="all")
+    stored = stored_fingerprints(stored.join(written, on=keys, how="semi"))
     rows = written.join(stored, on=keys, how="left").with_columns(pl.col("stored_fp").fill_null(empty_stored_fp()))
     source_state.forget(conn, held.join(plan.state, on=keys, how="semi"))
     return source_state.record(conn, rows, token=plan.token, now=now)

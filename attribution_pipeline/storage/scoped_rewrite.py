@@ -22,7 +22,7 @@ from attribution_pipeline.core.invariants import GROUP
 from attribution_pipeline.core.scope_credit import SCOPE_KEY
 from attribution_pipeline.errors import WriteBackMismatch
 from attribution_pipeline.storage.bulk import bulk_load
-from attribution_pipeline.storage.frame_io import chunked
+from attribution_pipeline.storage.frame_io import chunked, read_frame_uncommitted
 from attribution_pipeline.storage.stored_rows import (
     IDS_PER_STATEMENT,
     SNAP,
@@ -47,8 +47,9 @@ def owned_scoped(conn: Connection, plan) -> pl.DataFrame:
     return existing
 
 
-def replace_scoped(conn: Connection, plan, outcome, *, now: int, batch_rows: int) -> None:
-    """Steps 1-4 of the module docstring for ``plan``; counts into ``outcome``."""
+def replace_scoped(conn: Connection, plan, outcome, *, now: int, batch_rows: int) -> pl.DataFrame:
+    """Steps 1-4 of the module docstring for ``plan``; counts into ``outcome``. Returns the scoped
+    rows now stored for its keys (``STORED_SCOPED``, read back and verified)."""
     with outcome.stage("scoped_find"):
         existing = owned_scoped(conn, plan)
     old_ids = existing.get_column("snapshot_id").to_list()
@@ -70,11 +71,12 @@ def replace_scoped(conn: Connection, plan, outcome, *, now: int, batch_rows: int
             conn, SNAP, rows.filter(pl.col("snapshot_id").is_not_null()), batch_rows=batch_rows) + bulk_load(
             conn, SNAP, rows.filter(pl.col("snapshot_id").is_null()).drop("snapshot_id"), batch_rows=batch_rows)
     with outcome.stage("scoped_read_back"):
-        written = stored_snapshots(conn, plan.owned, plan.hours, scopes="scoped").join(
+        written = stored_snapshots(conn, plan.owned, plan.hours, reader=read_frame_uncommitted, scopes="scoped").join(
             plan.scoped.select(SCOPE_KEY), on=SCOPE_KEY, how="semi")
         _same(rows.select(*SCOPE_KEY, *_VALUES), written.select(*SCOPE_KEY, *_VALUES), "scoped snapshots", SCOPE_KEY)
     if plan.scoped_credits is not None:
         _load_touchpoints(conn, plan, written, outcome, now=now, batch_rows=batch_rows)
+    return written
 
 
 def _load_touchpoints(conn: Connection, plan, written: pl.DataFrame, outcome, *, now: int, batch_rows: int) -> None:
