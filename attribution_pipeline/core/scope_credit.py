@@ -112,15 +112,18 @@ def scoped_rows(credits: pl.DataFrame, values: pl.DataFrame) -> pl.DataFrame:
     columns the sums use only: every type's rows depend on its own values alone, and a chunk's
     credits once per type at once cost five times the memory of the credits (issue 17's dense
     tenant peaked there)."""
-    narrow = credits.select(*GROUP, "conv_id", "position", "click_id", "credit", "revenue", "cost")
+    narrow = credits.select(*GROUP, "conv_id", "position", "click_id", "credit", "revenue", "cost").sort(
+        [*GROUP, "conv_id", "position"])
     types = values.get_column("scope_type").unique().sort().to_list()
     parts = [_rows_of_type(narrow, values.filter(pl.col("scope_type") == t)) for t in types]
     return pl.concat([pl.DataFrame(schema=SCOPED), *parts]).sort(SCOPE_KEY, nulls_last=True)
 
 
 def _rows_of_type(credits: pl.DataFrame, values: pl.DataFrame) -> pl.DataFrame:
-    """:data:`SCOPED` rows of the one scope type of ``values``."""
-    rows = scoped_credits(credits, values).sort([*SCOPE_KEY, "conv_id", "position"], nulls_last=True)
+    """:data:`SCOPED` rows of the one scope type of ``values``, from ``credits`` sorted by
+    (model, user, hour, conv_id, position): the join keeps that order, so each scope value's rows
+    are summed in (conv_id, position) order (D14) without sorting the credits once per type."""
+    rows = credits.join(values, on="click_id", how="inner", maintain_order="left")
     if rows.height == 0:
         return pl.DataFrame(schema=SCOPED)
     per_conv = rows.select(

@@ -177,12 +177,16 @@ def pending_exports(conn: Connection, hours: Sequence[int]) -> pl.DataFrame:
 
 def mark_exported(conn: Connection, pending: pl.DataFrame) -> int:
     """Note the export of ``pending`` rows (as :func:`pending_exports` read them before the
-    export): a row written again since keeps its new token unexported."""
-    keys = [(int(u), int(h), str(t)) for u, h, t in pending.iter_rows()]
-    key = tuple_(STATE.c.user_id, STATE.c.date_hour, STATE.c.write_token)
+    export): a row written again since keeps its new token unexported. One statement per (token,
+    hour), over the primary key (a three-column ``IN`` list of 1,000 rows a statement made the
+    server compare every row of the table with every listed key: 5 s for a 720-hour run)."""
+    groups = pending.group_by("write_token", "date_hour").agg(pl.col("user_id").unique().sort())
     return sum(
-        conn.execute(update(STATE).where(key.in_(list(part))).values(export_token=STATE.c.write_token)).rowcount
-        for part in chunked(keys, 1000)
+        conn.execute(update(STATE).where(STATE.c.date_hour == int(hour), STATE.c.write_token == str(token),
+                                         STATE.c.user_id.in_([int(u) for u in part]))
+                     .values(export_token=STATE.c.write_token)).rowcount
+        for token, hour, users in groups.iter_rows()
+        for part in chunked(users, 1000)
     )
 
 
