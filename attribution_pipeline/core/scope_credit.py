@@ -128,7 +128,7 @@ def _rows_of_type(credits: pl.DataFrame, values: pl.DataFrame) -> pl.DataFrame:
         return pl.DataFrame(schema=SCOPED)
     per_conv = rows.select(
         *SCOPE_KEY, "conv_id", q=pl.col("credit") / pl.col("credit").sum().over([*GROUP, "scope_type", "conv_id"]))
-    sums = rows.group_by(SCOPE_KEY, maintain_order=True).agg(
+    sums = rows.group_by(SCOPE_KEY).agg(  # rows keep their order within a group: (conv_id, position)
         attributed_clicks=(pl.col("credit") > 0).sum().cast(pl.Int64),
         revenue=pl.col("revenue").cum_sum().last(), cost=pl.col("cost").cum_sum().last())
     out = sums.join(_apportioned(per_conv), on=SCOPE_KEY, how="left", nulls_equal=True)
