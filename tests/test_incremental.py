@@ -207,23 +207,3 @@ def users_with_any_state(full_report, hour, engine) -> int:
     """Active users (each has a state row per hour once a full run recorded them)."""
     with engine.connect() as conn:
         return conn.execute(text("SELECT COUNT(*) FROM `202_users` WHERE user_deleted = 0")).scalar()
-
-
-def test_source_parts_read_at_once_equal_the_single_scans(mysql_url):
-    """The click scan split at an hour into two halves on their own connections, beside the
-    conversions, gives the groups one scan over the whole lookback gives."""
-    from attribution_pipeline.storage import source_state
-
-    engine = seed(mysql_url)
-    lookback = 30 * 24 * HOUR
-    with engine.connect() as conn:
-        users = [int(u) for u in conn.execute(select(tables.users.c.user_id)).scalars()]
-        conversions, clicks = source_state.source_parts(conn, users, HOURS[0], HOURS[-1] + HOUR - 1, lookback)
-        whole_clicks = source_state.click_parts(conn, users, HOURS[0] - lookback, HOURS[-1] + HOUR - 1)
-        whole_conversions = source_state.conversion_parts(conn, users, HOURS[0], HOURS[-1] + HOUR - 1)
-    key = ["user_id", "date_hour"]
-    lo, hi = HOURS[0] - lookback, HOURS[-1] + HOUR - 1
-    mid = lo + (hi - lo) // 2 // HOUR * HOUR
-    assert clicks.filter(clicks["date_hour"] < mid).height > 0 and clicks.filter(clicks["date_hour"] >= mid).height > 0
-    assert clicks.sort(key).equals(whole_clicks.sort(key))
-    assert conversions.height > 0 and conversions.sort(key).equals(whole_conversions.sort(key))

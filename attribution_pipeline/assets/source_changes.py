@@ -65,8 +65,9 @@ def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: li
             user_fp = fp.user_fingerprints(users, models, source_state.settings_rows(conn, users),
                                            source_state.campaign_rows(conn, users) + scope_rows(conn, users, settings),
                                            rules(settings))
-            conversions, clicks = source_state.source_parts(conn, users, lo, hi, settings.lookback_seconds)
-            current = fp.source_fingerprints(hours, user_fp, conversions, clicks, settings.lookback_seconds)
+            current = fp.source_fingerprints(
+                hours, user_fp, source_state.conversion_parts(conn, users, lo, hi),
+                source_state.click_parts(conn, users, lo - settings.lookback_seconds, hi), settings.lookback_seconds)
             reason = full_rewrite_reason(scope, settings)
             if reason is None and not source_state.has_state_table(own):
                 reason = "full rewrite (no attribution_source_state table: run `attribution init-db`)"

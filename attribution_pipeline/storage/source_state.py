@@ -12,7 +12,6 @@ that were not committed.
 """
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import reduce
 from operator import add
 
@@ -98,33 +97,6 @@ def click_parts(conn: Connection, users: Sequence[int], lo: int, hi: int) -> pl.
         for part in chunked(sorted(users), _USERS_PER_STATEMENT)
     ]
     return pl.concat([pl.DataFrame(schema=PARTS), *frames])
-
-
-def source_parts(conn: Connection, users: Sequence[int], lo: int, hi: int,
-                 lookback_seconds: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(:func:`conversion_parts` of ``lo..hi``, :func:`click_parts` of ``lo - lookback..hi``).
-
-    On MySQL/MariaDB they are read at once, each on its own connection of ``conn``'s engine: the
-    click scan (every click of the lookback, most of an unchanged hourly run's time) as two halves
-    of whole hours, which are disjoint groups, beside the conversions, so that the server sums them
-    on several threads (dense tenant of issue 17: 1.9 s instead of 2.6-2.9 s for the clicks,
-    bench/RESULTS.md). SQLite, where another connection would wait for ``conn``'s lock: through
-    ``conn``, one after the other."""
-    click_lo = lo - lookback_seconds
-    if conn.dialect.name not in ("mysql", "mariadb"):
-        return conversion_parts(conn, users, lo, hi), click_parts(conn, users, click_lo, hi)
-    engine = conn.engine
-    mid = click_lo + (hi - click_lo) // 2 // HOUR * HOUR
-
-    def on_own_connection(read, first: int, last: int) -> pl.DataFrame:
-        with engine.connect() as own:
-            return read(own, users, first, last)
-
-    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="source-parts") as pool:
-        conversions = pool.submit(on_own_connection, conversion_parts, lo, hi)
-        clicks = [pool.submit(on_own_connection, click_parts, first, last)
-                  for first, last in ((click_lo, mid - 1), (mid, hi))]
-        return conversions.result(), pl.concat([c.result() for c in clicks])
 
 
 def settings_rows(conn: Connection, users: Sequence[int]) -> list[dict]:
