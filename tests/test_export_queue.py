@@ -269,3 +269,36 @@ def test_xlsx_past_the_row_limit_fails_named(mysql_url, tmp_path, monkeypatch):
     with engine.connect() as conn:
         assert export_row(conn, export_id)["last_error"].startswith("xlsx_row_limit")
     assert not list((tmp_path / "files").iterdir())
+
+
+def test_stamping_a_missing_cron_log_row_from_two_transactions_never_deadlocks(mysql_url):
+    """The poll stamp is one upsert. Transaction B first takes the gap lock an UPDATE of the missing
+    row takes; A's stamp then waits on it; B's own stamp must still commit and A's after it (an
+    UPDATE-then-INSERT stamp would have both hold the gap lock and deadlock on their INSERTs)."""
+    import threading
+
+    from attribution_pipeline.export_queue.queue_ops import stamp_poll_conn
+
+    engine = engine_for(mysql_url)
+    with engine.begin() as conn:
+        seed_owners(conn)
+        conn.execute(text("DELETE FROM 202_cronjob_logs"))
+    errors = []
+
+    def stamp_a():
+        try:
+            with engine.begin() as conn_a:
+                stamp_poll_conn(conn_a, now=1000)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    with engine.begin() as conn_b:
+        conn_b.execute(text("SELECT * FROM 202_cronjob_logs WHERE id = 3 FOR UPDATE"))  # the gap lock
+        a = threading.Thread(target=stamp_a)
+        a.start()
+        a.join(timeout=1)  # A now waits on B's gap lock
+        stamp_poll_conn(conn_b, now=2000)
+    a.join(timeout=60)
+    assert not a.is_alive() and errors == []
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, last_execution_time FROM 202_cronjob_logs")).all() == [(3, 1000)]

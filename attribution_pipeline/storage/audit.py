@@ -2,11 +2,14 @@
 Checks stamp (D11). They commit exactly once with the chunk's rows, or not at all."""
 
 import polars as pl
-from sqlalchemy import and_, delete, update
+from sqlalchemy import and_, delete
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from attribution_pipeline.storage import tables
 from attribution_pipeline.storage.bulk import bulk_insert
+from attribution_pipeline.storage.database import is_sqlite
 
 
 def record_chunk(conn: Connection, audits: pl.DataFrame, *, now: int) -> int:
@@ -26,8 +29,15 @@ def record_chunk(conn: Connection, audits: pl.DataFrame, *, now: int) -> int:
 
 def stamp_cron_log(conn: Connection, *, now: int, log_id: int = tables.CRONJOB_LOG_ID_ATTRIBUTION) -> None:
     """``202_cronjob_logs`` row ``log_id`` = ``now`` (inserted if missing): id 2 for the rebuild (D11),
-    id 3 for the export queue's poll, as Prosper202's System Checks page expects."""
+    id 3 for the export queue's poll, as Prosper202's System Checks page expects.
+
+    One atomic upsert, never an UPDATE then an INSERT: two workers polling at once on a database
+    without the row would each take a gap lock with the UPDATE and then deadlock on their INSERTs."""
     logs = tables.cronjob_logs
-    changed = conn.execute(update(logs).where(logs.c.id == log_id).values(last_execution_time=now)).rowcount
-    if not changed:
-        conn.execute(logs.insert().values(id=log_id, last_execution_time=now))
+    if is_sqlite(conn):
+        stmt = sqlite_insert(logs).values(id=log_id, last_execution_time=now)
+        conn.execute(stmt.on_conflict_do_update(index_elements=[logs.c.id],
+                                                set_={"last_execution_time": stmt.excluded.last_execution_time}))
+        return
+    stmt = mysql_insert(logs).values(id=log_id, last_execution_time=now)
+    conn.execute(stmt.on_duplicate_key_update(last_execution_time=stmt.inserted.last_execution_time))
