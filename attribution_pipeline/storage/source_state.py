@@ -16,7 +16,9 @@ from functools import reduce
 from operator import add
 
 import polars as pl
-from sqlalchemy import BigInteger, String, and_, cast, delete, func, inspect, literal_column, select, tuple_, type_coerce, update
+from sqlalchemy import (
+    BigInteger, String, and_, cast, delete, func, inspect, literal_column, select, tuple_, type_coerce, update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
