@@ -78,6 +78,7 @@ def attribution_writeback(context: dg.AssetExecutionContext, source_changes: Hou
             run.run_chunk(chunk, read)
         run.finish()
     finally:  # whatever stopped the run, the report says what was committed
+        run.scopes.close()
         report = run.write_report(path)
         context.instance.add_run_tags(run_id, {OUTCOME_TAG: str(report["outcome"])})
     if run.failed_chunks or report["outcome"] == 1:

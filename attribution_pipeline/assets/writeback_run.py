@@ -24,7 +24,7 @@ from attribution_pipeline.core.run_summary import FOREIGN, audit_rows, run_summa
 from attribution_pipeline.logs import log_event, timed_into
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage.database import Database
-from attribution_pipeline.storage.hour_rewrite import ChunkOutcome, ChunkWrite, write_chunk
+from attribution_pipeline.storage.hour_rewrite import ChunkOutcome, ChunkWrite, ScopedGroupsHeld, write_chunk
 from attribution_pipeline.storage.retries import is_transient
 from attribution_pipeline.storage.shadow import compare_with_stored
 
@@ -117,9 +117,10 @@ class WritebackRun:
             return
         self.process(chunk, frames)
 
-    def plan(self, chunk: tuple[int, ...], frames: ChunkFrames) -> ChunkWrite:
+    def plan(self, chunk: tuple[int, ...], frames: ChunkFrames, *, scoped_later: bool = False) -> ChunkWrite:
         """What to write for ``chunk``: the owned models' rows minus the groups an invariant holds,
-        and the chunk's audit rows (D18), committed in its transaction."""
+        and the chunk's audit rows (D18), committed in its transaction. ``scoped_later``: the
+        scoped rows (D31) are computed in the background while the global rows are written."""
         models = frames.models
         for row in models.filter(~pl.col("is_valid")).unique(subset="model_id").iter_rows(named=True):
             self.skipped[row["model_id"]] = {"model_id": row["model_id"], "user_id": row["user_id"],
@@ -129,8 +130,10 @@ class WritebackRun:
             held = invariants.held_groups(conversions=frames.conversions, journeys=frames.journeys,
                                           credits=frames.credits, snapshots=frames.snapshots, models=models,
                                           touch_cap=self.settings.touch_cap)
-        scoped = self.scopes.plan(frames.credits, frames.touched_clicks(), frames.snapshots, held)
-        held = pl.concat([held, scoped.held])
+        scoped_args = (frames.credits, frames.touched_clicks(), frames.snapshots, held)
+        pending = self.scopes.plan_later(*scoped_args) if scoped_later else None
+        scoped = None if scoped_later else self.scopes.plan(*scoped_args)
+        held = held if scoped is None else pl.concat([held, scoped.held])
         keys = held.select(GROUP).unique()
         changes = frames.changes
         if changes is not None:
@@ -156,14 +159,15 @@ class WritebackRun:
             state=(changes.filter(pl.col("recompute")).select("user_id", "date_hour", "source_fp")
                    if changes is not None and self.record_state else None),
             token=self.run_id,
-            scoped=scoped.rows,
-            scoped_credits=scoped.credits,
+            scoped=None if scoped is None else scoped.rows,
+            scoped_credits=None if scoped is None else scoped.credits,
+            pending_scoped=pending,
         )
 
     def process(self, chunk: tuple[int, ...], frames: ChunkFrames) -> None:
         """Compare (dry run) or write ``chunk``: commit, or roll back and hold all its groups."""
         try:
-            plan = self.plan(chunk, frames)
+            plan = self.plan(chunk, frames, scoped_later=not self.scope.dry_run)
         except Exception as exc:  # noqa: BLE001 - named, and the other chunks go on
             self._not_committed(chunk, exc, stop=False)
             return
@@ -175,17 +179,22 @@ class WritebackRun:
             self.compared.append(self.db.retry.run(compare, what="dry-run comparison", logger=self.logger))
             self.held.append(plan.held)
             return
-        span = f"{hour_key(chunk[0])}..{hour_key(chunk[-1])}"
         try:
-            outcome = self.db.retry.run(
-                lambda: write_chunk(self.db.engine(), plan, now=self.now, batch_rows=self.settings.write_batch_rows,
-                                    lock_timeout=self.settings.lock_timeout_seconds),
-                what=f"write {span}", logger=self.logger,
-            )
+            try:
+                outcome = self._write(chunk, plan)
+            except ScopedGroupsHeld:  # rows that do not add up: the chunk again, those groups held
+                plan = self.plan(chunk, frames)
+                outcome = self._write(chunk, plan)
         except Exception as exc:  # noqa: BLE001 - the chunk rolled back; named below
             self._rolled_back(chunk, frames.snapshots, plan.owned, exc)
             return
         self._committed(chunk, plan, outcome)
+
+    def _write(self, chunk: tuple[int, ...], plan: ChunkWrite) -> ChunkOutcome:
+        return self.db.retry.run(
+            lambda: write_chunk(self.db.engine(), plan, now=self.now, batch_rows=self.settings.write_batch_rows,
+                                lock_timeout=self.settings.lock_timeout_seconds),
+            what=f"write {hour_key(chunk[0])}..{hour_key(chunk[-1])}", logger=self.logger)
 
     def _not_committed(self, chunk: tuple[int, ...], exc: Exception, *, stop: bool) -> None:
         """A chunk that could not be planned or read: not written; an outage the retries could not

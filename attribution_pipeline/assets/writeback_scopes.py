@@ -7,7 +7,10 @@ rows and remainder do not add up to its global row, for some type, is held like 
 an invariant (D19); the ``scoped_totals`` check lists each (model, hour, scope type).
 """
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import dagster as dg
 import polars as pl
@@ -44,6 +47,7 @@ class ScopePlanner:
         self.with_touchpoints = settings.scoped_touchpoints
         self._lookups: dict[tuple[int, ...], tuple[pl.DataFrame, pl.DataFrame]] = {}
         self.unbalanced: list[pl.DataFrame] = []
+        self._pool: ThreadPoolExecutor | None = None
 
     def lookups(self, users: list[int]) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Campaign -> advertiser and ppc account -> network of ``users`` (read once per set of users)."""
@@ -65,25 +69,37 @@ class ScopePlanner:
              held: pl.DataFrame) -> ScopedPlan:
         """The chunk's scoped rows for the groups not ``held``, and the groups whose rows do not
         add up to their global row (to hold)."""
+        plan = self.plan_later(credits, journeys, snapshots, held, background=False)()
+        self.unbalanced.append(plan.unbalanced)
+        return plan
+
+    def plan_later(self, credits: pl.DataFrame, journeys: pl.DataFrame, snapshots: pl.DataFrame,
+                   held: pl.DataFrame, *, background: bool = True) -> Callable[[], ScopedPlan]:
+        """:meth:`plan`, computed in a background thread (one at a time) while the caller writes the
+        chunk's global rows: the lookups are read here, the thread only runs Polars. The returned
+        function waits for the result (the same result however often it is called); its
+        unbalanced rows are not added to the check's: a chunk whose scoped rows hold groups is
+        planned again, with :meth:`plan`."""
         keys = held.select(GROUP).unique()
         credits = credits.join(keys, on=GROUP, how="anti")
         if not self.types or credits.height == 0:
-            empty = pl.DataFrame(schema=scope_credit.SCOPED)
-            return ScopedPlan(empty, pl.DataFrame(schema=scope_credit.SCOPED_CREDITS) if self.with_touchpoints
-                              else None, pl.DataFrame(schema=invariants.HELD),
-                              pl.DataFrame(schema=scope_credit.UNBALANCED))
+            empty = ScopedPlan(pl.DataFrame(schema=scope_credit.SCOPED),
+                               pl.DataFrame(schema=scope_credit.SCOPED_CREDITS) if self.with_touchpoints else None,
+                               pl.DataFrame(schema=invariants.HELD), pl.DataFrame(schema=scope_credit.UNBALANCED))
+            return lambda: empty
         campaigns, accounts = self.lookups(credits.get_column("user_id").unique().to_list())
-        values = scope_credit.scope_values(journeys, campaigns, accounts, self.types)
-        rows = scope_credit.scoped_rows(credits, values)
-        unbalanced = scope_credit.unbalanced(rows, snapshots.join(keys, on=GROUP, how="anti"))
-        self.unbalanced.append(unbalanced)
-        bad = unbalanced.group_by(GROUP).agg(
-            reason=pl.lit("scoped rows do not add up to the global row: ") + pl.col("scope_type").str.join(", "))
-        keep = lambda frame: frame.join(bad, on=GROUP, how="anti")  # noqa: E731
-        return ScopedPlan(
-            rows=keep(scope_credit.written(rows)),
-            credits=keep(scope_credit.touchpoints(credits, values)) if self.with_touchpoints else None,
-            held=bad.select(list(invariants.HELD)).cast(invariants.HELD), unbalanced=unbalanced)
+        work = partial(_scoped_plan, credits, journeys, snapshots.join(keys, on=GROUP, how="anti"),
+                       campaigns, accounts, self.types, self.with_touchpoints)
+        if not background:
+            return work
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoped-rows")
+        return self._pool.submit(work).result
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def check_result(self) -> dg.AssetCheckResult:
         """``scoped_totals``: passed when every (model, hour, scope type) of the run added up."""
@@ -93,3 +109,18 @@ class ScopePlanner:
             check_name=CHECK.name, passed=found.height == 0, severity=dg.AssetCheckSeverity.ERROR,
             metadata={"scope_types": ", ".join(self.types) or "none", "unbalanced": found.height,
                       "failing": dg.MetadataValue.json(listed)})
+
+
+def _scoped_plan(credits: pl.DataFrame, journeys: pl.DataFrame, snapshots: pl.DataFrame, campaigns: pl.DataFrame,
+                 accounts: pl.DataFrame, types: tuple[str, ...], with_touchpoints: bool) -> ScopedPlan:
+    """The scoped rows of ``credits`` (held groups already out), checked against ``snapshots``."""
+    values = scope_credit.scope_values(journeys, campaigns, accounts, types)
+    rows = scope_credit.scoped_rows(credits, values)
+    unbalanced = scope_credit.unbalanced(rows, snapshots)
+    bad = unbalanced.group_by(GROUP).agg(
+        reason=pl.lit("scoped rows do not add up to the global row: ") + pl.col("scope_type").str.join(", "))
+    keep = lambda frame: frame.join(bad, on=GROUP, how="anti")  # noqa: E731
+    return ScopedPlan(
+        rows=keep(scope_credit.written(rows)),
+        credits=keep(scope_credit.touchpoints(credits, values)) if with_touchpoints else None,
+        held=bad.select(list(invariants.HELD)).cast(invariants.HELD), unbalanced=unbalanced)

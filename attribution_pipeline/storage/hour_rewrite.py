@@ -23,7 +23,9 @@ invalid or unselected models and other hours are never touched.
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 from sqlalchemy import delete, select
@@ -71,6 +73,34 @@ class ChunkWrite:
     token: str = ""  # the write's token in attribution_source_state (the run id)
     scoped: pl.DataFrame | None = None  # scope_credit.SCOPED rows to write (D31); None: scoped rows untouched
     scoped_credits: pl.DataFrame | None = None  # scope_credit.SCOPED_CREDITS: their touchpoints (None: none)
+    #: The scoped rows still being computed while the global rows are written: called (it waits)
+    #: just before they are written, it gives an object with ``rows``, ``credits`` and ``held`` (the
+    #: values of ``scoped``, ``scoped_credits`` and the groups to hold); groups to hold raise
+    #: :class:`ScopedGroupsHeld` (the caller plans the chunk again with them held).
+    pending_scoped: Callable[[], Any] | None = None
+
+
+class ScopedGroupsHeld(Exception):
+    """The scoped rows computed while the chunk's global rows were written hold groups (their rows
+    do not add up, D31): the chunk's transaction rolls back, to be planned again with them held."""
+
+    def __init__(self, held: pl.DataFrame):
+        super().__init__(f"{held.height} group(s) held by their scoped rows")
+        self.held = held
+
+
+def with_scoped(plan: ChunkWrite) -> ChunkWrite:
+    """``plan`` with its pending scoped rows (if any) computed, of its owned models only (a model
+    deleted since the run read it is gone from ``owned``, :func:`without_deleted_models`)."""
+    if plan.pending_scoped is None:
+        return plan
+    computed = plan.pending_scoped()
+    if computed.held.height:
+        raise ScopedGroupsHeld(computed.held)
+    owned = plan.owned.select("model_id").unique()
+    mine = lambda frame: None if frame is None else frame.join(owned, on="model_id", how="semi")  # noqa: E731
+    return dataclasses.replace(plan, scoped=mine(computed.rows), scoped_credits=mine(computed.credits),
+                               pending_scoped=None)
 
 
 @dataclass
@@ -225,6 +255,8 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
     with outcome.stage("read_back_touchpoints"):
         inserted = inserted_touchpoints(conn, before, max_touchpoint_id(conn), written.get_column("snapshot_id"))
         _check_touchpoints(touch_rows, inserted)
+    with outcome.stage("scoped_wait"):
+        plan = with_scoped(plan)
     scoped = replace_scoped(conn, plan, outcome, now=now, batch_rows=batch_rows) if plan.scoped is not None else None
 
     per_model = (
