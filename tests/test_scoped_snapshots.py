@@ -4,7 +4,7 @@ PHP dashboard's queries (spec §5.6)."""
 from decimal import Decimal
 
 import polars as pl
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 
 import scenarios
 from attribution_pipeline.demo.generator import GeneratorConfig, generate, load
@@ -12,7 +12,7 @@ from attribution_pipeline.core import scope_credit
 from attribution_pipeline.storage import database, tables
 from oracle import php_engine
 from pipeline import HOUR, run
-from test_scope_credit import ADVERTISER, CREDITS, MODEL_IDS, NETWORK, TOUCHES, TYPES, T, expected
+from test_scope_credit import ADVERTISER, CREDITS, MODEL_IDS, NETWORK, TOUCHES, TYPES, T, expected, value_of
 
 snaps, touch = tables.attribution_snapshots, tables.attribution_touchpoints
 CONFIG = {"position_based": '{"first_touch_weight":0.4,"last_touch_weight":0.4}', "time_decay": '{"half_life_hours":24}'}
@@ -78,6 +78,48 @@ def test_hand_built_journeys_are_stored_exactly_and_read_by_the_dashboard(mysql_
         mix = conn.execute(text("SELECT position, credit FROM `202_attribution_touchpoints` WHERE snapshot_id = :s "
                                 "ORDER BY position, touchpoint_id"), {"s": page[0][0]}).all()
         assert sorted(mix) == [(0, Decimal("1.00000")), (1, Decimal("0.33333"))]
+        # every model, scope type and scope id, read as the dashboard reads them
+        for model, model_id in MODEL_IDS.items():
+            for scope_type in TYPES:
+                for scope_id, (clicks, conversions, revenue, cost) in expected(model, scope_type).items():
+                    if scope_id is None:
+                        continue
+                    totals = dashboard_totals(conn, model_id, scope_type, scope_id, T - 72 * HOUR, T + HOUR)
+                    want_clicks = (sum(1 for t in TOUCHES if value_of(scope_type, t) == scope_id)
+                                   if scope_type in CLICK_COLUMN else clicks)
+                    roi = (float(revenue) - float(cost)) / float(cost) * 100
+                    assert totals == {"revenue": float(revenue), "conversions": conversions, "clicks": want_clicks,
+                                      "cost": float(cost), "roi": roi}, (model, scope_type, scope_id)
+
+
+#: The v2 /metrics route's click count filters 202_clicks by the scope id for these scopes only.
+CLICK_COLUMN = {"campaign": "aff_campaign_id", "account": "ppc_account_id", "landing_page": "landing_page_id"}
+FIND_FOR_RANGE = text(
+    "SELECT snapshot_id, date_hour, attributed_clicks, attributed_conversions, attributed_revenue, attributed_cost "
+    "FROM `202_attribution_snapshots` WHERE model_id = :m AND scope_type = :s AND scope_id <=> :i "
+    "AND date_hour BETWEEN :a AND :b ORDER BY date_hour ASC LIMIT :l OFFSET :o")
+
+
+def dashboard_totals(conn, model_id, scope_type, scope_id, start, end, page_size=1) -> dict:
+    """The PHP dashboard's totals (spec §5.6): ``findForRange`` paged with the same page size until
+    a short page, floats summed, roi; the v2 route's clicks replaced by the scope's clicks of
+    ``202_clicks`` in the range (campaign, account and landing_page scopes)."""
+    rows, offset = [], 0
+    while offset <= 1_000_000:
+        page = conn.execute(FIND_FOR_RANGE, {"m": model_id, "s": scope_type, "i": scope_id, "a": start, "b": end,
+                                             "l": page_size, "o": offset}).all()
+        rows += page
+        if len(page) < page_size:
+            break
+        offset += page_size
+    revenue, cost = sum(float(r[4]) for r in rows), sum(float(r[5]) for r in rows)
+    clicks = sum(int(r[2]) for r in rows)
+    if scope_type in CLICK_COLUMN:
+        column = tables.clicks.c[CLICK_COLUMN[scope_type]]
+        clicks = conn.execute(select(func.count()).select_from(tables.clicks).where(
+            tables.clicks.c.user_id == 1, tables.clicks.c.click_time.between(start, end), column == scope_id)).scalar()
+    return {"revenue": revenue, "conversions": sum(int(r[3]) for r in rows), "clicks": clicks, "cost": cost,
+            "roi": (revenue - cost) / cost * 100 if cost > 0 else None}
 
 
 def seed(url):
