@@ -276,6 +276,31 @@ def test_d11_d18_audit_rows_and_cron_log(mysql_url):
     assert [(c["id"], c["last_execution_time"] >= before) for c in cron] == [(2, True)]
 
 
+def test_d18_a_chunk_transaction_run_again_after_its_commit_adds_no_audit_row_twice(mysql_url):
+    """A transaction retried after its commit acknowledgement was lost runs again with the same
+    audit rows: they replace themselves; another run's rows, even of the same (user, model), stay."""
+    from attribution_pipeline.storage.audit import record_chunk
+
+    def audits(now, revenue):
+        return pl.DataFrame({"user_id": [1, 1], "model_id": [5, 6], "action": ["snapshot_rebuild"] * 2,
+                             "metadata": [f'{{"revenue":{revenue}}}', '{"revenue":2.5}'], "created_at": [now, now]})
+
+    engine = engine_for(mysql_url)
+    with engine.begin() as conn:
+        record_chunk(conn, audits(1000, 1.5), now=1000)  # an earlier run
+    for _ in range(2):  # the chunk's transaction, then the same transaction run again
+        with engine.begin() as conn:
+            assert record_chunk(conn, audits(2000, 7.5), now=2000) == 2
+    with engine.connect() as conn:
+        rows = conn.execute(select(tables.attribution_audit.c.model_id, tables.attribution_audit.c.metadata,
+                                   tables.attribution_audit.c.created_at)
+                            .order_by(tables.attribution_audit.c.created_at, tables.attribution_audit.c.model_id)).all()
+        cron = conn.execute(select(tables.cronjob_logs.c.id, tables.cronjob_logs.c.last_execution_time)).all()
+    assert [tuple(r) for r in rows] == [(5, '{"revenue":1.5}', 1000), (6, '{"revenue":2.5}', 1000),
+                                        (5, '{"revenue":7.5}', 2000), (6, '{"revenue":2.5}', 2000)]
+    assert [tuple(c) for c in cron] == [(2, 2000)]
+
+
 def test_d12_lookback_columns_hold_the_run_window(mysql_url):
     load_4_6(mysql_url)
     run(mysql_url, T + HOUR, T + 2 * HOUR)
