@@ -174,3 +174,40 @@ def test_multi_touch_switched_off_leaves_the_converting_click_alone(world):
         scenarios.add_setting(conn, 1, "campaign", 10, False)  # D13: the conversion's campaign
     run(url, H)
     assert touchpoints(engine, MARKOV) == {3: Decimal("1.00000")}
+
+
+def test_generated_data_each_conversions_markov_credits_sum_to_one(mysql_url):
+    """On the generator's data (repeat visitors across campaigns and accounts), a Markov model per
+    account (order 1 by traffic source, order 2 by account): every conversion's stored credits are
+    non-negative and sum to 1 within the DECIMAL(10,5) rounding (at most 0.00001 a touch)."""
+    from attribution_pipeline.demo.generator import GeneratorConfig, generate
+    from attribution_pipeline.demo.generator import load as load_generated
+
+    start = 1741564800  # 2025-03-10 00:00 UTC: day 2's fits train on day 1's paths
+    engine = database.make_engine(mysql_url)
+    load_generated(engine, generate(GeneratorConfig(seed=7, start=start, hours=30, clicks=12_000, conversions=900,
+                                                    invalid_models=False, anomalies=False)))
+    with engine.begin() as conn:
+        users = sorted(conn.execute(select(tables.users.c.user_id)).scalars())
+        for user in users:
+            scenarios.add_model(conn, 9000 + user, user, "algorithmic", json.dumps(
+                {"journey": "visitor", "method": "markov", "channel": "traffic_source"}))
+            scenarios.add_model(conn, 9500 + user, user, "algorithmic", json.dumps(
+                {"journey": "visitor", "method": "markov", "channel": "account", "order": 2}))
+    _, report = run(mysql_url, start + 24 * HOUR, start + 29 * HOUR)
+    assert report["held_groups"] == 0 and report["skipped_models"] == []
+    snaps, touch = tables.attribution_snapshots, tables.attribution_touchpoints
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(snaps.c.model_id, touch.c.conv_id, touch.c.credit)
+            .join(snaps, snaps.c.snapshot_id == touch.c.snapshot_id)
+            .where(snaps.c.model_id >= 9000, snaps.c.scope_type == "global")).all()
+    sums = (pl.DataFrame([(m, c, float(k)) for m, c, k in rows], schema=["model_id", "conv_id", "credit"], orient="row")
+            .group_by("model_id", "conv_id").agg(total=pl.col("credit").sum(), touches=pl.len(),
+                                                 lowest=pl.col("credit").min()))
+    assert sums.get_column("model_id").n_unique() == 2 * len(users)
+    assert sums.height > 250 and (sums.get_column("touches") > 1).sum() > 100
+    assert sums.filter(pl.col("lowest") < 0).height == 0
+    off = sums.filter((pl.col("total") - 1).abs() > pl.col("touches") * 0.00001 + 1e-9)
+    assert off.height == 0, off.head(5)
+    engine.dispose()
