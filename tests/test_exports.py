@@ -391,19 +391,19 @@ def test_export_reconciliation_check_reads_the_files_back_and_names_the_hours_th
 
     # a run whose exports disagree is red and names the hour: the edit behind the export's back
     # happens between the export's write and its check (a writer committing meanwhile)
-    original = runner.write_exports
+    original = runner.finish_exports
 
-    def write_then_edit(root_, hours, exported):
-        stats = original(root_, hours, exported)
+    def publish_then_edit(root_, part):
+        stats = original(root_, part)
         with engine.begin() as conn:
             conn.execute(update(s).where(s.c.snapshot_id == snapshot_id)
                          .values(attributed_cost=s.c.attributed_cost + Decimal("0.0001")))
         return stats
 
-    monkeypatch.setattr(runner, "write_exports", write_then_edit)
+    monkeypatch.setattr(runner, "finish_exports", publish_then_edit)
     result, _ = run(mysql_url, HOURS[2])
     # only this patch: monkeypatch.undo() would also restore the test's private ATTRIBUTION_HOME
-    monkeypatch.setattr(runner, "write_exports", original)
+    monkeypatch.setattr(runner, "finish_exports", original)
     [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "export_reconciliation"]
     assert not evaluation.passed
     assert evaluation.metadata["failing_hours"].value == [hour_key(HOURS[2])]

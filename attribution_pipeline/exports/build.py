@@ -26,7 +26,8 @@ from attribution_pipeline.exports.stored import GLOBAL, Names, StoredRows, read_
 def _with_names(df: pl.DataFrame, names: Names) -> pl.DataFrame:
     for key, table in (("campaign", names.campaigns), ("ppc_account", names.ppc_accounts),
                        ("landing_page", names.landing_pages)):
-        df = df.join(table.rename({"id": f"{key}_id", "name": f"{key}_name"}), on=f"{key}_id", how="left")
+        df = df.join(table.rename({"id": f"{key}_id", "name": f"{key}_name"}), on=f"{key}_id", how="left",
+                     maintain_order="left")
     return df
 
 
@@ -86,8 +87,8 @@ def _journey_positions(touch: pl.DataFrame, index: pl.DataFrame | None) -> pl.Da
     first = (index.sort("position").unique(subset=["conv_id", "click_id"], keep="first")
              .select("conv_id", "click_id", first_position="position", first_length="journey_length"))
     return (
-        touch.join(exact, on=["conv_id", "click_id", "position"], how="left")
-        .join(first, on=["conv_id", "click_id"], how="left")
+        touch.join(exact, on=["conv_id", "click_id", "position"], how="left", maintain_order="left")
+        .join(first, on=["conv_id", "click_id"], how="left", maintain_order="left")
         .with_columns(journey_position=pl.coalesce("exact_position", "first_position"),
                       journey_length=pl.coalesce("exact_length", "first_length"))
         .drop("exact_position", "exact_length", "first_position", "first_length")
@@ -96,10 +97,16 @@ def _journey_positions(touch: pl.DataFrame, index: pl.DataFrame | None) -> pl.Da
 
 def touchpoints_export(touch: pl.DataFrame, names: Names, journeys: pl.DataFrame | None = None) -> pl.DataFrame:
     """The touchpoints export: :func:`touch_frame` rows with names, reconciled shares and, given
-    the hours' journeys (:func:`journey_index`), each touch's place in its journey."""
+    the hours' journeys (:func:`journey_index`), each touch's place in its journey.
+
+    One sort: by the export's order (``SORT_KEYS``; a snapshot's hour, user and model are the same
+    on all its rows, so the groups stay whole), which both allocations find and every later join
+    keeps (``maintain_order="left"``)."""
     order = ["conv_id", "position", "click_id"]
+    within = [k for k in SORT_KEYS["touchpoints"] if k not in ("snapshot_id", *order)]
     shared = allocate(
-        touch.sort(["snapshot_id", *order]),  # one sort: both allocations find the frame in their order
+        touch.sort([*within, "snapshot_id", *order]),
+        within=within,
         total="attributed_revenue",
         weight=units(pl.col("conversion_payout"), 5) * units(pl.col("credit"), 5),
         group="snapshot_id",
@@ -113,6 +120,7 @@ def touchpoints_export(touch: pl.DataFrame, names: Names, journeys: pl.DataFrame
         group="snapshot_id",
         order=order,
         name="cost_share",
+        within=within,
     )
     return frames.conform(
         _with_names(_journey_positions(shared, journeys), names).with_columns(
@@ -123,7 +131,7 @@ def touchpoints_export(touch: pl.DataFrame, names: Names, journeys: pl.DataFrame
         ),
         TOUCHPOINTS_EXPORT,
         "touchpoints export",
-    ).sort(SORT_KEYS["touchpoints"])
+    )
 
 
 def journeys_export(journeys: pl.DataFrame, names: Names) -> pl.DataFrame:

@@ -14,8 +14,9 @@ def units(expr: pl.Expr, scale: int) -> pl.Expr:
 
 
 def allocate(df: pl.DataFrame, *, total: str, weight: pl.Expr, group: str, order: Sequence[str], name: str,
-             scale: int = SHARE_SCALE) -> pl.DataFrame:
-    """``df`` sorted by ``group`` then ``order``, with ``name``: ``total`` (a decimal equal on every
+             scale: int = SHARE_SCALE, within: Sequence[str] = ()) -> pl.DataFrame:
+    """``df`` sorted by ``within`` (columns constant within a group: they order the groups only),
+    ``group`` then ``order``, with ``name``: ``total`` (a decimal equal on every
     row of a ``group``) split over the group's rows in proportion to ``weight`` (an exact Int128
     expression), in units of 10**-scale, so that the group's shares sum *exactly* to ``total``.
 
@@ -26,7 +27,7 @@ def allocate(df: pl.DataFrame, *, total: str, weight: pl.Expr, group: str, order
     A frame already sorted by ``group`` and ``order`` is not sorted again (Polars checks).
     """
     i128 = pl.Int128
-    out = df.sort([group, *order]).with_columns(_w=weight.fill_null(0).cast(i128),
+    out = df.sort([*within, group, *order]).with_columns(_w=weight.fill_null(0).cast(i128),
                                                 _r=units(pl.col(total), scale).fill_null(0))
     out = out.with_columns(_w=pl.when(pl.col("_w").sum().over(group) == 0).then(pl.lit(1, i128))
                            .otherwise(pl.col("_w")))
