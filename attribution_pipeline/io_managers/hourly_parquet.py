@@ -34,7 +34,8 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar, copy_context
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -121,6 +122,25 @@ def publish_hour(source: Path, shared: Path, asset: str, hour: int) -> Path:
         tmp.unlink(missing_ok=True)
     _sync_dir(path.parent)
     return path
+
+
+#: Threads writing a step's hour files (each write releases the GIL while Polars encodes).
+FRAME_WRITERS = 2
+
+
+def _store_hour(root: Path, shared: Path | None, asset: str, hour: int, df: pl.DataFrame) -> None:
+    """:func:`write_hour` into the run's folder, then :func:`publish_hour` unless ``shared`` is None."""
+    path = write_hour(root, asset, hour, df)
+    if shared is not None:
+        publish_hour(path, shared, asset, hour)
+
+
+def _wait(futures: Sequence[Future]) -> None:
+    """Wait for every one of ``futures``, then raise the first one's error, if any."""
+    errors = [f.exception() for f in futures]
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
 
 
 def read_hours(root: Path, asset: str, hours: tuple[int, ...]) -> pl.DataFrame:
@@ -267,16 +287,21 @@ class HourlyParquetIOManager(dg.ConfigurableIOManager):
         root = private_root(shared, context.run_id)
         publish = not obj.scoped
         started = time.perf_counter()
-        for chunk, df in obj.chunks():
-            by_hour = df.partition_by("date_hour", as_dict=True, maintain_order=True)
-            stray = sorted(set(k[0] for k in by_hour) - set(chunk))
-            if stray:
-                raise ValueError(f"{obj.name}: the chunk {chunk[0]}..{chunk[-1]} produced rows of other hours {stray[:5]}")
-            with batched_dir_syncs():
-                for hour in chunk:
-                    path = write_hour(root, asset, hour, by_hour.get((hour,), df.clear()))
-                    if publish:
-                        publish_hour(path, shared, asset, hour)
+        # A chunk's hour files are written by FRAME_WRITERS threads while the next chunk is computed
+        # (Polars writes without the GIL); the previous chunk's are waited for first, so at most the
+        # chunk being computed and the one being written are held, as before.
+        with batched_dir_syncs(), ThreadPoolExecutor(FRAME_WRITERS, thread_name_prefix="frames-write") as pool:
+            writing: list[Future] = []
+            for chunk, df in obj.chunks():
+                by_hour = df.partition_by("date_hour", as_dict=True, maintain_order=True)
+                stray = sorted(set(k[0] for k in by_hour) - set(chunk))
+                if stray:
+                    raise ValueError(f"{obj.name}: the chunk {chunk[0]}..{chunk[-1]} produced rows of other hours {stray[:5]}")
+                written, writing = writing, [
+                    pool.submit(copy_context().run, _store_hour, root, shared if publish else None, asset, hour,
+                                by_hour.get((hour,), df.clear())) for hour in chunk]
+                _wait(written)
+            _wait(writing)
         seconds = time.perf_counter() - started
         stats = obj.stats
         metadata = {
