@@ -24,7 +24,7 @@ def allocate(df: pl.DataFrame, *, total: str, weight: pl.Expr, group: str, order
     go one each to the largest remainders, ties to the first rows by ``order``. Integer arithmetic
     throughout (Int128), so no float ever decides a cent. A group whose weights sum to zero is split
     evenly. Negative totals and weights are handled (floor division on a positive denominator).
-    A frame already sorted by ``group`` and ``order`` is not sorted again (Polars checks).
+    A frame already sorted by ``within``, ``group`` and ``order`` is not sorted again (Polars checks).
     """
     i128 = pl.Int128
     out = df.sort([*within, group, *order]).with_columns(_w=weight.fill_null(0).cast(i128),
