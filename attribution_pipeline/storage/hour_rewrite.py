@@ -86,7 +86,6 @@ class ScopedGroupsHeld(Exception):
 
     def __init__(self, held: pl.DataFrame):
         super().__init__(f"{held.height} group(s) held by their scoped rows")
-        self.held = held
 
 
 def with_scoped(plan: ChunkWrite) -> ChunkWrite:
