@@ -194,6 +194,7 @@ class Settings:
     write_batch_rows: int = 5000  # rows per INSERT batch where LOAD DATA is refused
     journey_source: str = "clicks"  # D13: "clicks" (built at run time) or "stored"
     persist_journeys: bool = False  # D13: also write built journeys into 202_conversion_touchpoints
+    export_during_writeback: bool = True  # D35: a full run exports each committed chunk while the next is written
     lock_timeout_seconds: int = 600  # D9: wait for another writer of the same hours
     scope_types: tuple[str, ...] = ()  # D31: scoped snapshot rows written beside the global ones (default none)
     scoped_touchpoints: bool = False  # D31: scoped snapshot rows get their own touchpoint rows (bench/RESULTS.md)
@@ -246,6 +247,7 @@ class Settings:
             write_batch_rows=_int(env, "ATTRIBUTION_WRITE_BATCH_ROWS", 5000, minimum=1),
             journey_source=source,
             persist_journeys=_bool(env, "ATTRIBUTION_PERSIST_JOURNEYS", False),
+            export_during_writeback=_bool(env, "ATTRIBUTION_EXPORT_DURING_WRITEBACK", True),
             lock_timeout_seconds=_int(env, "ATTRIBUTION_LOCK_TIMEOUT", 600, minimum=0),
             scope_types=_scope_types(env),
             scoped_touchpoints=_bool(env, "ATTRIBUTION_SCOPED_TOUCHPOINTS", False),

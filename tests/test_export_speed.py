@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import bindparam, func, select, text, update
 
 import scenarios
-from attribution_pipeline.assets import check_kit, parquet_exports
+from attribution_pipeline.assets import check_kit, parquet_exports, writeback_exports
 from attribution_pipeline.core import frames
 from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.exports import layout, runner
@@ -119,11 +119,13 @@ def assert_same_files_as_read_from_mysql(url, hours, tmp_path):
 
 def test_the_export_takes_the_run_touchpoints_from_its_frames_byte_for_byte(mysql_url, monkeypatch, tmp_path):
     engine = seeded(mysql_url)
-    monkeypatch.setattr(parquet_exports, "chunk_rows", lambda budget_mb: 1500)  # several chunks, by rows
+    for module in (parquet_exports, writeback_exports):  # several chunks, by rows
+        monkeypatch.setattr(module, "chunk_rows", lambda budget_mb: 1500)
     result, _ = run(mysql_url, HOURS[0], HOURS[-1])
     meta = export_metadata(result)
     assert meta["touchpoints_from_run"] == meta["rows_touchpoints"] > 5000 and meta["touchpoints_from_mysql"] == 0
     assert meta["export_chunks"] == 4  # about 1,900 touchpoints an hour: one hour per chunk
+    assert meta["hours_exported_by_writeback"] == meta["hours_exported"] == len(HOURS)  # as each chunk committed (D35)
     assert_same_files_as_read_from_mysql(mysql_url, HOURS, tmp_path)
     # an inactive model keeps its rows (D9), a --user run rewrites user 1 only: user 2's rows and the
     # inactive model's come from MySQL, user 1's from the run's frames
@@ -139,10 +141,14 @@ def test_the_export_takes_the_run_touchpoints_from_its_frames_byte_for_byte(mysq
     assert_same_files_as_read_from_mysql(mysql_url, HOURS, tmp_path)
 
 
-def test_rows_rewritten_after_the_write_back_are_read_from_mysql(mysql_url, monkeypatch):
+@pytest.mark.parametrize("during_writeback", [True, False], ids=["exported-as-committed", "export-step"])
+def test_rows_rewritten_after_the_write_back_are_read_from_mysql(mysql_url, monkeypatch, during_writeback):
+    """Between a chunk's commit and its export (D35: in the write-back, as the chunk commits, or in
+    the export step), other writers rewrite some of its rows: those are exported from MySQL."""
     engine = seeded(mysql_url)
     s, t, state = tables.attribution_snapshots, tables.attribution_touchpoints, tables.source_state
-    original = parquet_exports.run_writes
+    module, name = (writeback_exports, "RunWrites") if during_writeback else (parquet_exports, "run_writes")
+    original = getattr(module, name)
     rewritten = {}
 
     def writers_commit_meanwhile(*args, **kwargs):
@@ -161,8 +167,8 @@ def test_rows_rewritten_after_the_write_back_are_read_from_mysql(mysql_url, monk
                 (t.c.snapshot_id == sid) | t.c.snapshot_id.in_(other))).scalar()
         return found
 
-    monkeypatch.setattr(parquet_exports, "run_writes", writers_commit_meanwhile)
-    result, _ = run(mysql_url, HOURS[0], HOURS[-1])
+    monkeypatch.setattr(module, name, writers_commit_meanwhile)
+    result, _ = run(mysql_url, HOURS[0], HOURS[-1], export_during_writeback=during_writeback)
     meta = export_metadata(result)
     assert meta["touchpoints_from_mysql"] == rewritten["touches"] > 0
     assert exported_touchpoints(root(), HOURS) == mysql_touchpoints(mysql_url, HOURS)

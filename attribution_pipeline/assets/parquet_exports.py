@@ -9,7 +9,8 @@ import polars as pl
 from attribution_pipeline.assets.hourly import FRAMES_IO, Hourly, run_fields, run_hours, scope_users
 from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.assets.source_changes import hours_to_export, mark_exported, unmark_exported
-from attribution_pipeline.assets.writeback import WRITEBACK, committed_by_parents, records_state
+from attribution_pipeline.assets.writeback import WRITEBACK, committed_by_parents, parent_runs, records_state
+from attribution_pipeline.assets.writeback_exports import exported_during_writeback
 from attribution_pipeline.core import frames
 from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.core.history_gaps import hours_to_catch_up
@@ -116,22 +117,26 @@ def export_hours(context: dg.AssetExecutionContext, inputs: RunFrames, db: Datab
             what=f"export reads {hour_key(chunk[0])}..{hour_key(chunk[-1])}", logger=context.log,
         )
 
-    total = ExportStats()
+    # hours the write-back exported as its chunks committed (D35): counted here, and reconciled below
+    early, parents_early, total = exported_during_writeback(
+        context.instance, [context.run.run_id, *parent_runs(context.instance, context.run)], WRITEBACK)
     for chunk, stats in export_chunks(export_chunk_hours(context, db, settings, hours), root=root, read=read):
         total.add(stats)
         log_event(context.log, "export_chunk", stage="exports", first_hour=hour_key(chunk[0]),
                   last_hour=hour_key(chunk[-1]), files=stats.files, **{f"rows_{t}": n for t, n in stats.rows.items()},
                   **stats.sources, **run_fields(context))
     marked = mark_exported(db, pending, hours, logger=context.log)
-    caught_up, remaining = catch_up(context, db, settings, hours, recompute, total)
-    checked = sorted(set(hours) | set(caught_up))
+    exported = sorted(set(hours) | early)
+    caught_up, remaining = catch_up(context, db, settings, sorted(set(exported) | parents_early), recompute, total)
+    checked = sorted(set(exported) | parents_early | set(caught_up))
     check = reconciliation(context, db, root, checked, started)
     if not check.passed:  # the next run exports the hours that disagree again
         unmark_exported(db, [key_hour(k) for k in check.metadata["failing_hours"].value], logger=context.log)
     return dg.MaterializeResult(check_results=[check], metadata={
         "hours": total.hours,
-        "hours_exported": len(hours),
-        "hours_unchanged": len(run_range) - len(hours),
+        "hours_exported": len(exported),
+        "hours_exported_by_writeback": len(early),
+        "hours_unchanged": len(set(run_range) - set(exported)),
         "pairs_marked_exported": marked,
         "export_chunks": total.chunks,
         "files": total.files,

@@ -7,6 +7,7 @@ import dagster as dg
 from attribution_pipeline.assets.hourly import MYSQL_WRITES_POOL, Hourly, run_fields, run_hours
 from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.assets.visitor_journeys import visitor_users
+from attribution_pipeline.assets.writeback_exports import CommittedExports, record_exports
 from attribution_pipeline.assets.writeback_run import ChunkFrames, WritebackRun
 from attribution_pipeline.assets.writeback_scopes import CHECK as SCOPED_TOTALS
 from attribution_pipeline.core.frames import HourlyFrame
@@ -57,13 +58,22 @@ def attribution_writeback(context: dg.AssetExecutionContext, source_changes: Hou
     that cannot be committed fails the run after the others were written (outcome 2, or 1 if
     nothing was committed); a re-execution of the run skips the chunks its parents committed.
     The (user, hour) pairs ``source_changes`` does not recompute keep their rows; those it does
-    are recorded with what they were computed from, in their chunk's transaction (D22)."""
-    run_id = context.run.run_id
-    run = WritebackRun(db=db, settings=settings, scope=scope, hours=run_hours(context), run_id=run_id,
-                       logger=context.log, fields=run_fields(context),
-                       resumed=committed_by_parents(context.instance, context.run),
-                       on_commit=lambda chunk: record_commit(context, chunk),
-                       record_state=records_state(db, settings, scope))
+    are recorded with what they were computed from, in their chunk's transaction (D22). A full run's
+    committed chunks are exported while the next chunk is written (D35, ``writeback_exports.py``)."""
+    run_id, hours, fields = context.run.run_id, run_hours(context), run_fields(context)
+    recorded = records_state(db, settings, scope)
+    exports = CommittedExports(db=db, settings=settings, credits=credits, snapshots=snapshots, journeys=journeys,
+                               window=(hours[0], hours[-1] + HOUR - 1), token=run_id) \
+        if settings.export_during_writeback and recorded and scope.is_full else None  # D35
+
+    def committed(chunk, plan):
+        record_commit(context, chunk)
+        if exports is not None:
+            record_exports(context, WRITEBACK, exports.submit(chunk, plan.held, plan.unchanged), fields)
+
+    run = WritebackRun(db=db, settings=settings, scope=scope, hours=hours, run_id=run_id, logger=context.log,
+                       fields=fields, resumed=committed_by_parents(context.instance, context.run),
+                       on_commit=committed, record_state=recorded)
 
     def read(chunk):
         models = attribution_models.read(chunk)
@@ -79,6 +89,9 @@ def attribution_writeback(context: dg.AssetExecutionContext, source_changes: Hou
         run.finish()
     finally:  # whatever stopped the run, the report says what was committed
         run.scopes.close()
+        if exports is not None:
+            with run.stage("exports_wait"):
+                record_exports(context, WRITEBACK, exports.close(), fields)
         report = run.write_report(path)
         context.instance.add_run_tags(run_id, {OUTCOME_TAG: str(report["outcome"])})
     if run.failed_chunks or report["outcome"] == 1:

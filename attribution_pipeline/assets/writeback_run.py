@@ -60,8 +60,9 @@ class WritebackRun:
     """The write-back of one run over ``hours`` (see the module docstring).
 
     ``resumed``: hours a parent of this run (a re-execution or retry of a failed run) committed
-    already; chunks made only of them are not written again. ``on_commit(first, last)`` is called
-    after each chunk commits (the asset records it in the run's event log for a later resume).
+    already; chunks made only of them are not written again. ``on_commit(chunk, plan)`` is called
+    after each chunk commits (the asset records it in the run's event log for a later resume, and
+    starts the chunk's exports, D35).
     """
 
     def __init__(self, *, db: Database, settings: Settings, scope: RunScope, hours: list[int], run_id: str,
@@ -240,7 +241,7 @@ class WritebackRun:
                   latency_ms=round(outcome.seconds * 1000, 1),
                   stage_ms={k: round(v * 1000, 1) for k, v in outcome.stage_seconds.items()}, **self.fields)
         if self.on_commit is not None:
-            self.on_commit(chunk)
+            self.on_commit(chunk, plan)
 
     def _count_changes(self, plan: ChunkWrite, outcome: ChunkOutcome) -> None:
         self.totals["groups_written"] += outcome.snapshots_written

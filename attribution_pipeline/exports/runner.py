@@ -203,12 +203,14 @@ def write_chunk_files(root: Path, chunk: ChunkRead) -> ExportStats:
 
 
 def export_chunk(engine: Engine, hours: Sequence[int], *, root: Path, journeys: HourlyFrame,
-                 users: Sequence[int] | None, recompute: Recompute, run: RunWrites | None = None) -> ExportStats:
+                 users: Sequence[int] | None, recompute: Recompute, run: RunWrites | None = None,
+                 skipped: pl.DataFrame | None = None) -> ExportStats:
     """Export whole ``hours``: under the export lock, read what is stored, plan the journeys,
-    write every file. ``users`` None for a full run, else the users a scoped run rewrote."""
+    write every file. ``users`` None for a full run, else the users a scoped run rewrote;
+    ``skipped``: the (user, hour) pairs whose journeys ``journeys`` lacks (:func:`read_chunk`)."""
     with export_lock(root):
         return write_chunk_files(root, read_chunk(engine, hours, root=root, journeys=journeys, users=users,
-                                                  recompute=recompute, run=run))
+                                                  recompute=recompute, run=run, skipped=skipped))
 
 
 def export_chunks(chunks: Sequence[Sequence[int]], *, root: Path,

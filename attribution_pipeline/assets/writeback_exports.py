@@ -1,0 +1,159 @@
+"""The exports of the write-back's committed chunks, built while the next chunk is written (D35).
+
+The write-back spends most of its time waiting on MariaDB's ``LOAD DATA``, which holds one core,
+while the pipeline's process idles; the exports step that followed it was bound by building and
+encoding Parquet on the pipeline's side. So once a chunk commits, its hours are exported in a
+background thread, exactly as the export step would export them (``exports/runner.export_chunk``:
+under the export lock, the touchpoints the run wrote from its frames, the rest from MySQL), and
+their state rows are marked exported (D22). The export step then finds them exported, exports only
+what is still pending, and reconciles every hour exported in the run, these included
+(:func:`exported_during_writeback`).
+
+One chunk is exported at a time: the next commit waits for the previous chunk's export, so memory
+holds at most one chunk being written and one being exported. Only a full run that records what it
+wrote (``writeback.records_state``) exports this way; an export that fails leaves its hours pending
+for the export step, and the write-back's outcome does not depend on it.
+"""
+
+import dataclasses
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import dagster as dg
+import polars as pl
+
+from attribution_pipeline.core.frames import HourlyFrame
+from attribution_pipeline.core.hours import HOUR, hour_key, hour_ranges
+from attribution_pipeline.exports.from_run import RunWrites
+from attribution_pipeline.exports.runner import ExportStats, chunk_rows, export_chunk, row_chunks
+from attribution_pipeline.exports.stored import touch_rows_per_hour
+from attribution_pipeline.logs import log_event
+from attribution_pipeline.settings import Settings
+from attribution_pipeline.storage import source_state
+from attribution_pipeline.storage.database import Database
+from attribution_pipeline.storage.journey_source import JourneyRule, journeys_of
+
+#: Metadata of the write-back's observation naming hours it exported (the export step reads it).
+EXPORTED_FIRST, EXPORTED_LAST, EXPORT_STATS = "exported_first_hour", "exported_last_hour", "export_stats"
+
+
+@dataclasses.dataclass
+class ExportedChunk:
+    """A committed chunk's export: the hours exported (those pending, D22), its stats, or its error."""
+
+    chunk: tuple[int, ...]
+    hours: list[int]
+    stats: ExportStats
+    error: str | None = None
+
+
+class CommittedExports:
+    """Exports each committed chunk in one background thread (see the module docstring)."""
+
+    def __init__(self, *, db: Database, settings: Settings, credits: HourlyFrame, snapshots: HourlyFrame,
+                 journeys: HourlyFrame, window: tuple[int, int], token: str):
+        self.db, self.settings = db, settings
+        self.credits, self.snapshots, self.journeys = credits, snapshots, journeys
+        self.window, self.token = window, token
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="committed-exports")
+        self._pending: Future | None = None
+
+    def submit(self, chunk: tuple[int, ...], held: pl.DataFrame, skipped: pl.DataFrame | None) -> list[ExportedChunk]:
+        """Export ``chunk`` (just committed; ``held``: its held groups, ``skipped``: its (user, hour)
+        pairs not recomputed) once the previous chunk's export is done, which is returned."""
+        done = self.wait()
+        self._pending = self._pool.submit(self._export, tuple(chunk), held, skipped)
+        return done
+
+    def wait(self) -> list[ExportedChunk]:
+        """The export in progress, once done (an empty list when none was)."""
+        pending, self._pending = self._pending, None
+        return [pending.result()] if pending is not None else []
+
+    def close(self) -> list[ExportedChunk]:
+        try:
+            return self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def _export(self, chunk: tuple[int, ...], held: pl.DataFrame, skipped: pl.DataFrame | None) -> ExportedChunk:
+        done: list[int] = []
+        total = ExportStats()
+        try:
+            pending = self.db.retry.run(lambda: self._pending_rows(chunk), what="find committed hours to export")
+            hours = sorted(set(pending.get_column("date_hour").to_list()))
+            run = RunWrites(credits=self.credits, snapshots=self.snapshots, hours=frozenset(chunk), window=self.window,
+                            held=held, token=self.token)
+            for part in self._parts(hours):
+                total.add(self.db.retry.run(lambda part=part: self._export_part(part, run, skipped),
+                                            what=f"export {hour_key(part[0])}..{hour_key(part[-1])}"))
+                done += part
+            self._mark(pending, done)
+            return ExportedChunk(chunk, done, total)
+        except Exception as exc:  # noqa: BLE001 - the export step exports what is still pending
+            return ExportedChunk(chunk, done, total, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+
+    def _pending_rows(self, chunk: tuple[int, ...]) -> pl.DataFrame:
+        with self.db.engine().connect() as conn:
+            return source_state.pending_exports(conn, list(chunk))
+
+    def _parts(self, hours: list[int]) -> list[tuple[int, ...]]:
+        rows = touch_rows_per_hour(self.db.engine(), hours)
+        return row_chunks(hours, rows, max_rows=chunk_rows(self.settings.memory_budget_mb),
+                          max_hours=self.settings.chunk_hours)
+
+    def _export_part(self, hours: tuple[int, ...], run: RunWrites, skipped: pl.DataFrame | None) -> ExportStats:
+        rule = JourneyRule.from_settings(self.settings)
+        return export_chunk(self.db.engine(), hours, root=self.settings.export_path, journeys=self.journeys,
+                            users=None, run=run, skipped=skipped,
+                            recompute=lambda hs, users: journeys_of(self.db, rule, list(hs), users))
+
+    def _mark(self, pending: pl.DataFrame, exported: list[int]) -> None:
+        if not exported:
+            return
+        done = pending.filter(pl.col("date_hour").is_in(exported))
+
+        def write():
+            with self.db.engine().begin() as conn:
+                return source_state.mark_exported(conn, done)
+
+        self.db.retry.run(write, what="note exported hours")
+
+
+def record_exports(context: dg.AssetExecutionContext, asset_key: str, done: list[ExportedChunk], fields: dict) -> None:
+    """Log each exported chunk, and note the hours it exported in the run's event log, where the
+    export step (and a re-execution's) finds them; a failed export is a warning (its hours stay
+    pending for the export step)."""
+    for item in done:
+        first, last = hour_key(item.chunk[0]), hour_key(item.chunk[-1])
+        if item.error is not None:
+            log_event(context.log, "committed_export_failed", level="warning", stage="writeback", first_hour=first,
+                      last_hour=last, hours_exported=len(item.hours), error=item.error, **fields)
+        else:
+            log_event(context.log, "committed_exported", stage="writeback", first_hour=first, last_hour=last,
+                      hours_exported=len(item.hours), files=item.stats.files, **fields)
+        for i, (a, b) in enumerate(hour_ranges(item.hours)):  # the chunk's stats on its first range only
+            stats = dataclasses.asdict(item.stats) if i == 0 else None
+            context.log_event(dg.AssetObservation(asset_key=asset_key, description="hours exported", metadata={
+                EXPORTED_FIRST: a, EXPORTED_LAST: b, EXPORT_STATS: dg.MetadataValue.json(stats)}))
+
+
+def exported_during_writeback(instance: dg.DagsterInstance, run_ids: list[str], asset_key: str,
+                              ) -> tuple[set[int], set[int], ExportStats]:
+    """The hours the write-back of the first of ``run_ids`` (the current run) exported
+    (:func:`record_exports`) and its exports' stats, and the hours those of the others (the
+    runs it re-executes) exported."""
+    mine: set[int] = set()
+    theirs: set[int] = set()
+    total = ExportStats()
+    for i, run_id in enumerate(run_ids):
+        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION):
+            observation = entry.dagster_event.event_specific_data.asset_observation
+            metadata = observation.metadata
+            if observation.asset_key != dg.AssetKey(asset_key) or EXPORTED_FIRST not in metadata:
+                continue
+            first, last = int(metadata[EXPORTED_FIRST].value), int(metadata[EXPORTED_LAST].value)
+            (theirs if i else mine).update(range(first, last + HOUR, HOUR))
+            stats = metadata[EXPORT_STATS].value
+            if i == 0 and stats:
+                total.add(ExportStats(**stats))
+    return mine, theirs, total
