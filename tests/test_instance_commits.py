@@ -59,3 +59,35 @@ def test_a_connection_opened_by_plain_sqlite3_is_left_alone(tmp_path):
 def test_a_bad_level_is_named(tmp_path):
     with pytest.raises(SettingsError, match="ATTRIBUTION_INSTANCE_SQLITE_SYNC='sometimes': use one of off, normal, full"):
         settings(tmp_path, ATTRIBUTION_INSTANCE_SQLITE_SYNC="sometimes")
+
+
+def planned_events(instance, run_id) -> list:
+    import dagster as dg
+
+    return [e.dagster_event.event_specific_data for e in
+            instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)]
+
+
+def test_a_throwaway_instance_plans_a_range_run_with_one_event_per_asset(mysql_url, tmp_path):
+    """A range run in an ephemeral instance (``attribution rebuild`` without DAGSTER_HOME) stores one
+    planned materialisation per asset, covering its hours; a persistent instance one per asset and
+    hour, so that its partition view can mark the hours of a failed run failed."""
+    import dagster as dg
+
+    from attribution_pipeline.dagster_compat import plan_ranges_compactly
+    from pipeline import run
+    from test_exports import HOURS, seeded
+
+    seeded(mysql_url)
+    with dg.DagsterInstance.ephemeral() as throwaway:
+        result, _ = run(mysql_url, HOURS[0], HOURS[-1], instance=throwaway)
+        planned = planned_events(throwaway, result.run_id)
+        assets = {p.asset_key for p in planned}
+        assert len(planned) == len(assets) >= 8
+        assert all(p.partition is None and len(p.partitions_subset.get_partition_keys()) == len(HOURS) for p in planned)
+    with dg.DagsterInstance.ephemeral() as compact, dg.instance_for_test(temp_dir=str(tmp_path)) as kept:
+        assert plan_ranges_compactly(compact) and plan_ranges_compactly(compact)  # once is enough
+        assert not plan_ranges_compactly(kept)
+        result, _ = run(mysql_url, HOURS[0], HOURS[-1], instance=kept)
+        per_hour = planned_events(kept, result.run_id)
+        assert len(per_hour) == len(HOURS) * len(assets) and all(p.partition is not None for p in per_hour)

@@ -9,6 +9,7 @@ import dagster as dg
 
 from attribution_pipeline.assets.hourly import range_tags
 from attribution_pipeline.automation.jobs import JOB_NAME
+from attribution_pipeline.dagster_compat import plan_ranges_compactly
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage import prosper_reads
 from attribution_pipeline.storage.instance_commits import relax_instance_commits
@@ -43,6 +44,7 @@ def run_job(defs: dg.Definitions, settings: Settings, first_hour: int, last_hour
     }
     job = defs.resolve_job_def(JOB_NAME)
     with (nullcontext(instance) if instance is not None else instance_for(settings, dry_run)) as instance:
+        plan_ranges_compactly(instance)  # a throwaway instance: one planned event per asset, not per hour
         result = job.execute_in_process(
             run_config=run_config,
             instance=instance,
