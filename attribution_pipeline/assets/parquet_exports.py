@@ -118,24 +118,27 @@ def export_hours(context: dg.AssetExecutionContext, inputs: RunFrames, db: Datab
         )
 
     # hours the write-back exported as its chunks committed (D35): counted here, and reconciled below
-    early, parents_early, total = exported_during_writeback(
-        context.instance, [context.run.run_id, *parent_runs(context.instance, context.run)], WRITEBACK)
+    early = exported_during_writeback(context.instance, [context.run.run_id, *parent_runs(context.instance, context.run)],
+                                      WRITEBACK)
+    total = early.stats
     for chunk, stats in export_chunks(export_chunk_hours(context, db, settings, hours), root=root, read=read):
         total.add(stats)
         log_event(context.log, "export_chunk", stage="exports", first_hour=hour_key(chunk[0]),
                   last_hour=hour_key(chunk[-1]), files=stats.files, **{f"rows_{t}": n for t, n in stats.rows.items()},
                   **stats.sources, **run_fields(context))
     marked = mark_exported(db, pending, hours, logger=context.log)
-    exported = sorted(set(hours) | early)
-    caught_up, remaining = catch_up(context, db, settings, sorted(set(exported) | parents_early), recompute, total)
-    checked = sorted(set(exported) | parents_early | set(caught_up))
-    check = reconciliation(context, db, root, checked, started)
+    exported = sorted(set(hours) | early.hours)
+    caught_up, remaining = catch_up(context, db, settings, sorted(set(exported) | early.parents), recompute, total)
+    # an hour the write-back exported and read back is not read again, unless exported again here
+    checked = sorted(set(hours) | (early.hours - early.reconciled) | early.parents | set(caught_up))
+    done = early.reconciled - set(checked)
+    check = reconciliation(context, db, root, checked, started, done, [w for w in early.wrong if w[0] in done])
     if not check.passed:  # the next run exports the hours that disagree again
         unmark_exported(db, [key_hour(k) for k in check.metadata["failing_hours"].value], logger=context.log)
     return dg.MaterializeResult(check_results=[check], metadata={
         "hours": total.hours,
         "hours_exported": len(exported),
-        "hours_exported_by_writeback": len(early),
+        "hours_exported_by_writeback": len(early.hours),
         "hours_unchanged": len(set(run_range) - set(exported)),
         "pairs_marked_exported": marked,
         "export_chunks": total.chunks,
@@ -157,11 +160,15 @@ def export_hours(context: dg.AssetExecutionContext, inputs: RunFrames, db: Datab
     })
 
 
-def reconciliation(context: dg.AssetExecutionContext, db: Database, root, checked: list[int],
-                   started: float) -> dg.AssetCheckResult:
+def reconciliation(context: dg.AssetExecutionContext, db: Database, root, checked: list[int], started: float,
+                   reconciled: set[int] = frozenset(), known: list[tuple[int, str]] = ()) -> dg.AssetCheckResult:
     """The ``export_reconciliation`` result: the files of the hours ``checked`` (those exported)
-    read back and compared with the snapshot totals MySQL stores for them."""
+    read back and compared with the snapshot totals MySQL stores for them, with the hours the
+    write-back exported and read back as each chunk committed (``reconciled``, ``known`` the ones
+    of them that disagreed, D35)."""
     wrong = db.retry.run(lambda: reconcile(db.engine(), root, checked), what="reconcile exports", logger=context.log)
+    wrong = pl.concat([wrong, pl.DataFrame(list(known), schema=wrong.schema, orient="row")]).sort("date_hour")
+    checked = sorted(set(checked) | reconciled)
     failing = [hour_key(h) for h in wrong.get_column("date_hour").to_list()]
     log_event(context.log, "export_reconciled", stage="exports", failing_hours=len(failing),
               latency_ms=round((time.perf_counter() - started) * 1000), **run_fields(context))

@@ -14,7 +14,7 @@ from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.core.hours import HOUR, chunk_hours
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage import source_state
-from attribution_pipeline.storage.database import Database
+from attribution_pipeline.storage.database import Database, is_sqlite
 
 WRITEBACK = "attribution_writeback"
 OUTCOME_TAG = "attribution/outcome"
@@ -64,7 +64,7 @@ def attribution_writeback(context: dg.AssetExecutionContext, source_changes: Hou
     recorded = records_state(db, settings, scope)
     exports = CommittedExports(db=db, settings=settings, credits=credits, snapshots=snapshots, journeys=journeys,
                                window=(hours[0], hours[-1] + HOUR - 1), token=run_id) \
-        if settings.export_during_writeback and recorded and scope.is_full else None  # D35
+        if exports_as_committed(db, settings, scope, recorded) else None
 
     def committed(chunk, plan):
         record_commit(context, chunk)
@@ -100,6 +100,12 @@ def attribution_writeback(context: dg.AssetExecutionContext, source_changes: Hou
             "committed_hours": dg.MetadataValue.json(report["committed_hours"]),
             "uncommitted_hours": dg.MetadataValue.json(report["uncommitted_hours"][:50])})
     return run.materialize_result(report, path)
+
+
+def exports_as_committed(db: Database, settings: Settings, scope: RunScope, recorded: bool) -> bool:
+    """Whether the run exports each chunk as it commits (D35): a full run that records what it wrote,
+    on MySQL/MariaDB (SQLite, the demo's, lets one connection write at a time)."""
+    return settings.export_during_writeback and recorded and scope.is_full and not is_sqlite(db.engine())
 
 
 def records_state(db: Database, settings: Settings, scope: RunScope) -> bool:

@@ -24,6 +24,7 @@ import polars as pl
 from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.core.hours import HOUR, hour_key, hour_ranges
 from attribution_pipeline.exports.from_run import RunWrites
+from attribution_pipeline.exports.reconcile import reconcile
 from attribution_pipeline.exports.runner import ExportStats, chunk_rows, export_chunk, row_chunks
 from attribution_pipeline.exports.stored import touch_rows_per_hour
 from attribution_pipeline.logs import log_event
@@ -34,6 +35,8 @@ from attribution_pipeline.storage.journey_source import JourneyRule, journeys_of
 
 #: Metadata of the write-back's observation naming hours it exported (the export step reads it).
 EXPORTED_FIRST, EXPORTED_LAST, EXPORT_STATS = "exported_first_hour", "exported_last_hour", "export_stats"
+#: ... and the range's hours that disagree with MySQL once exported, as [hour, reason] (None: not reconciled).
+RECONCILED = "reconciled_failing"
 
 
 @dataclasses.dataclass
@@ -44,6 +47,7 @@ class ExportedChunk:
     hours: list[int]
     stats: ExportStats
     error: str | None = None
+    wrong: pl.DataFrame | None = None  # ``reconcile`` of ``hours`` once exported; None: not reconciled
 
 
 class CommittedExports:
@@ -88,8 +92,10 @@ class CommittedExports:
                                             what=f"export {hour_key(part[0])}..{hour_key(part[-1])}"))
                 done += part
             self._mark(pending, done)
-            return ExportedChunk(chunk, done, total)
-        except Exception as exc:  # noqa: BLE001 - the export step exports what is still pending
+            wrong = self.db.retry.run(lambda: reconcile(self.db.engine(), self.settings.export_path, done),
+                                      what="reconcile exported hours")
+            return ExportedChunk(chunk, done, total, wrong=wrong)
+        except Exception as exc:  # noqa: BLE001 - the export step exports (and reconciles) what is left
             return ExportedChunk(chunk, done, total, error=f"{type(exc).__name__}: {str(exc)[:300]}")
 
     def _pending_rows(self, chunk: tuple[int, ...]) -> pl.DataFrame:
@@ -133,18 +139,29 @@ def record_exports(context: dg.AssetExecutionContext, asset_key: str, done: list
                       hours_exported=len(item.hours), files=item.stats.files, **fields)
         for i, (a, b) in enumerate(hour_ranges(item.hours)):  # the chunk's stats on its first range only
             stats = dataclasses.asdict(item.stats) if i == 0 else None
+            wrong = None if item.wrong is None else [
+                [h, r] for h, r in item.wrong.filter(pl.col("date_hour").is_between(a, b)).iter_rows()]
             context.log_event(dg.AssetObservation(asset_key=asset_key, description="hours exported", metadata={
-                EXPORTED_FIRST: a, EXPORTED_LAST: b, EXPORT_STATS: dg.MetadataValue.json(stats)}))
+                EXPORTED_FIRST: a, EXPORTED_LAST: b, EXPORT_STATS: dg.MetadataValue.json(stats),
+                RECONCILED: dg.MetadataValue.json(wrong)}))
 
 
-def exported_during_writeback(instance: dg.DagsterInstance, run_ids: list[str], asset_key: str,
-                              ) -> tuple[set[int], set[int], ExportStats]:
-    """The hours the write-back of the first of ``run_ids`` (the current run) exported
-    (:func:`record_exports`) and its exports' stats, and the hours those of the others (the
-    runs it re-executes) exported."""
-    mine: set[int] = set()
-    theirs: set[int] = set()
-    total = ExportStats()
+@dataclasses.dataclass
+class EarlyExports:
+    """What the write-back of a run exported (:func:`record_exports`): its hours, those reconciled
+    and the ones of them that disagree with MySQL (``date_hour, reason``), its stats, and the hours
+    the write-backs of the runs it re-executes exported (reconciled again by the export step)."""
+
+    hours: set[int] = dataclasses.field(default_factory=set)
+    reconciled: set[int] = dataclasses.field(default_factory=set)
+    wrong: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    stats: ExportStats = dataclasses.field(default_factory=ExportStats)
+    parents: set[int] = dataclasses.field(default_factory=set)
+
+
+def exported_during_writeback(instance: dg.DagsterInstance, run_ids: list[str], asset_key: str) -> EarlyExports:
+    """:class:`EarlyExports` of the first of ``run_ids`` (the current run), the others its parents."""
+    found = EarlyExports()
     for i, run_id in enumerate(run_ids):
         for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION):
             observation = entry.dagster_event.event_specific_data.asset_observation
@@ -152,8 +169,15 @@ def exported_during_writeback(instance: dg.DagsterInstance, run_ids: list[str], 
             if observation.asset_key != dg.AssetKey(asset_key) or EXPORTED_FIRST not in metadata:
                 continue
             first, last = int(metadata[EXPORTED_FIRST].value), int(metadata[EXPORTED_LAST].value)
-            (theirs if i else mine).update(range(first, last + HOUR, HOUR))
-            stats = metadata[EXPORT_STATS].value
-            if i == 0 and stats:
-                total.add(ExportStats(**stats))
-    return mine, theirs, total
+            hours = set(range(first, last + HOUR, HOUR))
+            if i:
+                found.parents |= hours
+                continue
+            found.hours |= hours
+            stats, wrong = metadata[EXPORT_STATS].value, metadata[RECONCILED].value
+            if stats:
+                found.stats.add(ExportStats(**stats))
+            if wrong is not None:
+                found.reconciled |= hours
+                found.wrong += [(int(h), str(r)) for h, r in wrong]
+    return found
