@@ -25,8 +25,7 @@ except ImportError as exc:  # pragma: no cover - only when Dagster moves them
         f"({exc}); update the imports in this module for the installed Dagster version"
     ) from exc
 
-__all__ = ["AssetCheckEvaluationTargetMaterializationData", "AssetCheckExecutionRecordStatus", "PartitionKeyFilter",
-           "plan_ranges_compactly"]
+__all__ = ["AssetCheckEvaluationTargetMaterializationData", "AssetCheckExecutionRecordStatus", "PartitionKeyFilter"]
 
 #: The event log storage property Dagster reads (from ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS``)
 #: to store a range run's planned materialisations as one event per asset instead of one per partition.
