@@ -5,6 +5,7 @@ stamp cover exactly the committed chunks, and `attribution resume` writes only t
 import json
 
 import dagster as dg
+import pytest
 from sqlalchemy import func, select
 
 import scenarios
@@ -170,7 +171,10 @@ def test_retries_stop_at_the_budget_and_are_counted():
     assert policy.counter.by_what["write"] == 1
 
 
-def test_hours_committed_by_a_failed_run_are_exported_by_the_next_run(mysql_url, private_home):
+@pytest.mark.parametrize("during_writeback", [False, True], ids=["export-step", "exported-as-committed"])
+def test_hours_committed_by_a_failed_run_are_exported_by_the_next_run(mysql_url, private_home, during_writeback):
+    """Without D35 a failed run never reaches its export step, and the next run catches up the hours
+    it committed; with D35 the failed run exported them as they committed."""
     from pipeline import run
 
     from attribution_pipeline.exports.layout import exported_hours
@@ -178,20 +182,23 @@ def test_hours_committed_by_a_failed_run_are_exported_by_the_next_run(mysql_url,
     with database.make_engine(mysql_url).begin() as conn:
         scenarios.load_section_4_6(conn)
         conn.exec_driver_sql(REFUSE_CONV_3)
-    result, report = run(mysql_url, T, T + 2 * HOUR, chunk_hours=1, expect_success=False)
+    result, report = run(mysql_url, T, T + 2 * HOUR, chunk_hours=1, expect_success=False,
+                         export_during_writeback=during_writeback)
     assert not result.success and report["outcome"] == 2
     assert report["committed_hours"] == [["2024-06-01-09:00", "2024-06-01-09:00"], ["2024-06-01-11:00", "2024-06-01-11:00"]]
     exports = private_home / "exports"
-    assert exported_hours(exports) == []  # the failed run never reached its exports step
+    assert exported_hours(exports) == ([T, T + 2 * HOUR] if during_writeback else [])
     with database.make_engine(mysql_url).begin() as conn:
         conn.exec_driver_sql("DROP TRIGGER refuse_conv_3")
-    result, report = run(mysql_url, T + HOUR, T + HOUR, chunk_hours=1)  # only the hour that failed
+    result, report = run(mysql_url, T + HOUR, T + HOUR, chunk_hours=1,  # only the hour that failed
+                         export_during_writeback=during_writeback)
     metadata = next(e.event_specific_data.materialization.metadata for e in result.all_events
                     if e.event_type_value == "ASSET_MATERIALIZATION"
                     and e.event_specific_data.materialization.asset_key.to_user_string() == "attribution_exports")
-    assert metadata["hours_caught_up"].value == 2 and metadata["hours_left_to_catch_up"].value == 0
+    caught_up = 0 if during_writeback else 2
+    assert metadata["hours_caught_up"].value == caught_up and metadata["hours_left_to_catch_up"].value == 0
     check = next(e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
                  and e.event_specific_data.check_name == "export_reconciliation")
-    assert check.passed and check.metadata["hours_checked"].value == 3  # the reconciliation read them back
+    assert check.passed and check.metadata["hours_checked"].value == 1 + caught_up  # read back
     for table in ("snapshots", "touchpoints", "journeys"):
         assert exported_hours(exports, table) == [T, T + HOUR, T + 2 * HOUR]
