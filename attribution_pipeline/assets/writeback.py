@@ -7,7 +7,7 @@ import dagster as dg
 from attribution_pipeline.assets.hourly import MYSQL_WRITES_POOL, Hourly, run_fields, run_hours
 from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.assets.visitor_journeys import visitor_users
-from attribution_pipeline.assets.writeback_exports import CommittedExports, record_exports
+from attribution_pipeline.assets.writeback_exports import CommittedExports, observed_hours, record_exports
 from attribution_pipeline.assets.writeback_run import ChunkFrames, WritebackRun
 from attribution_pipeline.assets.writeback_scopes import CHECK as SCOPED_TOTALS
 from attribution_pipeline.core.frames import HourlyFrame
@@ -157,13 +157,8 @@ def committed_by_parents(instance: dg.DagsterInstance, run: dg.DagsterRun) -> fr
     """Hours whose chunk a parent of ``run`` committed (empty for a first run)."""
     hours: set[int] = set()
     for parent in parent_runs(instance, run):
-        for entry in instance.all_logs(parent, of_type=dg.DagsterEventType.ASSET_OBSERVATION):
-            observation = entry.dagster_event.event_specific_data.asset_observation
-            metadata = observation.metadata
-            if observation.asset_key != dg.AssetKey(WRITEBACK) or COMMITTED_FIRST not in metadata:
-                continue
-            first, last = int(metadata[COMMITTED_FIRST].value), int(metadata[COMMITTED_LAST].value)
-            hours.update(range(first, last + HOUR, HOUR))
+        for committed, _ in observed_hours(instance, parent, WRITEBACK, COMMITTED_FIRST, COMMITTED_LAST):
+            hours |= committed
     return frozenset(hours)
 
 

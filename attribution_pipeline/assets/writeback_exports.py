@@ -159,17 +159,22 @@ class EarlyExports:
     parents: set[int] = dataclasses.field(default_factory=set)
 
 
+def observed_hours(instance: dg.DagsterInstance, run_id: str, asset_key: str, first: str, last: str):
+    """``(hours, metadata)`` of each observation of ``asset_key`` in the run's event log that names
+    a range of hours under the metadata keys ``first`` and ``last``."""
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION):
+        observation = entry.dagster_event.event_specific_data.asset_observation
+        metadata = observation.metadata
+        if observation.asset_key == dg.AssetKey(asset_key) and first in metadata:
+            lo, hi = int(metadata[first].value), int(metadata[last].value)
+            yield set(range(lo, hi + HOUR, HOUR)), metadata
+
+
 def exported_during_writeback(instance: dg.DagsterInstance, run_ids: list[str], asset_key: str) -> EarlyExports:
     """:class:`EarlyExports` of the first of ``run_ids`` (the current run), the others its parents."""
     found = EarlyExports()
     for i, run_id in enumerate(run_ids):
-        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION):
-            observation = entry.dagster_event.event_specific_data.asset_observation
-            metadata = observation.metadata
-            if observation.asset_key != dg.AssetKey(asset_key) or EXPORTED_FIRST not in metadata:
-                continue
-            first, last = int(metadata[EXPORTED_FIRST].value), int(metadata[EXPORTED_LAST].value)
-            hours = set(range(first, last + HOUR, HOUR))
+        for hours, metadata in observed_hours(instance, run_id, asset_key, EXPORTED_FIRST, EXPORTED_LAST):
             if i:
                 found.parents |= hours
                 continue
