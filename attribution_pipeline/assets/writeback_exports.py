@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import dagster as dg
 import polars as pl
 
+from attribution_pipeline.assets.source_changes import hours_to_export, mark_exported
 from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.core.hours import HOUR, hour_key, hour_ranges
 from attribution_pipeline.exports.from_run import RunWrites
@@ -29,7 +30,6 @@ from attribution_pipeline.exports.runner import ExportStats, chunk_rows, export_
 from attribution_pipeline.exports.stored import touch_rows_per_hour
 from attribution_pipeline.logs import log_event
 from attribution_pipeline.settings import Settings
-from attribution_pipeline.storage import source_state
 from attribution_pipeline.storage.database import Database
 from attribution_pipeline.storage.journey_source import JourneyRule, journeys_of
 
@@ -83,24 +83,19 @@ class CommittedExports:
         done: list[int] = []
         total = ExportStats()
         try:
-            pending = self.db.retry.run(lambda: self._pending_rows(chunk), what="find committed hours to export")
-            hours = sorted(set(pending.get_column("date_hour").to_list()))
+            hours, pending = hours_to_export(self.db, list(chunk), records_state=True)
             run = RunWrites(credits=self.credits, snapshots=self.snapshots, hours=frozenset(chunk), window=self.window,
                             held=held, token=self.token)
             for part in self._parts(hours):
                 total.add(self.db.retry.run(lambda part=part: self._export_part(part, run, skipped),
                                             what=f"export {hour_key(part[0])}..{hour_key(part[-1])}"))
                 done += part
-            self._mark(pending, done)
+            mark_exported(self.db, pending, done)
             wrong = self.db.retry.run(lambda: reconcile(self.db.engine(), self.settings.export_path, done),
                                       what="reconcile exported hours")
             return ExportedChunk(chunk, done, total, wrong=wrong)
         except Exception as exc:  # noqa: BLE001 - the export step exports (and reconciles) what is left
             return ExportedChunk(chunk, done, total, error=f"{type(exc).__name__}: {str(exc)[:300]}")
-
-    def _pending_rows(self, chunk: tuple[int, ...]) -> pl.DataFrame:
-        with self.db.engine().connect() as conn:
-            return source_state.pending_exports(conn, list(chunk))
 
     def _parts(self, hours: list[int]) -> list[tuple[int, ...]]:
         rows = touch_rows_per_hour(self.db.engine(), hours)
@@ -112,17 +107,6 @@ class CommittedExports:
         return export_chunk(self.db.engine(), hours, root=self.settings.export_path, journeys=self.journeys,
                             users=None, run=run, skipped=skipped,
                             recompute=lambda hs, users: journeys_of(self.db, rule, list(hs), users))
-
-    def _mark(self, pending: pl.DataFrame, exported: list[int]) -> None:
-        if not exported:
-            return
-        done = pending.filter(pl.col("date_hour").is_in(exported))
-
-        def write():
-            with self.db.engine().begin() as conn:
-                return source_state.mark_exported(conn, done)
-
-        self.db.retry.run(write, what="note exported hours")
 
 
 def record_exports(context: dg.AssetExecutionContext, asset_key: str, done: list[ExportedChunk], fields: dict) -> None:
