@@ -25,10 +25,21 @@ class MemoryStream(ClickStream):
         super().__init__(None, table["user_id"].unique().to_list(), table["aff_campaign_id"].unique().to_list(), **kw)
         self.table = table
         self.reads: list[tuple[int, int]] = []
+        self.range_rows = 0
 
-    def _read(self, lo, hi):
+    def _read(self, lo, hi, pairs=None):
         self.reads.append((lo, hi))
-        df = self.table.filter(pl.col("click_time").is_between(max(0, lo), hi))
+        users, campaigns = (self._users, self._campaigns) if pairs is None else (
+            pairs["user_id"].to_list(), pairs["aff_campaign_id"].to_list())
+        df = self.table.filter(pl.col("click_time").is_between(max(0, lo), hi), pl.col("user_id").is_in(users),
+                               pl.col("aff_campaign_id").is_in(campaigns))
+        self.rows_read += df.height
+        self.range_rows += df.height
+        self.queries += 1
+        return df
+
+    def _copies(self, click_ids):
+        df = self.table.filter(pl.col("click_id").is_in(click_ids))
         self.rows_read += df.height
         self.queries += 1
         return df
@@ -80,12 +91,14 @@ def test_journeys_from_the_stream_equal_journeys_from_the_whole_slice(seed, slic
         parts += [J.build_journeys(due, seen, lookback_seconds=lookback, touch_cap=cap)
                   for due, seen in stream.serve(chunk)]
     assert sorted_journeys(pl.concat(parts)).equals(sorted_journeys(whole))
-    # each click of the span read once, in slices that never overlap
+    # each click of the span read at most once, in slices that never overlap: the history before
+    # the first conversion backward (D36), then forward
     span = clicks.filter(pl.col("click_time").is_between(
         conversions.filter("multi_touch")["conv_time"].min() - lookback,
         conversions.filter("multi_touch")["conv_time"].max()))
-    assert stream.rows_read == span.height
-    assert all(b[0] == a[1] + 1 for a, b in zip(stream.reads, stream.reads[1:]))
+    ranges = sorted(stream.reads)
+    assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:]))
+    assert stream.range_rows <= span.height
     if slice_rows <= 500:  # memory: a slice and cap clicks per (account, campaign), not the lookback
         assert stream.most_rows < span.height / 3
         assert stream.most_rows <= 6 * cap + 8 * slice_rows
@@ -123,6 +136,56 @@ def test_the_stream_reads_mariadb_once_per_click(mysql_url):
         got = [seen.sort("click_id") for _, seen in stream.serve(conv)]
         want = [seen.sort("click_id") for _, seen in memory.serve(conv)]
         assert len(got) == len(want) == 1 and got[0].equals(want[0])
-    assert stream.rows_read == memory.rows_read == table.filter(pl.col("click_time") <= T + 49 * DAY + 3599).height
+    assert stream.rows_read == memory.rows_read
+    assert memory.range_rows == table.filter(pl.col("click_time") <= T + 49 * DAY + 3599).height
     assert stream.queries == memory.queries and stream.duplicates == 1
     assert frames.CLICKS == dict(got[0].schema)
+
+
+def whole_and_streamed(clicks: pl.DataFrame, conversions: pl.DataFrame, *, lookback: int, cap: int,
+                       pairs: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame, "MemoryStream"]:
+    whole = J.build_journeys(conversions, J.dedupe_clicks(clicks), lookback_seconds=lookback, touch_cap=cap)
+    stream = MemoryStream(clicks, lookback_seconds=lookback, touch_cap=cap, slice_rows=1000, pairs=pairs)
+    got = pl.concat([J.build_journeys(d, s, lookback_seconds=lookback, touch_cap=cap) for d, s in stream.serve(conversions)])
+    return sorted_journeys(whole), sorted_journeys(got), stream
+
+
+def test_the_history_before_a_request_is_read_backward_until_each_pair_has_cap_clicks():
+    """D36: a pair with a click a minute for 30 days needs its newest 25 clicks, not the 30 days;
+    a pair with few clicks is read back to the start of its window."""
+    dense = [(100_000 + i, 1, 10, T - 30 * DAY + 60 * i) for i in range(30 * 24 * 60)]
+    sparse = [(10 + i, 2, 10, T - 29 * DAY + i * 5 * DAY) for i in range(6)]
+    clicks = clicks_frame(dense + sparse)
+    conversions = conversions_frame([(1, 100_000 + 30 * 24 * 60 - 1, 1, 10, T), (2, 15, 2, 10, T + 600)],
+                                    clicks).with_columns(multi_touch=pl.lit(True))
+    whole, got, stream = whole_and_streamed(clicks, conversions, lookback=30 * DAY, cap=25,
+                                            pairs=pl.DataFrame({"user_id": [1, 2], "aff_campaign_id": [10, 10]}))
+    assert got.equals(whole)
+    assert got.group_by("conv_id").len().sort("conv_id").rows() == [(1, 25), (2, 6)]
+    dense_read = sum(1 for lo, hi in stream.reads if lo <= T - DAY)  # reads reaching a day back
+    assert stream.range_rows < 200 + 6 and dense_read >= 1  # the dense pair: its last hour or two
+    assert min(lo for lo, _ in stream.reads) == T - 30 * DAY  # the sparse pair: its whole window
+
+
+def test_a_kept_click_with_an_older_copy_counts_at_the_older_time():
+    """D15 and D36: a click id stored twice, its copies on either side of where the backward read
+    stopped: the earliest row wins, as it does when the whole window is read."""
+    m = 60
+    rows = [(1, 1, 10, T - 50 * m), (2, 1, 10, T - 40 * m), (3, 1, 10, T - 30 * m), (4, 1, 10, T - 20 * m),
+            (3, 1, 10, T - 120 * m), (5, 1, 10, T - 3 * DAY)]
+    clicks = clicks_frame(rows)
+    conversions = conversions_frame([(1, 4, 1, 10, T)], clicks).with_columns(multi_touch=pl.lit(True))
+    whole, got, stream = whole_and_streamed(clicks, conversions, lookback=30 * DAY, cap=3)
+    assert got.equals(whole)
+    assert got.select("click_id", "click_time").rows() == [(1, T - 50 * m), (2, T - 40 * m), (4, T - 20 * m)]
+    assert stream.duplicates == 1
+
+
+def test_a_pair_the_stream_was_not_told_of_is_served_from_its_own_history():
+    rows = [(i, 1, 10 + i % 2, T - DAY + 60 * i) for i in range(100)]
+    clicks = clicks_frame(rows)
+    conversions = conversions_frame([(1, 99, 1, 11, T), (2, 98, 1, 10, T + 60)], clicks) \
+        .with_columns(multi_touch=pl.lit(True))
+    told = pl.DataFrame({"user_id": [1], "aff_campaign_id": [10]})
+    whole, got, _ = whole_and_streamed(clicks, conversions, lookback=30 * DAY, cap=5, pairs=told)
+    assert got.equals(whole) and got.height == 10

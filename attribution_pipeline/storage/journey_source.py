@@ -82,7 +82,8 @@ class JourneySource:
         self._stream = ClickStream(self._db, multi.get_column("user_id").unique().to_list(),
                                    multi.get_column("campaign_id").unique().to_list(),
                                    lookback_seconds=rule.lookback_seconds, touch_cap=rule.touch_cap,
-                                   slice_rows=rule.click_slice_rows, logger=self._logger)
+                                   slice_rows=rule.click_slice_rows, logger=self._logger,
+                                   pairs=multi.select("user_id", aff_campaign_id="campaign_id"))
         if stats is not None:
             stats.add_stage("read_settings", time.perf_counter() - started)
 
