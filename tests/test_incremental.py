@@ -207,3 +207,21 @@ def users_with_any_state(full_report, hour, engine) -> int:
     """Active users (each has a state row per hour once a full run recorded them)."""
     with engine.connect() as conn:
         return conn.execute(text("SELECT COUNT(*) FROM `202_users` WHERE user_deleted = 0")).scalar()
+
+
+def test_click_fingerprints_read_in_two_halves_equal_one_read(mysql_url):
+    """The lookback's click fingerprints are read as two halves of whole hours at once
+    (``source_changes.click_parts``): the same (user, hour) sums as one read, on MariaDB."""
+    from attribution_pipeline.assets.source_changes import click_parts, halves
+    from attribution_pipeline.storage import source_state
+    from attribution_pipeline.storage.database import Database
+
+    engine = seed(mysql_url)
+    lo, hi = HOURS[0] - 30 * 86400, HOURS[-1] + HOUR - 1
+    assert halves(lo, hi) == [(lo, lo + 363 * HOUR - 1), (lo + 363 * HOUR, hi)]  # 726 hours: 363 each side
+    assert halves(HOURS[0], HOURS[0] + HOUR - 1) == [(HOURS[0], HOURS[0] + HOUR - 1)]
+    with engine.connect() as conn:
+        users = [r[0] for r in conn.execute(select(clk.c.user_id).distinct())]
+        one = source_state.click_parts(conn, users, lo, hi)
+    two = click_parts(Database(mysql_url), users, lo, hi)
+    assert one.height > len(HOURS) and two.sort("user_id", "date_hour").equals(one.sort("user_id", "date_hour"))

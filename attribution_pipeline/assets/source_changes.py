@@ -6,6 +6,7 @@ rewritten and not re-exported: the hourly schedule's run over the trailing hours
 """
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
 import dagster as dg
@@ -20,7 +21,7 @@ from attribution_pipeline.core.model_rules import parse_model_row
 from attribution_pipeline.logs import log_event
 from attribution_pipeline.settings import Settings
 from attribution_pipeline.storage import prosper_reads, read_replica, source_state
-from attribution_pipeline.storage.database import Database
+from attribution_pipeline.storage.database import Database, is_sqlite
 from attribution_pipeline.storage.frame_io import read_frame
 from attribution_pipeline.storage.stored_rows import stored_snapshots
 
@@ -58,16 +59,22 @@ def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: li
     lo, hi = hours[0], hours[-1] + HOUR - 1
     reader = reader or db
 
-    def read():
-        with reader.engine().connect() as conn, (nullcontext(conn) if reader is db else db.engine().connect()) as own:
+    def read_users():
+        with reader.engine().connect() as conn:
             users = [] if wanted == [] else prosper_reads.active_users(conn, wanted)
             models = prosper_reads.model_rows(conn, users)
             user_fp = fp.user_fingerprints(users, models, source_state.settings_rows(conn, users),
                                            source_state.campaign_rows(conn, users) + scope_rows(conn, users, settings),
                                            rules(settings))
-            current = fp.source_fingerprints(
-                hours, user_fp, source_state.conversion_parts(conn, users, lo, hi),
-                source_state.click_parts(conn, users, lo - settings.lookback_seconds, hi), settings.lookback_seconds)
+            return users, models, user_fp
+
+    users, models, user_fp = db.retry.run(read_users, what="source fingerprints", logger=logger)
+    clicks = click_parts(reader, users, lo - settings.lookback_seconds, hi, logger=logger)
+
+    def read():
+        with reader.engine().connect() as conn, (nullcontext(conn) if reader is db else db.engine().connect()) as own:
+            current = fp.source_fingerprints(hours, user_fp, source_state.conversion_parts(conn, users, lo, hi),
+                                             clicks, settings.lookback_seconds)
             reason = full_rewrite_reason(scope, settings)
             if reason is None and not source_state.has_state_table(own):
                 reason = "full rewrite (no attribution_source_state table: run `attribution init-db`)"
@@ -80,6 +87,32 @@ def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: li
             return fp.decide(current, source_state.recorded(own, users, hours), stored, full_reason=None)
 
     return db.retry.run(read, what="source fingerprints", logger=logger)
+
+
+def click_parts(reader: Database, users: list[int], lo: int, hi: int, logger=None) -> pl.DataFrame:
+    """The click fingerprints of ``[lo, hi]`` (the run's hours and their lookback): the largest
+    scan of a run over unchanged hours, one full pass over 202_clicks on a busy server. Read as two
+    halves of whole hours at once, each on its own connection and retried on its own, so the
+    server's two scans share the CRC32 work (MySQL/MariaDB; one read on SQLite)."""
+    def part(first: int, last: int):
+        def read():
+            with reader.engine().connect() as conn:
+                return source_state.click_parts(conn, users, first, last)
+
+        return reader.retry.run(read, what="source fingerprints (clicks)", logger=logger)
+
+    ranges = halves(max(0, lo), hi) if users and not is_sqlite(reader.engine()) else [(lo, hi)]
+    if len(ranges) == 1:
+        return part(*ranges[0])
+    with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="click-fingerprints") as pool:
+        return pl.concat(list(pool.map(lambda r: part(*r), ranges)))
+
+
+def halves(lo: int, hi: int) -> list[tuple[int, int]]:
+    """``[lo, hi]`` cut at the hour boundary nearest its middle (a (user, hour) sum whole in one
+    half), or whole when no boundary falls inside."""
+    middle = (lo + (hi - lo + 1) // 2 + HOUR // 2) // HOUR * HOUR
+    return [(lo, middle - 1), (middle, hi)] if lo < middle <= hi else [(lo, hi)]
 
 
 def scope_rows(conn, users: list[int], settings: Settings) -> list[dict]:
