@@ -94,12 +94,16 @@ class ClickStream:
         users = self._users if pairs is None else pairs.get_column("user_id").unique().sort().to_list()
         campaigns = self._campaigns if pairs is None else pairs.get_column("aff_campaign_id").unique().sort().to_list()
 
+        return self._counted(lambda conn: clicks(conn, users, campaigns, lo, hi), "read clicks")
+
+    def _counted(self, query, what: str) -> pl.DataFrame:
+        """``query(conn)`` on a connection of its own, retried, timed and counted."""
         def read():
             with self._db.engine().connect() as conn:
-                return clicks(conn, users, campaigns, lo, hi)
+                return query(conn)
 
         started = time.perf_counter()
-        df = self._db.retry.run(read, what="read clicks", logger=self._logger)
+        df = self._db.retry.run(read, what=what, logger=self._logger)
         self.read_seconds += time.perf_counter() - started
         self.rows_read += df.height
         self.queries += 1
@@ -168,16 +172,7 @@ class ClickStream:
 
     def _copies(self, click_ids: list[int]) -> pl.DataFrame:
         """Every 202_clicks row of ``click_ids``."""
-        def read():
-            with self._db.engine().connect() as conn:
-                return clicks_by_id(conn, click_ids)
-
-        started = time.perf_counter()
-        df = self._db.retry.run(read, what="read click copies", logger=self._logger)
-        self.read_seconds += time.perf_counter() - started
-        self.rows_read += df.height
-        self.queries += 1
-        return df
+        return self._counted(lambda conn: clicks_by_id(conn, click_ids), "read click copies")
 
     def _add_pairs(self, conversions: pl.DataFrame) -> None:
         """Pairs of ``conversions`` the stream was not told of (within its accounts and campaigns):
