@@ -210,9 +210,10 @@ def users_with_any_state(full_report, hour, engine) -> int:
 
 
 def test_click_fingerprints_read_in_two_halves_equal_one_read(mysql_url):
-    """The lookback's click fingerprints are read as two halves of whole hours at once
-    (``source_changes.click_parts``): the same (user, hour) sums as one read, on MariaDB."""
-    from attribution_pipeline.assets.source_changes import click_parts, halves
+    """The lookback's click fingerprints are read as two halves of whole hours at once, beside the
+    conversions' (``source_changes.source_parts``): the same (user, hour) sums as one read each,
+    on MariaDB."""
+    from attribution_pipeline.assets.source_changes import halves, source_parts
     from attribution_pipeline.storage import source_state
     from attribution_pipeline.storage.database import Database
 
@@ -223,5 +224,8 @@ def test_click_fingerprints_read_in_two_halves_equal_one_read(mysql_url):
     with engine.connect() as conn:
         users = [r[0] for r in conn.execute(select(clk.c.user_id).distinct())]
         one = source_state.click_parts(conn, users, lo, hi)
-    two = click_parts(Database(mysql_url), users, lo, hi)
+        conversions = source_state.conversion_parts(conn, users, HOURS[0], hi)
+    got_conversions, two = source_parts(Database(mysql_url), users, HOURS[0], hi, lo)
     assert one.height > len(HOURS) and two.sort("user_id", "date_hour").equals(one.sort("user_id", "date_hour"))
+    assert conversions.height > 0 and got_conversions.sort("user_id", "date_hour").equals(
+        conversions.sort("user_id", "date_hour"))

@@ -7,7 +7,6 @@ rewritten and not re-exported: the hourly schedule's run over the trailing hours
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 
 import dagster as dg
 import polars as pl
@@ -69,12 +68,11 @@ def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: li
             return users, models, user_fp
 
     users, models, user_fp = db.retry.run(read_users, what="source fingerprints", logger=logger)
-    clicks = click_parts(reader, users, lo - settings.lookback_seconds, hi, logger=logger)
+    conversions, clicks = source_parts(reader, users, lo, hi, lo - settings.lookback_seconds, logger=logger)
+    current = fp.source_fingerprints(hours, user_fp, conversions, clicks, settings.lookback_seconds)
 
     def read():
-        with reader.engine().connect() as conn, (nullcontext(conn) if reader is db else db.engine().connect()) as own:
-            current = fp.source_fingerprints(hours, user_fp, source_state.conversion_parts(conn, users, lo, hi),
-                                             clicks, settings.lookback_seconds)
+        with db.engine().connect() as own:
             reason = full_rewrite_reason(scope, settings)
             if reason is None and not source_state.has_state_table(own):
                 reason = "full rewrite (no attribution_source_state table: run `attribution init-db`)"
@@ -89,23 +87,30 @@ def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: li
     return db.retry.run(read, what="source fingerprints", logger=logger)
 
 
-def click_parts(reader: Database, users: list[int], lo: int, hi: int, logger=None) -> pl.DataFrame:
-    """The click fingerprints of ``[lo, hi]`` (the run's hours and their lookback): the largest
-    scan of a run over unchanged hours, one full pass over 202_clicks on a busy server. Read as two
-    halves of whole hours at once, each on its own connection and retried on its own, so the
-    server's two scans share the CRC32 work (MySQL/MariaDB; one read on SQLite)."""
-    def part(first: int, last: int):
+def source_parts(reader: Database, users: list[int], lo: int, hi: int, clicks_from: int,
+                 logger=None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The conversion fingerprints of ``[lo, hi]`` and the click fingerprints of ``[clicks_from,
+    hi]`` (the run's hours and their lookback), read at once: the clicks as two halves of whole
+    hours (the largest scan of a run over unchanged hours, a full pass over 202_clicks on a busy
+    server) beside the conversions, each on its own connection and retried on its own, so the
+    server's scans share its cores (MySQL/MariaDB; one read after the other on SQLite)."""
+    def part(what: str, read_part):
         def read():
             with reader.engine().connect() as conn:
-                return source_state.click_parts(conn, users, first, last)
+                return read_part(conn)
 
-        return reader.retry.run(read, what="source fingerprints (clicks)", logger=logger)
+        return lambda: reader.retry.run(read, what=f"source fingerprints ({what})", logger=logger)
 
-    ranges = halves(max(0, lo), hi) if users and not is_sqlite(reader.engine()) else [(lo, hi)]
-    if len(ranges) == 1:
-        return part(*ranges[0])
-    with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="click-fingerprints") as pool:
-        return pl.concat(list(pool.map(lambda r: part(*r), ranges)))
+    sqlite = is_sqlite(reader.engine())
+    ranges = halves(max(0, clicks_from), hi) if users and not sqlite else [(clicks_from, hi)]
+    tasks = [part("conversions", lambda conn: source_state.conversion_parts(conn, users, lo, hi)),
+             *[part("clicks", lambda conn, r=r: source_state.click_parts(conn, users, *r)) for r in ranges]]
+    if sqlite:
+        done = [task() for task in tasks]
+    else:
+        with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="source-fingerprints") as pool:
+            done = list(pool.map(lambda task: task(), tasks))
+    return done[0], pl.concat(done[1:])
 
 
 def halves(lo: int, hi: int) -> list[tuple[int, int]]:
