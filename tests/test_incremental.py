@@ -229,3 +229,40 @@ def test_click_fingerprints_read_in_two_halves_equal_one_read(mysql_url):
     assert one.height > len(HOURS) and two.sort("user_id", "date_hour").equals(one.sort("user_id", "date_hour"))
     assert conversions.height > 0 and got_conversions.sort("user_id", "date_hour").equals(
         conversions.sort("user_id", "date_hour"))
+
+
+def test_a_payout_edit_keeps_the_groups_touchpoints_and_a_foreign_touchpoint_edit_is_replaced(mysql_url):
+    """A payout edit changes its groups' snapshot values, not their touchpoints: the rewritten groups'
+    touchpoints stay as stored (same ids and ``created_at``), the snapshot rows take the new values,
+    and the rows equal a full rewrite (D37). A touchpoint someone else edited in a rewritten group
+    differs from what is computed, so that group's touchpoints are replaced."""
+    engine = seed(mysql_url)
+    run(mysql_url, HOURS[0], HOURS[-1])
+    touch = tables.attribution_touchpoints
+    stored = lambda: sorted(tuple(r) for r in engine.connect().execute(  # noqa: E731
+        select(touch.c.touchpoint_id, touch.c.snapshot_id, touch.c.conv_id, touch.c.position, touch.c.credit,
+               touch.c.created_at)).all())
+    before, before_rows = stored(), rows(engine)
+    user, _ = payout_edit(engine)
+    _, report = run(mysql_url, HOURS[0], HOURS[-1])
+    assert report["user_hours_recomputed"] == 1 and report["snapshots_written"] > 0
+    assert report["touchpoints_kept"] > 0 and report["touchpoints_deleted"] == report["touchpoints_written"] == 0
+    assert stored() == before  # not one touchpoint deleted or written
+    after = rows(engine)
+    assert after[1] == before_rows[1] and after[0] != before_rows[0]  # the snapshot values moved
+    _, full = run(mysql_url, HOURS[0], HOURS[-1], full=True)
+    assert rows(engine) == after and full["touchpoints_written"] == 0 and full["touchpoints_kept"] > 0
+
+    with engine.connect() as conn:  # someone edits a touchpoint of the hour the next edit recomputes
+        victim = conn.execute(select(touch.c.touchpoint_id, touch.c.snapshot_id).join(
+            snaps, snaps.c.snapshot_id == touch.c.snapshot_id).where(
+            snaps.c.date_hour == HOURS[4], snaps.c.user_id == user).order_by(touch.c.touchpoint_id).limit(1)).one()
+        group_size = conn.execute(select(func.count()).where(touch.c.snapshot_id == victim.snapshot_id)).scalar()
+    with engine.begin() as conn:
+        conn.execute(update(touch).where(touch.c.touchpoint_id == victim.touchpoint_id).values(credit=0.5, weight=0.5))
+    payout_edit(engine)
+    _, report = run(mysql_url, HOURS[0], HOURS[-1])
+    assert report["touchpoints_deleted"] == report["touchpoints_written"] == group_size  # that group alone
+    assert rows(engine)[1] == after[1]  # the edited touchpoint is computed again
+    _, full = run(mysql_url, HOURS[0], HOURS[-1], full=True)
+    assert rows(engine)[1] == after[1] and full["touchpoints_written"] == 0

@@ -30,7 +30,7 @@ from attribution_pipeline.storage.shadow import compare_with_stored
 
 ERROR = dg.AssetCheckSeverity.ERROR
 WARN = dg.AssetCheckSeverity.WARN
-_COUNTS = ("snapshots_written", "touchpoints_written", "snapshots_deleted", "touchpoints_deleted",
+_COUNTS = ("snapshots_written", "touchpoints_written", "snapshots_deleted", "touchpoints_deleted", "touchpoints_kept",
            "journey_touches_written", "scoped_snapshots_written", "scoped_touchpoints_written",
            "scoped_snapshots_deleted", "scoped_touchpoints_deleted")
 #: What an incremental run recomputed and left alone (D22), summed over its committed chunks.

@@ -29,7 +29,9 @@ def print_summary(report: dict, names: dict[int, str]) -> None:
                   f"{report['user_hours_skipped']} unchanged since written, left as stored "
                   f"({report.get('groups_unchanged', 0)} snapshot rows)")
         print(f"  rows written: {report['snapshots_written']} snapshots, {report['touchpoints_written']} touchpoints "
-              f"(replaced {report['snapshots_deleted']} snapshots, {report['touchpoints_deleted']} touchpoints)")
+              f"(replaced {report['snapshots_deleted']} snapshots, {report['touchpoints_deleted']} touchpoints)"
+              + (f"; {report['touchpoints_kept']} touchpoints of rewritten groups unchanged, left as stored"
+                 if report.get("touchpoints_kept") else ""))
         for model_id, counts in report["rows_by_model"].items():
             name = names.get(int(model_id), "")
             print(f"    model {model_id} {name}: {counts['snapshots']} snapshots, {counts['touchpoints']} touchpoints")

@@ -8,7 +8,8 @@ whole hours, in one transaction, under a named lock per hour (``GET_LOCK`` on My
 
 1. find the stored snapshot rows of the owned keys (held groups and the (user, hour) pairs not
    recomputed excluded: their rows stay);
-2. delete their touchpoints and them (stale hours and PHP's duplicate rows go too, D4);
+2. delete their touchpoints and them (stale hours and PHP's duplicate rows go too, D4), but for
+   the touchpoints of groups whose stored touchpoints are exactly the computed ones (D37);
 3. insert the new snapshots (a key that existed keeps its lowest snapshot id and its
    created_at, as PHP reruns do), read their ids back, insert their touchpoints;
 4. read both tables back and compare with what was computed (as DECIMAL strings); any
@@ -52,6 +53,7 @@ from attribution_pipeline.storage.stored_rows import (
     inserted_touchpoints,
     max_touchpoint_id,
     stored_snapshots,
+    unchanged_touchpoints,
 )
 
 
@@ -109,6 +111,7 @@ class ChunkOutcome:
     touchpoints_deleted: int = 0
     snapshots_written: int = 0
     touchpoints_written: int = 0
+    touchpoints_kept: int = 0  # of rewritten groups, left as stored: the same rows (D37)
     journey_touches_written: int = 0
     scoped_snapshots_deleted: int = 0
     scoped_touchpoints_deleted: int = 0
@@ -211,11 +214,14 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
         if plan.unchanged is not None:
             existing = existing.join(plan.unchanged, on=["user_id", "date_hour"], how="anti")
     outcome.foreign = foreign_rows(existing)
-    old_ids = existing.get_column("snapshot_id").to_list()
+    computed = plan.credits.select(*GROUP, "conv_id", "click_id", "position", credit="credit_stored",
+                                   weight="credit_stored")
+    with outcome.stage("compare_touchpoints"):  # groups whose touchpoints stay as stored (D37)
+        kept = unchanged_touchpoints(conn, existing.join(plan.snapshots.select(GROUP), on=GROUP, how="semi"),
+                                     computed, GROUP)
+    kept_ids = set(kept.get_column("snapshot_id").to_list())
     with outcome.stage("delete"):
-        for ids in chunked(old_ids, IDS_PER_STATEMENT):
-            outcome.touchpoints_deleted += conn.execute(delete(TOUCH).where(TOUCH.c.snapshot_id.in_(list(ids)))).rowcount
-            outcome.snapshots_deleted += conn.execute(delete(SNAP).where(SNAP.c.snapshot_id.in_(list(ids)))).rowcount
+        _delete_stored(conn, existing.get_column("snapshot_id").to_list(), kept_ids, outcome)
 
     kept = existing.group_by(GROUP).agg(pl.col("snapshot_id").min(), pl.col("created_at").min())
     rows = (
@@ -241,10 +247,12 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
             plan.snapshots.select(GROUP), on=GROUP, how="semi")
         _check_snapshots(rows, written)
     with outcome.stage("prepare_touchpoints"):
+        touch_rows = computed.join(written.select("snapshot_id", *GROUP), on=GROUP).with_columns(
+            kept=pl.col("snapshot_id").is_in(list(kept_ids)))  # a kept group keeps its snapshot id
+        outcome.touchpoints_kept = int(touch_rows.get_column("kept").sum())
         touch_rows = (
-            plan.credits.join(written.select("snapshot_id", *GROUP), on=GROUP)
-            .select("snapshot_id", "conv_id", "click_id", "position",
-                    credit="credit_stored", weight="credit_stored", created_at=pl.lit(now))
+            touch_rows.filter(~pl.col("kept"))
+            .select("snapshot_id", "conv_id", "click_id", "position", "credit", "weight", created_at=pl.lit(now))
             .sort("snapshot_id", "conv_id", "position")  # index order: sequential inserts into snapshot_conv
         )
     with outcome.stage("load_touchpoints"):
@@ -272,6 +280,15 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
     as_global = written.with_columns(scope_type=pl.lit("global"), scope_id=pl.lit(None, dtype=pl.Int64))
     return pl.concat([as_global.select(list(STORED_SCOPED)).cast(STORED_SCOPED),
                       scoped.select(list(STORED_SCOPED)).cast(STORED_SCOPED)])
+
+
+def _delete_stored(conn: Connection, old_ids: list[int], kept_ids: set[int], outcome: ChunkOutcome) -> None:
+    """Delete the snapshot rows ``old_ids`` and their touchpoints, but for those of ``kept_ids``."""
+    for ids in chunked(old_ids, IDS_PER_STATEMENT):
+        replaced = [i for i in ids if i not in kept_ids]
+        if replaced:
+            outcome.touchpoints_deleted += conn.execute(delete(TOUCH).where(TOUCH.c.snapshot_id.in_(replaced))).rowcount
+        outcome.snapshots_deleted += conn.execute(delete(SNAP).where(SNAP.c.snapshot_id.in_(list(ids)))).rowcount
 
 
 def record_state(conn: Connection, plan: ChunkWrite, *, now: int, stored: pl.DataFrame | None = None) -> int:

@@ -100,3 +100,40 @@ def inserted_touchpoints(conn: Connection, after_id: int, last_id: int, snapshot
     )
     found = read_frame_uncommitted(conn, stmt, STORED_TOUCHPOINTS).cast(STORED_TOUCHPOINTS)
     return found.filter(pl.col("snapshot_id").is_in(snapshot_ids.implode()))
+
+
+def touchpoint_counts(conn: Connection, snapshot_ids: Sequence[int]) -> pl.DataFrame:
+    """``snapshot_id, stored``: how many touchpoints each snapshot id has (an index-only count on
+    Prosper202's ``snapshot_conv`` index); ids without any are absent."""
+    schema = {"snapshot_id": pl.Int64, "stored": pl.Int64}
+    parts = [pl.DataFrame(schema=schema)]
+    for ids in chunked(sorted(snapshot_ids), IDS_PER_STATEMENT):
+        stmt = (select(TOUCH.c.snapshot_id, func.count().label("stored")).where(TOUCH.c.snapshot_id.in_(list(ids)))
+                .group_by(TOUCH.c.snapshot_id))
+        parts.append(read_frame(conn, stmt, schema))
+    return pl.concat(parts).cast(schema)
+
+
+def unchanged_touchpoints(conn: Connection, existing: pl.DataFrame, computed: pl.DataFrame,
+                          group: Sequence[str]) -> pl.DataFrame:
+    """The snapshot ids (``snapshot_id``) among ``existing`` (stored snapshot rows of the groups a
+    chunk rewrites) whose stored touchpoints are exactly ``computed`` (``group`` keys, ``conv_id,
+    click_id, position, credit, weight``: what the chunk would insert): a group with one stored
+    snapshot row, still computed, whose touchpoints have the computed count and then, read, the same
+    rows. A payout or cost edit changes a group's snapshot values and not its touchpoints; those
+    stay as stored instead of being deleted and loaded again. Anything else differs and is replaced."""
+    empty = pl.DataFrame(schema={"snapshot_id": pl.Int64})
+    single = (existing.group_by(*group).agg(pl.len().alias("rows"), pl.col("snapshot_id").first())
+              .filter(pl.col("rows") == 1).drop("rows"))
+    want = computed.join(single, on=list(group)).select(list(STORED_TOUCHPOINTS)).cast(STORED_TOUCHPOINTS)
+    counts = (single.join(computed.group_by(*group).agg(computed=pl.len()), on=list(group))
+              .join(touchpoint_counts(conn, single.get_column("snapshot_id").to_list()), on="snapshot_id", how="left")
+              .filter(pl.col("computed") == pl.col("stored").fill_null(0)))
+    ids = counts.get_column("snapshot_id")
+    if ids.len() == 0:
+        return empty
+    want = want.filter(pl.col("snapshot_id").is_in(ids.implode()))
+    stored = stored_touchpoints(conn, ids.to_list())
+    differ = pl.concat([want.join(stored, on=want.columns, how="anti", nulls_equal=True).select("snapshot_id"),
+                        stored.join(want, on=want.columns, how="anti", nulls_equal=True).select("snapshot_id")])
+    return counts.select("snapshot_id").join(differ.unique(), on="snapshot_id", how="anti")
