@@ -217,9 +217,9 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
     computed = plan.credits.select(*GROUP, "conv_id", "click_id", "position", credit="credit_stored",
                                    weight="credit_stored")
     with outcome.stage("compare_touchpoints"):  # groups whose touchpoints stay as stored (D37)
-        kept = unchanged_touchpoints(conn, existing.join(plan.snapshots.select(GROUP), on=GROUP, how="semi"),
+        same = unchanged_touchpoints(conn, existing.join(plan.snapshots.select(GROUP), on=GROUP, how="semi"),
                                      computed, GROUP)
-    kept_ids = set(kept.get_column("snapshot_id").to_list())
+    kept_ids = set(same.get_column("snapshot_id").to_list())
     with outcome.stage("delete"):
         _delete_stored(conn, existing.get_column("snapshot_id").to_list(), kept_ids, outcome)
 
