@@ -125,14 +125,17 @@ def unchanged_touchpoints(conn: Connection, existing: pl.DataFrame, computed: pl
     empty = pl.DataFrame(schema={"snapshot_id": pl.Int64})
     single = (existing.group_by(*group).agg(pl.len().alias("rows"), pl.col("snapshot_id").first())
               .filter(pl.col("rows") == 1).drop("rows"))
-    want = computed.join(single, on=list(group)).select(list(STORED_TOUCHPOINTS)).cast(STORED_TOUCHPOINTS)
-    counts = (single.join(computed.group_by(*group).agg(computed=pl.len()), on=list(group))
+    if single.height == 0:  # a cold run: nothing stored, nothing to compare
+        return empty
+    candidates = computed.join(single, on=list(group))
+    counts = (single.join(candidates.group_by("snapshot_id").agg(computed=pl.len()), on="snapshot_id")
               .join(touchpoint_counts(conn, single.get_column("snapshot_id").to_list()), on="snapshot_id", how="left")
               .filter(pl.col("computed") == pl.col("stored").fill_null(0)))
     ids = counts.get_column("snapshot_id")
     if ids.len() == 0:
         return empty
-    want = want.filter(pl.col("snapshot_id").is_in(ids.implode()))
+    want = (candidates.filter(pl.col("snapshot_id").is_in(ids.implode()))
+            .select(list(STORED_TOUCHPOINTS)).cast(STORED_TOUCHPOINTS))
     stored = stored_touchpoints(conn, ids.to_list())
     differ = pl.concat([want.join(stored, on=want.columns, how="anti", nulls_equal=True).select("snapshot_id"),
                         stored.join(want, on=want.columns, how="anti", nulls_equal=True).select("snapshot_id")])
