@@ -75,12 +75,20 @@ def stored_snapshots(conn: Connection, owned: pl.DataFrame, hours: Sequence[int]
     )
 
 
-def stored_touchpoints(conn: Connection, snapshot_ids: Sequence[int], reader=read_frame) -> pl.DataFrame:
-    parts = [pl.DataFrame(schema=STORED_TOUCHPOINTS)]
+def _by_snapshot_ids(conn: Connection, snapshot_ids: Sequence[int], statement, schema: dict,
+                     reader=read_frame) -> pl.DataFrame:
+    """``statement(ids)`` read for every slice of ``snapshot_ids`` (``IDS_PER_STATEMENT`` at a
+    time), concatenated and cast to ``schema``."""
+    parts = [pl.DataFrame(schema=schema)]
     for ids in chunked(sorted(snapshot_ids), IDS_PER_STATEMENT):
-        stmt = select(*[TOUCH.c[name] for name in STORED_TOUCHPOINTS]).where(TOUCH.c.snapshot_id.in_(list(ids)))
-        parts.append(reader(conn, stmt, STORED_TOUCHPOINTS))
-    return pl.concat(parts).cast(STORED_TOUCHPOINTS)
+        parts.append(reader(conn, statement(list(ids)), schema))
+    return pl.concat(parts).cast(schema)
+
+
+def stored_touchpoints(conn: Connection, snapshot_ids: Sequence[int], reader=read_frame) -> pl.DataFrame:
+    columns = [TOUCH.c[name] for name in STORED_TOUCHPOINTS]
+    return _by_snapshot_ids(conn, snapshot_ids, lambda ids: select(*columns).where(TOUCH.c.snapshot_id.in_(ids)),
+                            STORED_TOUCHPOINTS, reader)
 
 
 def max_touchpoint_id(conn: Connection) -> int:
@@ -105,13 +113,9 @@ def inserted_touchpoints(conn: Connection, after_id: int, last_id: int, snapshot
 def touchpoint_counts(conn: Connection, snapshot_ids: Sequence[int]) -> pl.DataFrame:
     """``snapshot_id, stored``: how many touchpoints each snapshot id has (an index-only count on
     Prosper202's ``snapshot_conv`` index); ids without any are absent."""
-    schema = {"snapshot_id": pl.Int64, "stored": pl.Int64}
-    parts = [pl.DataFrame(schema=schema)]
-    for ids in chunked(sorted(snapshot_ids), IDS_PER_STATEMENT):
-        stmt = (select(TOUCH.c.snapshot_id, func.count().label("stored")).where(TOUCH.c.snapshot_id.in_(list(ids)))
-                .group_by(TOUCH.c.snapshot_id))
-        parts.append(read_frame(conn, stmt, schema))
-    return pl.concat(parts).cast(schema)
+    return _by_snapshot_ids(conn, snapshot_ids, lambda ids: select(
+        TOUCH.c.snapshot_id, func.count().label("stored")).where(TOUCH.c.snapshot_id.in_(ids)).group_by(
+        TOUCH.c.snapshot_id), {"snapshot_id": pl.Int64, "stored": pl.Int64})
 
 
 def unchanged_touchpoints(conn: Connection, existing: pl.DataFrame, computed: pl.DataFrame,
