@@ -209,11 +209,13 @@ def users_with_any_state(full_report, hour, engine) -> int:
         return conn.execute(text("SELECT COUNT(*) FROM `202_users` WHERE user_deleted = 0")).scalar()
 
 
-def test_click_fingerprints_read_in_two_halves_equal_one_read(mysql_url):
-    """The lookback's click fingerprints are read as two halves of whole hours at once, beside the
-    conversions' (``source_changes.source_parts``): the same (user, hour) sums as one read each,
-    on MariaDB."""
+def test_the_fingerprint_reads_cover_every_window_as_one_read_does(mysql_url):
+    """``source_changes.source_parts`` reads the clicks per campaign from a day before the run, and
+    the lookback's older clicks as two halves of whole hours, beside the conversions: every
+    (user, hour)'s click window sums what one read of the whole lookback gives it, on MariaDB."""
     from attribution_pipeline.assets.source_changes import halves, source_parts
+    from attribution_pipeline.core.click_reach import window_sums
+    from attribution_pipeline.settings import Settings
     from attribution_pipeline.storage import source_state
     from attribution_pipeline.storage.database import Database
 
@@ -225,10 +227,11 @@ def test_click_fingerprints_read_in_two_halves_equal_one_read(mysql_url):
         users = [r[0] for r in conn.execute(select(clk.c.user_id).distinct())]
         one = source_state.click_parts(conn, users, lo, hi)
         conversions = source_state.conversion_parts(conn, users, HOURS[0], hi)
-    got_conversions, two = source_parts(Database(mysql_url), users, HOURS[0], hi, lo)
-    assert one.height > len(HOURS) and two.sort("user_id", "date_hour").equals(one.sort("user_id", "date_hour"))
-    assert conversions.height > 0 and got_conversions.sort("user_id", "date_hour").equals(
-        conversions.sort("user_id", "date_hour"))
+    got_conversions, two, starts, _ = source_parts(Database(mysql_url), users, HOURS, Settings(home=None, db_url=mysql_url), [])
+    assert one.height > len(HOURS) and starts.height == len(users) * len(HOURS)
+    key = ["user_id", "date_hour"]
+    assert window_sums(two, starts, "c").sort(key).equals(window_sums(one, starts, "c").sort(key))
+    assert conversions.height > 0 and got_conversions.sort(key).equals(conversions.sort(key))
 
 
 def test_a_payout_edit_keeps_the_groups_touchpoints_and_a_foreign_touchpoint_edit_is_replaced(mysql_url):

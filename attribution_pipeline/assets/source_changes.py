@@ -14,6 +14,7 @@ import polars as pl
 from attribution_pipeline.assets.hourly import Hourly, run_fields, run_hours, scope_users
 from attribution_pipeline.assets.resources import RunScope
 from attribution_pipeline.core import source_fingerprints as fp
+from attribution_pipeline.core.click_reach import REACH_HOURS, click_starts
 from attribution_pipeline.core.frames import HourlyFrame
 from attribution_pipeline.core.hours import HOUR, hour_ranges
 from attribution_pipeline.core.model_rules import parse_model_row
@@ -55,7 +56,6 @@ def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: li
     The source scans read ``reader`` (the replica once the lag guard let it, D30); what the pipeline
     recorded and stored is read on the primary."""
     wanted = scope_users(db, scope)
-    lo, hi = hours[0], hours[-1] + HOUR - 1
     reader = reader or db
 
     def read_users():
@@ -68,8 +68,9 @@ def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: li
             return users, models, user_fp
 
     users, models, user_fp = db.retry.run(read_users, what="source fingerprints", logger=logger)
-    conversions, clicks = source_parts(reader, users, lo, hi, lo - settings.lookback_seconds, logger=logger)
-    current = fp.source_fingerprints(hours, user_fp, conversions, clicks, settings.lookback_seconds)
+    full_users = sorted({s.user_id for s in map(parse_model_row, models) if s.is_valid and s.journey == "visitor"})
+    conversions, clicks, starts, copies = source_parts(reader, users, hours, settings, full_users, logger=logger)
+    current = fp.source_fingerprints(hours, user_fp, conversions, clicks, starts, copies)
 
     def read():
         with db.engine().connect() as own:
@@ -87,13 +88,18 @@ def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: li
     return db.retry.run(read, what="source fingerprints", logger=logger)
 
 
-def source_parts(reader: Database, users: list[int], lo: int, hi: int, clicks_from: int,
-                 logger=None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The conversion fingerprints of ``[lo, hi]`` and the click fingerprints of ``[clicks_from,
-    hi]`` (the run's hours and their lookback), read at once: the clicks as two halves of whole
-    hours (the largest scan of a run over unchanged hours, a full pass over 202_clicks on a busy
-    server) beside the conversions, each on its own connection and retried on its own, so the
-    server's scans share its cores (MySQL/MariaDB; one read after the other on SQLite)."""
+def source_parts(reader: Database, users: list[int], hours: list[int], settings: Settings, full_users: list[int],
+                 logger=None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The conversion parts of the run's hours, and the click parts, click windows and older copies
+    their fingerprints sum (D38): first, at once, the conversions with their campaigns, the clicks
+    per campaign from ``REACH_HOURS`` before the first hour, and those clicks' older copies; then,
+    only for users with an hour whose window is the whole lookback, their older clicks in two halves
+    of whole hours. Each read on its own connection and retried on its own, so the server's scans
+    share its cores (MySQL/MariaDB; one read after the other on SQLite)."""
+    lo, hi = hours[0], hours[-1] + HOUR - 1
+    clicks_from, near = max(0, lo - settings.lookback_seconds), max(0, lo - REACH_HOURS * HOUR)
+    sqlite = is_sqlite(reader.engine())
+
     def part(what: str, read_part):
         def read():
             with reader.engine().connect() as conn:
@@ -101,16 +107,27 @@ def source_parts(reader: Database, users: list[int], lo: int, hi: int, clicks_fr
 
         return lambda: reader.retry.run(read, what=f"source fingerprints ({what})", logger=logger)
 
-    sqlite = is_sqlite(reader.engine())
-    ranges = halves(max(0, clicks_from), hi) if users and not sqlite else [(clicks_from, hi)]
-    tasks = [part("conversions", lambda conn: source_state.conversion_parts(conn, users, lo, hi)),
-             *[part("clicks", lambda conn, r=r: source_state.click_parts(conn, users, *r)) for r in ranges]]
-    if sqlite:
-        done = [task() for task in tasks]
-    else:
+    def at_once(tasks: list) -> list:
+        if sqlite or len(tasks) < 2:
+            return [task() for task in tasks]
         with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="source-fingerprints") as pool:
-            done = list(pool.map(lambda task: task(), tasks))
-    return done[0], pl.concat(done[1:])
+            return list(pool.map(lambda task: task(), tasks))
+
+    (conversions, campaigns), near_clicks, copies = at_once([
+        part("conversions", lambda conn: (source_state.conversion_parts(conn, users, lo, hi),
+                                          source_state.conversion_campaigns(conn, users, lo, hi))),
+        part("clicks", lambda conn: source_state.campaign_click_parts(conn, users, near, hi)),
+        part("click copies", lambda conn: source_state.older_copies(conn, users, near, hi)),
+    ])
+    grid = pl.DataFrame({"user_id": users}, schema={"user_id": pl.Int64}).join(
+        pl.DataFrame({"date_hour": hours}, schema={"date_hour": pl.Int64}), how="cross")
+    starts = click_starts(grid, near_clicks, campaigns, cap=settings.touch_cap,
+                          lookback_seconds=settings.lookback_seconds, full_users=full_users)
+    far_users = sorted(set(starts.filter(pl.col("start") < near).get_column("user_id").to_list()))
+    ranges = (halves(clicks_from, near - 1) if not sqlite else [(clicks_from, near - 1)]) if far_users else []
+    far = at_once([part("clicks", lambda conn, r=r: source_state.click_parts(conn, far_users, *r)) for r in ranges])
+    clicks = pl.concat([near_clicks.drop("campaign_id").cast(fp.PARTS), *far])
+    return conversions, clicks, starts, copies
 
 
 def halves(lo: int, hi: int) -> list[tuple[int, int]]:

@@ -6,8 +6,10 @@ A group's rows (one user's models in one conversion hour) are a function of:
   (payout, cost, campaign, account, landing page, times, ids, the click's user: spec §2.1, D15,
   D16, D21);
 * the user's clicks that a journey of the hour can reach: every click of the user with
-  ``floor_hour(H - lookback) <= click hour <= H`` (D2: a conversion at ``t`` in hour ``H`` uses
-  clicks in ``[t - lookback, t]``);
+  ``start <= click hour <= H``, where ``start`` is ``floor_hour(H - lookback)`` (D2: a conversion
+  at ``t`` in hour ``H`` uses clicks in ``[t - lookback, t]``) or, when the hour's campaigns have
+  ``cap`` clicks in the day before it, the hour of the newest ``cap``-th (D38,
+  ``core/click_reach.py``), with those clicks' older copies;
 * the user's model rows, multi-touch settings rows and campaigns' advertisers (spec §3.6, §5.1);
 * the pipeline's own rules (lookback, touch cap, journey source, this module's version).
 
@@ -29,11 +31,11 @@ from operator import itemgetter
 
 import polars as pl
 
-from attribution_pipeline.core.hours import HOUR
+from attribution_pipeline.core.click_reach import STARTS, window_sums
 
 #: Bump when the rows a given input produces change (a fix of a rule): every (user, hour) is then
 #: recomputed once.
-VERSION = "1"
+VERSION = "2"
 
 #: Counts and sums of the database's row texts, per (user, hour) or (user, click hour).
 PARTS = {"user_id": pl.Int64, "date_hour": pl.Int64, "rows": pl.Int64, "sum_a": pl.Int64, "sum_b": pl.Int64}
@@ -78,54 +80,33 @@ def user_fingerprints(users: list[int], model_rows: list[dict], settings_rows: l
     )
 
 
-def click_windows(click_parts: pl.DataFrame, grid: pl.DataFrame, lookback_seconds: int) -> pl.DataFrame:
-    """Per (user, hour) of ``grid``: the click parts summed over click hours
-    ``floor_hour(H - lookback) .. H``, as the difference of two running totals."""
-    running = (
-        click_parts.sort("user_id", "date_hour")
-        .with_columns(pl.col("rows", "sum_a", "sum_b").cum_sum().over("user_id"))
-        .rename({"date_hour": "click_hour"})
-    )
-    upper = grid.with_columns(at=pl.col("date_hour")).sort("at")
-    lower = grid.with_columns(
-        at=pl.col("date_hour") - lookback_seconds - (pl.col("date_hour") - lookback_seconds) % HOUR - 1
-    ).sort("at")
-
-    def totals(frame: pl.DataFrame) -> pl.DataFrame:
-        # sorted by "at" overall, by user within: what an as-of join by group needs
-        return frame.join_asof(running.sort("click_hour"), left_on="at", right_on="click_hour", by="user_id",
-                               strategy="backward", check_sortedness=False).select(
-            "user_id", "date_hour", *[pl.col(c).fill_null(0) for c in ("rows", "sum_a", "sum_b")])
-
-    hi, lo = totals(upper), totals(lower)
-    return hi.join(lo, on=["user_id", "date_hour"], suffix="_lo").select(
-        "user_id", "date_hour",
-        click_rows=pl.col("rows") - pl.col("rows_lo"),
-        click_a=pl.col("sum_a") - pl.col("sum_a_lo"),
-        click_b=pl.col("sum_b") - pl.col("sum_b_lo"),
-    )
-
-
 def _hashed(text: pl.Expr) -> pl.Expr:
     """Two 64-bit hashes of ``text``, as one string."""
     return pl.concat_str([text.hash(seed=11).cast(pl.String), text.hash(seed=29).cast(pl.String)], separator=":")
 
 
 def source_fingerprints(hours: list[int], user_fp: pl.DataFrame, conv_parts: pl.DataFrame,
-                        click_parts: pl.DataFrame, lookback_seconds: int) -> pl.DataFrame:
-    """``date_hour, user_id, source_fp`` for every user of ``user_fp`` and every hour of ``hours``."""
+                        click_parts: pl.DataFrame, starts: pl.DataFrame, copies: pl.DataFrame) -> pl.DataFrame:
+    """``date_hour, user_id, source_fp`` for every user of ``user_fp`` and every hour of ``hours``:
+    the user's part, the hour's conversion part, and the click parts (and, in a reach-limited
+    window, the clicks' older copies) summed over the hour's click window (``starts``,
+    ``core/click_reach.py``, D38)."""
     grid = user_fp.select("user_id").join(pl.DataFrame({"date_hour": hours}, schema={"date_hour": pl.Int64}),
                                           how="cross")
-    clicks = click_windows(click_parts.cast(PARTS), grid, lookback_seconds)
+    windows = grid.join(starts.cast(STARTS), on=["user_id", "date_hour"], how="left")
+    clicks = window_sums(click_parts.cast(PARTS), windows, "click")
+    copied = window_sums(copies.cast(PARTS), windows.filter(pl.col("reach_limited")), "copy")
     conv = conv_parts.cast(PARTS)
     numbers = [pl.col(c).fill_null(0).cast(pl.String) for c in
-               ("rows", "sum_a", "sum_b", "click_rows", "click_a", "click_b")]
+               ("rows", "sum_a", "sum_b", "click_rows", "click_a", "click_b", "copy_rows", "copy_a", "copy_b")]
     return (
-        grid.join(user_fp, on="user_id")
+        windows.join(user_fp, on="user_id")
         .join(conv, on=["user_id", "date_hour"], how="left")
         .join(clicks, on=["user_id", "date_hour"], how="left")
+        .join(copied, on=["user_id", "date_hour"], how="left")
         .select("date_hour", "user_id",
-                source_fp=_hashed(pl.concat_str([pl.col("user_fp"), *numbers], separator="|")))
+                source_fp=_hashed(pl.concat_str([pl.col("user_fp"), pl.col("start").cast(pl.String), *numbers],
+                                                separator="|")))
     )
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
 from attribution_pipeline.core.hours import HOUR
+from attribution_pipeline.core.click_reach import CAMPAIGN_PARTS, CONVERSION_CAMPAIGNS
 from attribution_pipeline.core.source_fingerprints import PARTS, RECORDED
 from attribution_pipeline.storage import tables
 from attribution_pipeline.storage.frame_io import chunked, read_frame
@@ -64,16 +65,16 @@ def _text(*columns, outer=()):
     return reduce(add, [p for c in parts for p in (c, literal_column("'|'", String))][:-1])
 
 
-def _parts(text, users, hour_of, table_filter, from_):
-    """SELECT user, hour, count, two CRC32 sums of ``text``, grouped by user and hour."""
+def _parts(text, users, hour_of, table_filter, from_, *by):
+    """SELECT user, ``by``, hour, count, two CRC32 sums of ``text``, grouped by user, ``by`` and hour."""
     hour = hour_floor(hour_of).label("date_hour")
     return (
         select(
-            users.label("user_id"), hour, func.count().label("rows"),
+            users.label("user_id"), *by, hour, func.count().label("rows"),
             cast(func.sum(func.crc32(text)), BigInteger).label("sum_a"),
             cast(func.sum(func.crc32(text + literal_column("'#'", String))), BigInteger).label("sum_b"),
         )
-        .select_from(from_).where(table_filter).group_by(users, hour)
+        .select_from(from_).where(table_filter).group_by(users, *by, hour)
     )
 
 
@@ -92,18 +93,50 @@ def conversion_parts(conn: Connection, users: Sequence[int], lo: int, hi: int) -
     return pl.concat([pl.DataFrame(schema=PARTS), *frames])
 
 
+_CLICK_TEXT = (_clk.c.click_id, _clk.c.aff_campaign_id, _clk.c.click_time, _clk.c.ppc_account_id,
+               _clk.c.landing_page_id, _clk.c.click_cpc)
+
+
+def _click_reads(conn: Connection, users: Sequence[int], statement, schema: dict) -> pl.DataFrame:
+    frames = [read_frame(conn, statement(list(part)), schema) for part in chunked(sorted(users), _USERS_PER_STATEMENT)]
+    return pl.concat([pl.DataFrame(schema=schema), *frames])
+
+
 def click_parts(conn: Connection, users: Sequence[int], lo: int, hi: int) -> pl.DataFrame:
     """Per (user, click hour) of ``lo <= click_time <= hi``: every click row (Prosper202's
     ``user_click_time`` index serves the range)."""
-    text = _text(_clk.c.click_id, _clk.c.aff_campaign_id, _clk.c.click_time, _clk.c.ppc_account_id,
-                 _clk.c.landing_page_id, _clk.c.click_cpc)
-    frames = [
-        read_frame(conn, _parts(text, _clk.c.user_id, _clk.c.click_time,
-                                and_(_clk.c.user_id.in_(list(part)), _clk.c.click_time.between(max(0, lo), hi)),
-                                _clk), PARTS)
-        for part in chunked(sorted(users), _USERS_PER_STATEMENT)
-    ]
-    return pl.concat([pl.DataFrame(schema=PARTS), *frames])
+    return _click_reads(conn, users, lambda part: _parts(
+        _text(*_CLICK_TEXT), _clk.c.user_id, _clk.c.click_time,
+        and_(_clk.c.user_id.in_(part), _clk.c.click_time.between(max(0, lo), hi)), _clk), PARTS)
+
+
+def campaign_click_parts(conn: Connection, users: Sequence[int], lo: int, hi: int) -> pl.DataFrame:
+    """:func:`click_parts` per (user, campaign, click hour): the counts find each hour's reach (D38)."""
+    return _click_reads(conn, users, lambda part: _parts(
+        _text(*_CLICK_TEXT), _clk.c.user_id, _clk.c.click_time,
+        and_(_clk.c.user_id.in_(part), _clk.c.click_time.between(max(0, lo), hi)), _clk,
+        _clk.c.aff_campaign_id.label("campaign_id")), CAMPAIGN_PARTS)
+
+
+def older_copies(conn: Connection, users: Sequence[int], lo: int, hi: int) -> pl.DataFrame:
+    """Per (user, click hour) of the clicks with ``lo <= click_time <= hi``: their copies (same
+    click id, same user) with an earlier ``click_time``, wherever they lie (D15, D38)."""
+    new, old = _clk.alias("newer"), _clk.alias("older")
+    text = _text(*(old.c[c.name] for c in _CLICK_TEXT))
+    return _click_reads(conn, users, lambda part: _parts(
+        text, new.c.user_id, new.c.click_time,
+        and_(new.c.user_id.in_(part), new.c.click_time.between(max(0, lo), hi)),
+        new.join(old, and_(old.c.click_id == new.c.click_id, old.c.user_id == new.c.user_id,
+                           old.c.click_time < new.c.click_time))), PARTS)
+
+
+def conversion_campaigns(conn: Connection, users: Sequence[int], lo: int, hi: int) -> pl.DataFrame:
+    """``user_id, date_hour, campaign_id`` of the conversions with ``lo <= conv_time <= hi``,
+    soft-deleted ones too: the campaigns whose clicks the hour's journeys use (D2, D38)."""
+    hour = hour_floor(_conv.c.conv_time).label("date_hour")
+    return _click_reads(conn, users, lambda part: select(_conv.c.user_id, hour, _conv.c.campaign_id).where(
+        _conv.c.user_id.in_(part), _conv.c.conv_time.between(lo, hi)).group_by(
+        _conv.c.user_id, hour, _conv.c.campaign_id), CONVERSION_CAMPAIGNS)
 
 
 def settings_rows(conn: Connection, users: Sequence[int]) -> list[dict]:
