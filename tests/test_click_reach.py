@@ -44,7 +44,7 @@ def test_the_window_starts_at_the_hour_of_each_campaigns_cap_th_newest_click():
     lookback. User 2 has a model on visitor journeys: the whole lookback."""
     lookback = -DAYS_30 // HOUR  # hours from the hour to its lookback start
     assert starts_of(full_users=[2]) == {
-        (1, 0): (-5, True), (1, 1): (0, True), (1, 2): (2 + lookback, False), (1, 3): (3, True),
+        (1, 0): (-5, True), (1, 1): (0, True), (1, 2): (2 + lookback, False), (1, 3): (3, False),
         (1, 4): (4 + lookback, False), (2, 0): (lookback, False)}
     # a lookback shorter than the reach bounds the window; user 2's 50 clicks give hour -1
     short = starts_of(lookback=2 * HOUR)
@@ -130,7 +130,7 @@ def test_changes_before_and_inside_the_reach(mysql_url, change):
         users = [r[0] for r in conn.execute(select(clk.c.user_id).distinct())]
     _, clicks, starts, _ = source_parts(Database(mysql_url), users, HOURS, Settings(home=None, db_url=mysql_url,
                                                                                      touch_cap=CAP), [])
-    assert starts.get_column("reach_limited").all() and starts.get_column("start").min() >= HOURS[0] - 2 * HOUR
+    assert starts.get_column("reach_limited").all() and starts.get_column("start").min() >= HOURS[0] - 2 * HOUR, starts
     assert clicks.get_column("date_hour").min() >= HOURS[0] - 24 * HOUR  # the older clicks are not read
     recomputed = change(engine)
     report, after, full = incremental_then_full(mysql_url, engine, touch_cap=CAP)

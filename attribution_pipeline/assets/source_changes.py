@@ -91,11 +91,12 @@ def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: li
 def source_parts(reader: Database, users: list[int], hours: list[int], settings: Settings, full_users: list[int],
                  logger=None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """The conversion parts of the run's hours, and the click parts, click windows and older copies
-    their fingerprints sum (D38): first, at once, the conversions with their campaigns, the clicks
-    per campaign from ``REACH_HOURS`` before the first hour, and those clicks' older copies; then,
-    only for users with an hour whose window is the whole lookback, their older clicks in two halves
-    of whole hours. Each read on its own connection and retried on its own, so the server's scans
-    share its cores (MySQL/MariaDB; one read after the other on SQLite)."""
+    their fingerprints sum (D38): first, at once, the conversions with their campaigns and the
+    clicks per campaign from ``REACH_HOURS`` before the first hour; then, at once, the older clicks
+    of the users with an hour whose window is the whole lookback, in two halves of whole hours, and
+    the older copies of the clicks in reach-limited windows. Each read on its own connection and
+    retried on its own, so the server's scans share its cores (MySQL/MariaDB; one read after the
+    other on SQLite)."""
     lo, hi = hours[0], hours[-1] + HOUR - 1
     clicks_from, near = max(0, lo - settings.lookback_seconds), max(0, lo - REACH_HOURS * HOUR)
     sqlite = is_sqlite(reader.engine())
@@ -113,11 +114,10 @@ def source_parts(reader: Database, users: list[int], hours: list[int], settings:
         with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="source-fingerprints") as pool:
             return list(pool.map(lambda task: task(), tasks))
 
-    (conversions, campaigns), near_clicks, copies = at_once([
+    (conversions, campaigns), near_clicks = at_once([
         part("conversions", lambda conn: (source_state.conversion_parts(conn, users, lo, hi),
                                           source_state.conversion_campaigns(conn, users, lo, hi))),
         part("clicks", lambda conn: source_state.campaign_click_parts(conn, users, near, hi)),
-        part("click copies", lambda conn: source_state.older_copies(conn, users, near, hi)),
     ])
     grid = pl.DataFrame({"user_id": users}, schema={"user_id": pl.Int64}).join(
         pl.DataFrame({"date_hour": hours}, schema={"date_hour": pl.Int64}), how="cross")
@@ -125,7 +125,12 @@ def source_parts(reader: Database, users: list[int], hours: list[int], settings:
                           lookback_seconds=settings.lookback_seconds, full_users=full_users)
     far_users = sorted(set(starts.filter(pl.col("start") < near).get_column("user_id").to_list()))
     ranges = (halves(clicks_from, near - 1) if not sqlite else [(clicks_from, near - 1)]) if far_users else []
-    far = at_once([part("clicks", lambda conn, r=r: source_state.click_parts(conn, far_users, *r)) for r in ranges])
+    limited = starts.filter(pl.col("reach_limited"))
+    copied_users, copied_from = sorted(set(limited.get_column("user_id").to_list())), limited.get_column("start").min()
+    *far, copies = at_once([
+        *[part("clicks", lambda conn, r=r: source_state.click_parts(conn, far_users, *r)) for r in ranges],
+        part("click copies", lambda conn: source_state.older_copies(conn, copied_users, copied_from or 0, hi)),
+    ])
     clicks = pl.concat([near_clicks.drop("campaign_id").cast(fp.PARTS), *far])
     return conversions, clicks, starts, copies
 

@@ -13,7 +13,7 @@ can depend on are the user's clicks with click hour in ``[start, H]``, where
 and ``start = floor_hour(H - lookback)`` (the whole lookback, as before D38) when any of those
 campaigns has fewer than ``cap`` clicks in the ``REACH_HOURS`` hours before ``H``, or when the user
 has a model on visitor journeys (D32: a visitor's clicks cross campaigns). An hour without
-conversions has no rows: ``start = H``.
+conversions has no rows: ``start = H`` (and, like a whole-lookback window, no copies below).
 
 ``R_k`` is a function of the data of ``[H - REACH_HOURS, H)``, never of the run's range, so two
 runs over different ranges give an hour the same window and the same fingerprint. A change in the
@@ -40,7 +40,8 @@ CAMPAIGN_PARTS = {"user_id": pl.Int64, "campaign_id": pl.Int64, "date_hour": pl.
 #: The campaigns of each (user, conversion hour)'s conversions.
 CONVERSION_CAMPAIGNS = {"user_id": pl.Int64, "date_hour": pl.Int64, "campaign_id": pl.Int64}
 
-#: Per (user, hour): the first click hour of its window and whether the window is the reach's.
+#: Per (user, hour): the first click hour of its window, and whether it is the reach's (an hour
+#: with conversions, not the whole lookback): only then are the clicks' older copies summed.
 STARTS = {"user_id": pl.Int64, "date_hour": pl.Int64, "start": pl.Int64, "reach_limited": pl.Boolean}
 
 
@@ -92,16 +93,15 @@ def click_starts(grid: pl.DataFrame, counts: pl.DataFrame, conversion_campaigns:
                 .group_by("user_id", "date_hour")
                 .agg(reach=pl.col("reach").min(), complete=pl.col("reach").is_not_null().all()))
     full = lookback_start(pl.col("date_hour"), lookback_seconds)
-    reach_limited = pl.col("complete").fill_null(True) & ~pl.col("user_id").is_in(list(full_users))
+    whole = ~pl.col("complete") | pl.col("user_id").is_in(list(full_users))
     return (
         grid.select("user_id", "date_hour")
         .join(per_hour, on=["user_id", "date_hour"], how="left")
-        .with_columns(reach_limited=reach_limited)
         .select("user_id", "date_hour",
-                start=pl.when(~pl.col("reach_limited")).then(full)
-                .when(pl.col("reach").is_null()).then(pl.col("date_hour"))
+                start=pl.when(pl.col("complete").is_null()).then(pl.col("date_hour"))  # no conversion
+                .when(whole).then(full)
                 .otherwise(pl.max_horizontal(full, pl.col("reach"))),
-                reach_limited="reach_limited")
+                reach_limited=pl.col("complete").is_not_null() & ~whole)
         .cast(STARTS)
     )
 

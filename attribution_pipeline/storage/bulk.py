@@ -7,6 +7,7 @@ server asking for any other file gets nothing.
 """
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -63,12 +64,21 @@ def bulk_load(conn: Connection, table: Table, df: pl.DataFrame, chunk_rows: int 
         f"FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY X'5C' "
         f"LINES TERMINATED BY X'0A' ({columns})"
     )
-    csv_ready = _csv_escaped(df)
+    batches = list(_batches(_csv_escaped(df), chunk_rows))
     total = 0
-    with tempfile.TemporaryDirectory(prefix="attribution-load-") as tmp:
-        path = str(Path(tmp) / "rows.csv")
-        for i, batch in enumerate(_batches(csv_ready, chunk_rows)):
-            batch.write_csv(path, include_header=False, null_value="\\N", quote_style="non_numeric")
+    # the next batch's file is written while the server loads this one (two files in turn)
+    with tempfile.TemporaryDirectory(prefix="attribution-load-") as tmp, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-csv") as writer:
+        def write(i: int) -> str:
+            path = str(Path(tmp) / f"rows-{i % 2}.csv")
+            batches[i].write_csv(path, include_header=False, null_value="\\N", quote_style="non_numeric")
+            return path
+
+        pending = writer.submit(write, 0)
+        for i in range(len(batches)):
+            path = pending.result()
+            if i + 1 < len(batches):
+                pending = writer.submit(write, i + 1)
             if i == 0:
                 try:
                     with conn.begin_nested(), local_file_allowed(conn, path):
