@@ -203,28 +203,3 @@ def test_touchpoint_read_back_reads_only_the_id_range_the_chunk_inserted(mysql_u
         got = stored_rows.inserted_touchpoints(conn, 2, 6, pl.Series([7]))
     assert got.get_column("conv_id").to_list() == [103, 105, 106]
     assert got.get_column("click_id").to_list() == [1003, 1005, 1006]
-
-
-def test_touchpoints_are_read_back_batch_by_batch_before_the_commit(mysql_url):
-    """``TouchpointReadBack``: each LOAD DATA batch of the open transaction is read back on a second
-    session (READ UNCOMMITTED) while the next loads; together the batches are every inserted row of
-    the chunk's snapshots, in id order, and a row of another snapshot in the range is left out."""
-    from attribution_pipeline.storage.bulk import bulk_load
-    from attribution_pipeline.storage.touch_read_back import TouchpointReadBack
-
-    engine = database.make_engine(mysql_url)
-    frame = pl.DataFrame({"snapshot_id": [7] * 9 + [8], "conv_id": list(range(100, 110)),
-                          "click_id": list(range(1000, 1010)), "position": [0] * 10, "credit": [0.5] * 10,
-                          "weight": [0.25] * 10, "created_at": [1] * 10})
-    with engine.begin() as conn:
-        with TouchpointReadBack(conn, pl.Series([7])) as read_back:
-            batches = []
-            assert bulk_load(conn, tables.attribution_touchpoints, frame, chunk_rows=3,
-                             after_batch=lambda: (batches.append(1), read_back.batch_loaded())) == 10
-            got = read_back.rows()
-            assert len(batches) == 4 and len(read_back._parts) == 4  # 3 + 3 + 3 + 1 rows, four reads
-        conn.rollback()
-    assert got.get_column("conv_id").to_list() == list(range(100, 109))
-    assert got.get_column("weight").to_list() == [0.25] * 9
-    with engine.connect() as conn:  # rolled back: nothing was committed
-        assert stored_rows.max_touchpoint_id(conn) == 0

@@ -8,7 +8,7 @@ server asking for any other file gets nothing.
 
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
@@ -40,8 +40,7 @@ def bulk_insert(conn: Connection, table: Table, df: pl.DataFrame, batch_rows: in
 LOAD_DATA_REFUSED = frozenset({1148, 2068, 3948, 4166})
 
 
-def bulk_load(conn: Connection, table: Table, df: pl.DataFrame, chunk_rows: int = 500_000, batch_rows: int = 5000,
-              after_batch: Callable[[], None] | None = None) -> int:
+def bulk_load(conn: Connection, table: Table, df: pl.DataFrame, chunk_rows: int = 500_000, batch_rows: int = 5000) -> int:
     """Insert every row of ``df`` into ``table`` as fast as the backend allows; return the count.
 
     On MySQL/MariaDB the rows go through ``LOAD DATA LOCAL INFILE`` from temporary CSV files
@@ -52,7 +51,6 @@ def bulk_load(conn: Connection, table: Table, df: pl.DataFrame, chunk_rows: int 
     and identifiers are quoted by the dialect's identifier preparer. Each statement allows its
     connection to send that one file (``local_file_allowed``); a server asking for another file
     gets nothing and the write fails (``LocalInfileRefused``, never a silent fallback).
-    ``after_batch`` is called after each ``LOAD DATA`` statement (not after the fallback's inserts).
     """
     if df.height == 0:
         return 0
@@ -93,8 +91,6 @@ def bulk_load(conn: Connection, table: Table, df: pl.DataFrame, chunk_rows: int 
             else:
                 with local_file_allowed(conn, path):
                     total += conn.execute(stmt, {"path": path}).rowcount
-            if after_batch is not None:
-                after_batch()
     if total != df.height:
         raise RuntimeError(f"LOAD DATA into {table.name} stored {total} of {df.height} rows")
     return total

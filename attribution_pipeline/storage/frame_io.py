@@ -72,12 +72,6 @@ def _reader(conn: Connection):
     return _connectorx() if uses_connectorx(conn) else None
 
 
-def reads_on_own_session(conn: Connection) -> bool:
-    """Whether :func:`read_frame_uncommitted` reads on a session of its own (connectorx), not on
-    ``conn``: only then may it run in another thread while ``conn`` is busy."""
-    return _reader(conn) is not None
-
-
 _SAFE_TEXT = re.compile(r"^[A-Za-z0-9_]*$")
 
 

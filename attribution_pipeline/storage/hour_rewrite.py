@@ -12,9 +12,8 @@ whole hours, in one transaction, under a named lock per hour (``GET_LOCK`` on My
    the touchpoints of groups whose stored touchpoints are exactly the computed ones (D37);
 3. insert the new snapshots (a key that existed keeps its lowest snapshot id and its
    created_at, as PHP reruns do), read their ids back, insert their touchpoints;
-4. read both tables back and compare with what was computed (as DECIMAL strings; the
-   touchpoints batch by batch as they load, ``storage/touch_read_back.py``); any difference
-   raises :class:`WriteBackMismatch` and the chunk rolls back;
+4. read both tables back and compare with what was computed (as DECIMAL strings); any
+   difference raises :class:`WriteBackMismatch` and the chunk rolls back;
 5. record what each recomputed (user, hour) was computed from (D22), write the chunk's audit rows
    and the cron-log stamp (D18, D11);
 6. commit. A crash at any point leaves the chunk's old rows or its new rows, never a mix.
@@ -51,10 +50,11 @@ from attribution_pipeline.storage.stored_rows import (
     STORED_SCOPED,
     STORED_TOUCHPOINTS,
     TOUCH,
+    inserted_touchpoints,
+    max_touchpoint_id,
     stored_snapshots,
     unchanged_touchpoints,
 )
-from attribution_pipeline.storage.touch_read_back import TouchpointReadBack
 
 
 @dataclass
@@ -255,12 +255,13 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
             .select("snapshot_id", "conv_id", "click_id", "position", "credit", "weight", created_at=pl.lit(now))
             .sort("snapshot_id", "conv_id", "position")  # index order: sequential inserts into snapshot_conv
         )
-    with TouchpointReadBack(conn, written.get_column("snapshot_id")) as read_back:
-        with outcome.stage("load_touchpoints"):  # each batch read back while the next loads
-            outcome.touchpoints_written = bulk_load(conn, TOUCH, touch_rows, batch_rows=batch_rows,
-                                                    after_batch=read_back.batch_loaded)
-        with outcome.stage("read_back_touchpoints"):
-            _check_touchpoints(touch_rows, read_back.rows())
+    with outcome.stage("load_touchpoints"):
+        # AUTO_INCREMENT only grows: every row inserted below lies above this id
+        before = max_touchpoint_id(conn)
+        outcome.touchpoints_written = bulk_load(conn, TOUCH, touch_rows, batch_rows=batch_rows)
+    with outcome.stage("read_back_touchpoints"):
+        inserted = inserted_touchpoints(conn, before, max_touchpoint_id(conn), written.get_column("snapshot_id"))
+        _check_touchpoints(touch_rows, inserted)
     with outcome.stage("scoped_wait"):
         plan = with_scoped(plan)
     scoped = replace_scoped(conn, plan, outcome, now=now, batch_rows=batch_rows) if plan.scoped is not None else None
