@@ -7,8 +7,8 @@ server asking for any other file gets nothing.
 """
 
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl

@@ -23,8 +23,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
-from attribution_pipeline.core.hours import HOUR
 from attribution_pipeline.core.click_reach import CAMPAIGN_PARTS, CONVERSION_CAMPAIGNS
+from attribution_pipeline.core.hours import HOUR
 from attribution_pipeline.core.source_fingerprints import PARTS, RECORDED
 from attribution_pipeline.storage import tables
 from attribution_pipeline.storage.frame_io import chunked, read_frame
@@ -78,41 +78,38 @@ def _parts(text, users, hour_of, table_filter, from_, *by):
     )
 
 
+def _per_users(conn: Connection, users: Sequence[int], statement, schema: dict) -> pl.DataFrame:
+    """``statement(users_part)`` read for each slice of ``users``, as one frame of ``schema``."""
+    frames = [read_frame(conn, statement(list(part)), schema) for part in chunked(sorted(users), _USERS_PER_STATEMENT)]
+    return pl.concat([pl.DataFrame(schema=schema), *frames])
+
+
 def conversion_parts(conn: Connection, users: Sequence[int], lo: int, hi: int) -> pl.DataFrame:
     """Per (user, conversion hour) of ``lo <= conv_time <= hi``: every conversion row, soft-deleted
     ones too, with its converting click rows (LEFT JOIN on click_id, every copy: D15, D21)."""
     text = _text(_conv.c.conv_id, _conv.c.click_id, _conv.c.campaign_id, _conv.c.conv_time, _conv.c.click_time,
                  _conv.c.click_payout, _conv.c.deleted, _clk.c.click_id, _clk.c.user_id, _clk.c.click_time,
                  _clk.c.click_cpc, _clk.c.ppc_account_id, _clk.c.landing_page_id, _clk.c.aff_campaign_id, outer=(_clk,))
-    frames = [
-        read_frame(conn, _parts(text, _conv.c.user_id, _conv.c.conv_time,
-                                and_(_conv.c.conv_time.between(lo, hi), _conv.c.user_id.in_(list(part))),
-                                _conv.outerjoin(_clk, _clk.c.click_id == _conv.c.click_id)), PARTS)
-        for part in chunked(sorted(users), _USERS_PER_STATEMENT)
-    ]
-    return pl.concat([pl.DataFrame(schema=PARTS), *frames])
+    return _per_users(conn, users, lambda part: _parts(
+        text, _conv.c.user_id, _conv.c.conv_time, and_(_conv.c.conv_time.between(lo, hi), _conv.c.user_id.in_(part)),
+        _conv.outerjoin(_clk, _clk.c.click_id == _conv.c.click_id)), PARTS)
 
 
 _CLICK_TEXT = (_clk.c.click_id, _clk.c.aff_campaign_id, _clk.c.click_time, _clk.c.ppc_account_id,
                _clk.c.landing_page_id, _clk.c.click_cpc)
 
 
-def _click_reads(conn: Connection, users: Sequence[int], statement, schema: dict) -> pl.DataFrame:
-    frames = [read_frame(conn, statement(list(part)), schema) for part in chunked(sorted(users), _USERS_PER_STATEMENT)]
-    return pl.concat([pl.DataFrame(schema=schema), *frames])
-
-
 def click_parts(conn: Connection, users: Sequence[int], lo: int, hi: int) -> pl.DataFrame:
     """Per (user, click hour) of ``lo <= click_time <= hi``: every click row (Prosper202's
     ``user_click_time`` index serves the range)."""
-    return _click_reads(conn, users, lambda part: _parts(
+    return _per_users(conn, users, lambda part: _parts(
         _text(*_CLICK_TEXT), _clk.c.user_id, _clk.c.click_time,
         and_(_clk.c.user_id.in_(part), _clk.c.click_time.between(max(0, lo), hi)), _clk), PARTS)
 
 
 def campaign_click_parts(conn: Connection, users: Sequence[int], lo: int, hi: int) -> pl.DataFrame:
     """:func:`click_parts` per (user, campaign, click hour): the counts find each hour's reach (D38)."""
-    return _click_reads(conn, users, lambda part: _parts(
+    return _per_users(conn, users, lambda part: _parts(
         _text(*_CLICK_TEXT), _clk.c.user_id, _clk.c.click_time,
         and_(_clk.c.user_id.in_(part), _clk.c.click_time.between(max(0, lo), hi)), _clk,
         _clk.c.aff_campaign_id.label("campaign_id")), CAMPAIGN_PARTS)
@@ -123,7 +120,7 @@ def older_copies(conn: Connection, users: Sequence[int], lo: int, hi: int) -> pl
     click id, same user) with an earlier ``click_time``, wherever they lie (D15, D38)."""
     new, old = _clk.alias("newer"), _clk.alias("older")
     text = _text(*(old.c[c.name] for c in _CLICK_TEXT))
-    return _click_reads(conn, users, lambda part: _parts(
+    return _per_users(conn, users, lambda part: _parts(
         text, new.c.user_id, new.c.click_time,
         and_(new.c.user_id.in_(part), new.c.click_time.between(max(0, lo), hi)),
         new.join(old, and_(old.c.click_id == new.c.click_id, old.c.user_id == new.c.user_id,
@@ -134,7 +131,7 @@ def conversion_campaigns(conn: Connection, users: Sequence[int], lo: int, hi: in
     """``user_id, date_hour, campaign_id`` of the conversions with ``lo <= conv_time <= hi``,
     soft-deleted ones too: the campaigns whose clicks the hour's journeys use (D2, D38)."""
     hour = hour_floor(_conv.c.conv_time).label("date_hour")
-    return _click_reads(conn, users, lambda part: select(_conv.c.user_id, hour, _conv.c.campaign_id).where(
+    return _per_users(conn, users, lambda part: select(_conv.c.user_id, hour, _conv.c.campaign_id).where(
         _conv.c.user_id.in_(part), _conv.c.conv_time.between(lo, hi)).group_by(
         _conv.c.user_id, hour, _conv.c.campaign_id), CONVERSION_CAMPAIGNS)
 
@@ -169,12 +166,10 @@ def recorded(conn: Connection, users: Sequence[int], hours: Sequence[int]) -> pl
     """:data:`~attribution_pipeline.core.source_fingerprints.RECORDED` of ``users`` in ``hours``."""
     if not users or not hours:
         return pl.DataFrame(schema=RECORDED)
-    frames = [
-        read_frame(conn, select(STATE.c.user_id, STATE.c.date_hour, STATE.c.source_fp, STATE.c.stored_fp).where(
-            STATE.c.date_hour.between(min(hours), max(hours)), STATE.c.user_id.in_(list(part))), RECORDED)
-        for part in chunked(sorted(users), _USERS_PER_STATEMENT)
-    ]
-    return pl.concat([pl.DataFrame(schema=RECORDED), *frames]).filter(pl.col("date_hour").is_in(list(hours)))
+    return _per_users(conn, users, lambda part: select(
+        STATE.c.user_id, STATE.c.date_hour, STATE.c.source_fp, STATE.c.stored_fp).where(
+        STATE.c.date_hour.between(min(hours), max(hours)), STATE.c.user_id.in_(part)), RECORDED).filter(
+        pl.col("date_hour").is_in(list(hours)))
 
 
 def _delete_keys(conn: Connection, keys: pl.DataFrame) -> int:
