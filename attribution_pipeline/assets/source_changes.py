@@ -70,7 +70,7 @@ def compute_changes(db: Database, settings: Settings, scope: RunScope, hours: li
     users, models, user_fp = db.retry.run(read_users, what="source fingerprints", logger=logger)
     full_users = sorted({s.user_id for s in map(parse_model_row, models) if s.is_valid and s.journey == "visitor"})
     conversions, clicks, starts, copies = source_parts(reader, users, hours, settings, full_users, logger=logger)
-    current = fp.source_fingerprints(hours, user_fp, conversions, clicks, starts, copies)
+    current = fp.source_fingerprints(user_fp, conversions, clicks, starts, copies)
 
     def read():
         with db.engine().connect() as own:
@@ -124,7 +124,7 @@ def source_parts(reader: Database, users: list[int], hours: list[int], settings:
     starts = click_starts(grid, near_clicks, campaigns, cap=settings.touch_cap,
                           lookback_seconds=settings.lookback_seconds, full_users=full_users)
     far_users = sorted(set(starts.filter(pl.col("start") < near).get_column("user_id").to_list()))
-    ranges = (halves(clicks_from, near - 1) if not sqlite else [(clicks_from, near - 1)]) if far_users else []
+    ranges = halves(clicks_from, near - 1) if far_users else []
     limited = starts.filter(pl.col("reach_limited"))
     copied_users, copied_from = sorted(set(limited.get_column("user_id").to_list())), limited.get_column("start").min()
     *far, copies = at_once([

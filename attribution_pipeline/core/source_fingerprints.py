@@ -85,15 +85,13 @@ def _hashed(text: pl.Expr) -> pl.Expr:
     return pl.concat_str([text.hash(seed=11).cast(pl.String), text.hash(seed=29).cast(pl.String)], separator=":")
 
 
-def source_fingerprints(hours: list[int], user_fp: pl.DataFrame, conv_parts: pl.DataFrame,
-                        click_parts: pl.DataFrame, starts: pl.DataFrame, copies: pl.DataFrame) -> pl.DataFrame:
-    """``date_hour, user_id, source_fp`` for every user of ``user_fp`` and every hour of ``hours``:
-    the user's part, the hour's conversion part, and the click parts (and, in a reach-limited
-    window, the clicks' older copies) summed over the hour's click window (``starts``,
-    ``core/click_reach.py``, D38)."""
-    grid = user_fp.select("user_id").join(pl.DataFrame({"date_hour": hours}, schema={"date_hour": pl.Int64}),
-                                          how="cross")
-    windows = grid.join(starts.cast(STARTS), on=["user_id", "date_hour"], how="left")
+def source_fingerprints(user_fp: pl.DataFrame, conv_parts: pl.DataFrame, click_parts: pl.DataFrame,
+                        starts: pl.DataFrame, copies: pl.DataFrame) -> pl.DataFrame:
+    """``date_hour, user_id, source_fp`` for every (user, hour) of ``starts`` (the run's users and
+    hours with their click windows, ``core/click_reach.py``, D38): the user's part, the hour's
+    conversion part, and the click parts (and, in a reach-limited window, the clicks' older copies)
+    summed over the hour's click window."""
+    windows = starts.cast(STARTS)
     clicks = window_sums(click_parts.cast(PARTS), windows, "click")
     copied = window_sums(copies.cast(PARTS), windows.filter(pl.col("reach_limited")), "copy")
     conv = conv_parts.cast(PARTS)
