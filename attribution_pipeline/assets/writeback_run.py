@@ -143,13 +143,13 @@ class WritebackRun:
                 "user_hours_recomputed": changes.height - skipped.height, "user_hours_skipped": skipped.height,
                 "groups_unchanged": int(skipped.get_column("stored_groups").fill_null(0).sum())}
         persist = self.settings.persist_journeys and self.settings.journey_source == "clicks"
-        snapshots = frames.snapshots.join(keys, on=GROUP, how="anti")
+        snapshots = invariants.without_groups(frames.snapshots, keys)
         summary = run_summary([snapshots.with_columns(chunk=pl.lit(chunk[0]))])
         return ChunkWrite(
             hours=chunk,
             owned=models.filter(pl.col("is_valid")).select("model_id", "user_id").unique(),
             snapshots=snapshots,
-            credits=frames.credits.join(keys, on=GROUP, how="anti"),
+            credits=invariants.without_groups(frames.credits, keys),
             held=held,
             lookback_start=self.lookback_start,
             lookback_end=self.lookback_end,

@@ -81,14 +81,14 @@ class ScopePlanner:
         unbalanced rows are not added to the check's: a chunk whose scoped rows hold groups is
         planned again, with :meth:`plan`."""
         keys = held.select(GROUP).unique()
-        credits = credits.join(keys, on=GROUP, how="anti")
+        credits = invariants.without_groups(credits, keys)
         if not self.types or credits.height == 0:
             empty = ScopedPlan(pl.DataFrame(schema=scope_credit.SCOPED),
                                pl.DataFrame(schema=scope_credit.SCOPED_CREDITS) if self.with_touchpoints else None,
                                pl.DataFrame(schema=invariants.HELD), pl.DataFrame(schema=scope_credit.UNBALANCED))
             return lambda: empty
         campaigns, accounts = self.lookups(credits.get_column("user_id").unique().to_list())
-        work = partial(_scoped_plan, credits, journeys, snapshots.join(keys, on=GROUP, how="anti"),
+        work = partial(_scoped_plan, credits, journeys, invariants.without_groups(snapshots, keys),
                        campaigns, accounts, self.types, self.with_touchpoints)
         if not background:
             return work

@@ -35,6 +35,13 @@ _SNAPSHOTS = "202_attribution_snapshots"
 _TOUCHPOINTS = "202_attribution_touchpoints"
 
 
+def without_groups(frame: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` without the rows of ``groups`` (``GROUP`` keys, e.g. held); ``frame`` itself,
+    not a copy, when there are none (the common case: an anti-join of a chunk's credits costs a
+    pass over them)."""
+    return frame.join(groups.select(GROUP), on=GROUP, how="anti") if groups.height else frame
+
+
 def _reasons(df: pl.DataFrame, reason: pl.Expr) -> pl.DataFrame:
     return df.select(*GROUP, reason.alias("reason"))
 
@@ -114,12 +121,10 @@ def held_groups(
     """Every (model, user, hour) group to hold, with one row per reason (frame ``HELD``)."""
     found: list[pl.DataFrame] = []
 
-    credit_sums = (
-        credits.sort(["model_id", "conv_id", "position"])
-        .group_by(["model_id", "user_id", "date_hour", "conv_id"])
-        .agg(total=pl.col("credit").sum())
-        .filter((pl.col("total") - 1.0).abs() > CREDIT_TOLERANCE)
-    )
+    # one pass over the credits: each conversion's credit total and touches (order does not matter
+    # within the 1e-9 tolerance), then each group's touchpoint rows and distinct conversions
+    per_conv = credits.group_by([*GROUP, "conv_id"]).agg(total=pl.col("credit").sum(), touches=pl.len())
+    credit_sums = per_conv.filter((pl.col("total") - 1.0).abs() > CREDIT_TOLERANCE)
     found.append(_reasons(credit_sums, pl.format("credit_sum: conversion {} credits sum to {}", "conv_id", "total")))
 
     bad_journeys = journey_failures(journeys, touch_cap)
@@ -127,9 +132,7 @@ def held_groups(
         owners = models.select("model_id", "user_id").unique()
         found.append(_reasons(bad_journeys.join(owners, on="user_id"), pl.col("reason")))
 
-    from_credits = credits.group_by(GROUP).agg(
-        touches=pl.len(), convs=pl.col("conv_id").n_unique()
-    )
+    from_credits = per_conv.group_by(GROUP).agg(touches=pl.col("touches").sum().cast(pl.Int64), convs=pl.len())
     mismatch = snapshots.join(from_credits, on=GROUP, how="full", coalesce=True).filter(
         (pl.col("attributed_clicks").fill_null(-1) != pl.col("touches").fill_null(-1))
         | (pl.col("attributed_conversions").fill_null(-1) != pl.col("convs").fill_null(-1))
@@ -138,7 +141,7 @@ def held_groups(
         _reasons(
             mismatch,
             pl.format("snapshot_touchpoints: snapshot clicks/conversions {}/{} but touchpoints give {}/{}",
-                      "attributed_clicks", "attributed_conversions", "touches", "convs"),
+                      *[_shown(c) for c in ("attributed_clicks", "attributed_conversions", "touches", "convs")]),
         )
     )
 
@@ -156,7 +159,8 @@ def held_groups(
         _reasons(
             revenue_off,
             pl.format("snapshot_revenue: snapshot revenue {} over {} conversions, the hour's conversions give {} over {}",
-                      "revenue", "attributed_conversions", "expected", "expected_conversions"),
+                      _shown("revenue"), _shown("attributed_conversions"), pl.col("expected").fill_null(0.0),
+                      pl.col("expected_conversions").fill_null(0)),
         )
     )
     found.append(unstorable_values(credits, snapshots))

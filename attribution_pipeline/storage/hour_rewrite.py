@@ -50,6 +50,7 @@ from attribution_pipeline.storage.stored_rows import (
     STORED_SCOPED,
     STORED_TOUCHPOINTS,
     TOUCH,
+    index_order,
     inserted_touchpoints,
     max_touchpoint_id,
     stored_snapshots,
@@ -247,14 +248,13 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
             plan.snapshots.select(GROUP), on=GROUP, how="semi")
         _check_snapshots(rows, written)
     with outcome.stage("prepare_touchpoints"):
-        touch_rows = computed.join(written.select("snapshot_id", *GROUP), on=GROUP).with_columns(
-            kept=pl.col("snapshot_id").is_in(list(kept_ids)))  # a kept group keeps its snapshot id
-        outcome.touchpoints_kept = int(touch_rows.get_column("kept").sum())
-        touch_rows = (
-            touch_rows.filter(~pl.col("kept"))
-            .select("snapshot_id", "conv_id", "click_id", "position", "credit", "weight", created_at=pl.lit(now))
-            .sort("snapshot_id", "conv_id", "position")  # index order: sequential inserts into snapshot_conv
-        )
+        touch_rows = computed.join(written.select("snapshot_id", *GROUP), on=GROUP)
+        if kept_ids:  # a kept group keeps its snapshot id and its stored touchpoints
+            kept_rows = pl.col("snapshot_id").is_in(list(kept_ids))
+            outcome.touchpoints_kept = int(touch_rows.select(kept_rows.sum()).item())
+            touch_rows = touch_rows.filter(~kept_rows)
+        touch_rows = index_order(
+            touch_rows.select("snapshot_id", "conv_id", "click_id", "position", "credit", "weight", created_at=pl.lit(now)))
     with outcome.stage("load_touchpoints"):
         # AUTO_INCREMENT only grows: every row inserted below lies above this id
         before = max_touchpoint_id(conn)

@@ -28,6 +28,7 @@ from attribution_pipeline.storage.stored_rows import (
     SNAP,
     STORED_TOUCHPOINTS,
     TOUCH,
+    index_order,
     inserted_touchpoints,
     max_touchpoint_id,
     stored_snapshots,
@@ -81,11 +82,10 @@ def replace_scoped(conn: Connection, plan, outcome, *, now: int, batch_rows: int
 
 def _load_touchpoints(conn: Connection, plan, written: pl.DataFrame, outcome, *, now: int, batch_rows: int) -> None:
     """Insert the scoped rows' touchpoints and read them back."""
-    touch_rows = (
+    touch_rows = index_order(
         plan.scoped_credits.join(written.select("snapshot_id", *SCOPE_KEY), on=SCOPE_KEY)
         .select("snapshot_id", "conv_id", "click_id", "position", credit="credit_stored", weight="credit_stored",
                 created_at=pl.lit(now))
-        .sort("snapshot_id", "conv_id", "position")
     )
     with outcome.stage("scoped_load_touchpoints"):
         before = max_touchpoint_id(conn)
