@@ -140,8 +140,12 @@ def test_range_reads_return_only_the_ids_asked_for(mysql_url, monkeypatch):
     monkeypatch.setattr(stored, "_IN_LIST", 8)
     with engine.connect() as conn:
         clicks = stored.read_clicks(conn, asked).sort("click_id")
+        # a frame's column (repeated ids, unsorted, another dtype) reads the same rows
+        column = pl.Series("touch_click", [*reversed(asked), *asked[:5]], dtype=pl.Int64)
+        from_series = stored.read_clicks(conn, column).sort("click_id")
     assert clicks.get_column("click_id").to_list() == sorted(asked)
     assert clicks.filter(pl.col("click_id") == 5).get_column("click_time").to_list() == [T + 5]  # D15: earliest copy
+    assert from_series.equals(clicks)
 
 
 def test_hour_files_read_back_as_one_contiguous_frame(tmp_path):

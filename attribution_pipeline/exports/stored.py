@@ -127,7 +127,7 @@ def with_conversions(conn: Connection, touches: pl.DataFrame) -> pl.DataFrame:
     """``touches`` (:data:`TOUCH_ROW`) with their conversion's time, converting click and payout.
     The conversions are read apart, by primary key, and joined here: one lookup per conversion
     instead of one per touch."""
-    conversions = read_conversions(conn, touches.get_column("conv_id").unique().to_list())
+    conversions = read_conversions(conn, touches.get_column("conv_id").unique())
     return frames.conform(touches.join(conversions, on="conv_id", how="left"), _TOUCH_READ, "touchpoints read")
 
 
@@ -153,7 +153,7 @@ def read_write_tokens(conn: Connection, hours: Sequence[int]) -> pl.DataFrame:
     return read_frame(conn, stmt, TOKENS).filter(pl.col("date_hour").is_in(list(hours)))
 
 
-def read_conversions(conn: Connection, conv_ids: Sequence[int]) -> pl.DataFrame:
+def read_conversions(conn: Connection, conv_ids: Sequence[int] | pl.Series) -> pl.DataFrame:
     """Time, converting click and payout of ``conv_ids`` (202_conversion_logs' primary key)."""
     return read_by_ids(conn, _conv.c.conv_id, conv_ids, lambda where: select(
         _conv.c.conv_id, _conv.c.conv_time, _conv.c.click_id.label("conv_click_id"),
@@ -161,7 +161,7 @@ def read_conversions(conn: Connection, conv_ids: Sequence[int]) -> pl.DataFrame:
     ).where(where), _CONVERSION_READ, in_list=_IN_LIST)
 
 
-def read_clicks(conn: Connection, click_ids: Sequence[int]) -> pl.DataFrame:
+def read_clicks(conn: Connection, click_ids: Sequence[int] | pl.Series) -> pl.DataFrame:
     """One row per click id (D15: the smallest click_time, then cpc, then ppc account)."""
     return dedupe_clicks(read_by_ids(
         conn, _clk.c.click_id, click_ids, lambda where: select(*[_clk.c[c] for c in _CLICK_READ]).where(where),
@@ -250,7 +250,7 @@ def read_stored_rows(engine: Engine, hours: Sequence[int], extra_touches: Sequen
         rows, sources = stored_touch_rows(conn, hours, snaps.filter(GLOBAL), run)
         touches = with_conversions(conn, rows)
         clicks = read_clicks(conn, pl.concat([touches.get_column("click_id"),
-                                              touches.get_column("conv_click_id").drop_nulls()]).to_list())
+                                              touches.get_column("conv_click_id").drop_nulls()]).unique())
         referenced = clicks.select(campaign_id="aff_campaign_id", ppc_account_id="ppc_account_id",
                                    landing_page_id="landing_page_id")
         names = read_names(conn, [referenced, *extra_touches])
