@@ -148,21 +148,6 @@ def read_frame_uncommitted(conn: Connection, stmt: Select, schema: dict[str, pl.
     return _read_dbapi(conn, stmt, schema)
 
 
-def read_frames_uncommitted(conn: Connection, stmts: Sequence[Select], schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """:func:`read_frame_uncommitted` of several statements, concatenated in their order. On
-    MySQL/MariaDB connectorx runs them at once, each on its own READ UNCOMMITTED session (a large
-    read-back split into ranges uses two server threads and two client threads instead of one
-    of each); elsewhere one after the other."""
-    if len(stmts) == 1 or _reader(conn) is None:
-        return pl.concat([read_frame_uncommitted(conn, stmt, schema) for stmt in stmts], how="vertical_relaxed")
-    for stmt in stmts:
-        _record(conn, stmt)
-    df = _connectorx().read_sql(connectorx_uri(conn), [literal_sql(conn, stmt) for stmt in stmts],
-                                return_type="polars",
-                                pre_execution_query=["SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED"])
-    return _conform_read(df, schema)
-
-
 def read_frame_in_transaction(conn: Connection, stmt: Select, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """Read through ``conn`` itself (its transaction's view), for small reads inside a write."""
     _record(conn, stmt)

@@ -13,7 +13,7 @@ from attribution_pipeline.storage.frame_io import (
     chunked,
     read_frame,
     read_frame_in_transaction,
-    read_frames_uncommitted,
+    read_frame_uncommitted,
 )
 
 SNAP = tables.attribution_snapshots
@@ -105,27 +105,19 @@ def index_order(rows: pl.DataFrame) -> pl.DataFrame:
     return rows.sort(key)
 
 
-#: A read-back of more ids than this is split into two id ranges read at once (``READ_BACK_PARTS``).
-READ_BACK_SPLIT_IDS = 200_000
-READ_BACK_PARTS = 2
-
-
 def inserted_touchpoints(conn: Connection, after_id: int, last_id: int, snapshot_ids: pl.Series) -> pl.DataFrame:
     """Touchpoints this transaction inserted (id in ``(after_id, last_id]``, of ``snapshot_ids``),
-    read back before commit: a sequential primary-key range scan, 3x faster than looking the rows
-    up by snapshot id (bench/HISTORY.md), cut into ``READ_BACK_PARTS`` ranges read at once on their
-    own sessions when large (both cores of the server and of the client busy: 8.5-9.1 s -> 6.8 s
-    for 6.3M rows, bench/RESULTS.md). The upper bound (the highest id just after our insert)
-    keeps the scan to our rows even when later rows exist, and makes the statements mean the same
-    whenever they run (the benchmark replays them). Rows another writer inserted meanwhile within
-    the range are filtered out by snapshot id; should any belong to our snapshots, the comparison
-    fails and the chunk rolls back."""
-    parts = READ_BACK_PARTS if last_id - after_id > READ_BACK_SPLIT_IDS else 1
-    bounds = [after_id + (last_id - after_id) * i // parts for i in range(parts)] + [last_id]
-    columns = [TOUCH.c[name] for name in STORED_TOUCHPOINTS]
-    stmts = [select(*columns).where(TOUCH.c.touchpoint_id > lo, TOUCH.c.touchpoint_id <= hi)
-             for lo, hi in zip(bounds, bounds[1:])]
-    found = read_frames_uncommitted(conn, stmts, STORED_TOUCHPOINTS).cast(STORED_TOUCHPOINTS)
+    read back before commit, in id order (the order they were inserted: the write-back compares
+    them with what it loaded without sorting either): a sequential primary-key range scan, 3x
+    faster than looking the rows up by snapshot id (bench/HISTORY.md). The upper bound (the highest
+    id just after our insert) keeps the scan to our rows even when later rows exist, and makes the
+    statement mean the same whenever it runs (the benchmark replays it). Rows another writer
+    inserted meanwhile within the range are filtered out by snapshot id; should any belong to our
+    snapshots, the comparison fails and the chunk rolls back."""
+    stmt = select(*[TOUCH.c[name] for name in STORED_TOUCHPOINTS]).where(
+        TOUCH.c.touchpoint_id > after_id, TOUCH.c.touchpoint_id <= last_id
+    ).order_by(TOUCH.c.touchpoint_id)
+    found = read_frame_uncommitted(conn, stmt, STORED_TOUCHPOINTS).cast(STORED_TOUCHPOINTS)
     return found.filter(pl.col("snapshot_id").is_in(snapshot_ids.implode()))
 
 
