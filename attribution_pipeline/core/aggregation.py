@@ -8,9 +8,10 @@ For each (model, user, hour H) with at least one conversion in H:
   order) of payout x credit]; ``cost`` likewise with the converting click's cpc.
 
 Both sums are left-to-right double sums, exactly as PHP accumulates them (spec §3.7): a
-``cum_sum`` over the ordered rows of the group, whose last value is the total (a ``sum()``
-reduction would be pairwise and could change the last bit). The stored DECIMAL(12,4) values are
-then derived as MySQL would round the double (D14). Hours without conversions produce no row (D4).
+``cum_sum`` over the ordered rows of each group (in ``group_by(maintain_order=True)``), whose last
+value is the total (a ``sum()`` reduction would be pairwise and could change the last bit). The
+stored DECIMAL(12,4) values are then derived as MySQL would round the double (D14). Hours without
+conversions produce no row (D4).
 """
 
 import polars as pl
@@ -19,8 +20,10 @@ from attribution_pipeline.core import frames
 from attribution_pipeline.core.precision import MONEY_DTYPE, quantize
 
 
-def _ordered_total(column: str, over: list[str]) -> pl.Expr:
-    return pl.col(column).cum_sum().over(over).alias(column)
+def _ordered_total(column: str) -> pl.Expr:
+    """The left-to-right double sum of ``column`` over a group's rows in their order (inside a
+    ``group_by(..., maintain_order=True).agg``): the last value of its running sum."""
+    return pl.col(column).cum_sum().last().alias(column)
 
 
 def per_conversion(credits: pl.DataFrame) -> pl.LazyFrame:
@@ -29,14 +32,13 @@ def per_conversion(credits: pl.DataFrame) -> pl.LazyFrame:
     return (
         credits.lazy()
         .sort(["model_id", "conv_id", "position"])
-        .with_columns(_ordered_total("revenue", ["model_id", "conv_id"]), _ordered_total("cost", ["model_id", "conv_id"]))
         .group_by(["model_id", "conv_id"], maintain_order=True)
         .agg(
             pl.col("user_id").first(),
             pl.col("date_hour").first(),
             pl.len().alias("clicks"),
-            pl.col("revenue").last(),
-            pl.col("cost").last(),
+            _ordered_total("revenue"),
+            _ordered_total("cost"),
         )
     )
 
@@ -59,13 +61,12 @@ def snapshots_of(per_conv: pl.LazyFrame) -> pl.DataFrame:
     bucket = ["model_id", "user_id", "date_hour"]
     per_hour = (
         per_conv.sort([*bucket, "conv_id"])
-        .with_columns(_ordered_total("revenue", bucket), _ordered_total("cost", bucket))
         .group_by(bucket, maintain_order=True)
         .agg(
             pl.col("clicks").sum().alias("attributed_clicks"),
             pl.len().alias("attributed_conversions"),
-            pl.col("revenue").last(),
-            pl.col("cost").last(),
+            _ordered_total("revenue"),
+            _ordered_total("cost"),
         )
     ).collect()
     per_hour = per_hour.with_columns(
