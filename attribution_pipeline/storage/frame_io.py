@@ -190,7 +190,7 @@ def id_predicates(column, ids: Iterable[int], *, in_list: int = 5000, density: f
     caller filters out (``is_in``). Sparse batches stay ``IN (...)`` lists. Values are bound
     parameters either way. ``distinct``: ``ids`` are sorted distinct ints already (not sorted again).
     """
-    wanted = list(ids) if distinct else sorted({int(i) for i in ids})  # distinct: sorted distinct ints already
+    wanted = list(ids) if distinct else sorted({int(i) for i in ids})
     clauses: list = []
     run: list[int] | None = None  # [first, last, count] of the current BETWEEN
     for part in chunked(wanted, in_list):
