@@ -35,7 +35,6 @@ from sqlalchemy.engine import Connection, Engine
 from attribution_pipeline.core.invariants import GROUP
 from attribution_pipeline.core.source_fingerprints import empty_stored_fp, stored_fingerprints
 from attribution_pipeline.core.run_summary import foreign_rows
-from attribution_pipeline.errors import WriteBackMismatch
 from attribution_pipeline.logs import timed_into
 from attribution_pipeline.storage import source_state, tables
 from attribution_pipeline.storage.audit import record_chunk
@@ -50,6 +49,7 @@ from attribution_pipeline.storage.stored_rows import (
     STORED_SCOPED,
     STORED_TOUCHPOINTS,
     TOUCH,
+    check_same_rows,
     index_order,
     inserted_touchpoints,
     max_touchpoint_id,
@@ -310,35 +310,15 @@ def record_state(conn: Connection, plan: ChunkWrite, *, now: int, stored: pl.Dat
 def _check_snapshots(expected: pl.DataFrame, written: pl.DataFrame) -> None:
     cols = [*GROUP, "lookback_start", "lookback_end", "attributed_clicks", "attributed_conversions",
             "attributed_revenue", "attributed_cost"]
-    want = expected.select(cols).cast(written.select(cols).schema).sort(GROUP)
-    got = written.select(cols).sort(GROUP)
-    if not want.equals(got):
-        raise WriteBackMismatch(_describe(want, got, "202_attribution_snapshots", GROUP))
+    check_same_rows(expected.select(cols), written.select(cols), "202_attribution_snapshots", GROUP)
 
 
 def _check_touchpoints(expected: pl.DataFrame, written: pl.DataFrame) -> None:
-    """``written`` (read back in id order) holds exactly the rows of ``expected`` (in the order
-    they were loaded, which is id order: compared as they are, two sorts of a chunk's rows saved),
-    else, in any order (sorted)."""
-    key = ["snapshot_id", "conv_id", "position", "click_id"]
-    cols = [*key, "credit", "weight"]
-    want = expected.select(cols).cast(STORED_TOUCHPOINTS)
-    got = written.select(cols)
-    if want.equals(got):
-        return
-    want, got = want.sort(key), got.sort(key)
-    if not want.equals(got):
-        raise WriteBackMismatch(_describe(want, got, "202_attribution_touchpoints", key))
-
-
-def _describe(want: pl.DataFrame, got: pl.DataFrame, table: str, key: list[str]) -> str:
-    missing = want.join(got, on=want.columns, how="anti")
-    extra = got.join(want, on=want.columns, how="anti")
-    sample = missing.head(3).to_dicts() if missing.height else extra.head(3).to_dicts()
-    return (
-        f"{table}: read back {got.height} rows, computed {want.height}; {missing.height} computed rows "
-        f"missing, {extra.height} unexpected; e.g. {sample}"
-    )
+    """``written`` (read back in id order) holds exactly the rows of ``expected`` (loaded in that
+    order, so compared as they are when nothing differs)."""
+    cols = ["snapshot_id", "conv_id", "position", "click_id", "credit", "weight"]
+    check_same_rows(expected.select(cols).cast(STORED_TOUCHPOINTS), written.select(cols),
+                    "202_attribution_touchpoints", cols[:4])
 
 
 # ------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from sqlalchemy.engine import Connection
 
 from attribution_pipeline.core.invariants import GROUP
 from attribution_pipeline.core.scope_credit import SCOPE_KEY
-from attribution_pipeline.errors import WriteBackMismatch
 from attribution_pipeline.storage.bulk import bulk_load
 from attribution_pipeline.storage.frame_io import chunked, read_frame_uncommitted
 from attribution_pipeline.storage.stored_rows import (
@@ -28,6 +27,7 @@ from attribution_pipeline.storage.stored_rows import (
     SNAP,
     STORED_TOUCHPOINTS,
     TOUCH,
+    check_same_rows,
     index_order,
     inserted_touchpoints,
     max_touchpoint_id,
@@ -74,7 +74,8 @@ def replace_scoped(conn: Connection, plan, outcome, *, now: int, batch_rows: int
     with outcome.stage("scoped_read_back"):
         written = stored_snapshots(conn, plan.owned, plan.hours, reader=read_frame_uncommitted, scopes="scoped").join(
             plan.scoped.select(SCOPE_KEY), on=SCOPE_KEY, how="semi")
-        _same(rows.select(*SCOPE_KEY, *_VALUES), written.select(*SCOPE_KEY, *_VALUES), "scoped snapshots", SCOPE_KEY)
+        check_same_rows(rows.select(*SCOPE_KEY, *_VALUES), written.select(*SCOPE_KEY, *_VALUES), "scoped snapshots",
+                        SCOPE_KEY)
     if plan.scoped_credits is not None:
         _load_touchpoints(conn, plan, written, outcome, now=now, batch_rows=batch_rows)
     return written
@@ -94,16 +95,5 @@ def _load_touchpoints(conn: Connection, plan, written: pl.DataFrame, outcome, *,
         inserted = inserted_touchpoints(conn, before, max_touchpoint_id(conn), written.get_column("snapshot_id"))
         key = ["snapshot_id", "conv_id", "position", "click_id"]
         cols = [*key, "credit", "weight"]
-        _same(touch_rows.select(cols).cast(STORED_TOUCHPOINTS), inserted.select(cols), "scoped touchpoints", key)
-
-
-def _same(want: pl.DataFrame, got: pl.DataFrame, what: str, key: list[str]) -> None:
-    """Raise :class:`WriteBackMismatch` unless the rows read back are the rows computed."""
-    want = want.cast(got.schema).sort(key)
-    got = got.sort(key)
-    if not want.equals(got):
-        missing = want.join(got, on=want.columns, how="anti", nulls_equal=True)
-        extra = got.join(want, on=want.columns, how="anti", nulls_equal=True)
-        sample = (missing if missing.height else extra).head(3).to_dicts()
-        raise WriteBackMismatch(f"{what}: read back {got.height} rows, computed {want.height}; {missing.height} "
-                                f"computed rows missing, {extra.height} unexpected; e.g. {sample}")
+        check_same_rows(touch_rows.select(cols).cast(STORED_TOUCHPOINTS), inserted.select(cols), "scoped touchpoints",
+                        key)

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from attribution_pipeline.core.precision import CREDIT_DTYPE, MONEY_DTYPE
+from attribution_pipeline.errors import WriteBackMismatch
 from attribution_pipeline.settings import SCOPE_TYPES
 from attribution_pipeline.storage import tables
 from attribution_pipeline.storage.frame_io import (
@@ -93,6 +94,23 @@ def stored_touchpoints(conn: Connection, snapshot_ids: Sequence[int], reader=rea
 
 def max_touchpoint_id(conn: Connection) -> int:
     return int(conn.execute(select(func.coalesce(func.max(TOUCH.c.touchpoint_id), 0))).scalar())
+
+
+def check_same_rows(want: pl.DataFrame, got: pl.DataFrame, what: str, key: Sequence[str]) -> None:
+    """Raise :class:`WriteBackMismatch` unless ``got`` (rows read back) holds exactly the rows of
+    ``want`` (computed, cast to ``got``'s types): compared as they come first (a read-back in the
+    order the rows were loaded: no sort of a chunk's rows), else sorted by ``key``; the message
+    counts the rows missing and unexpected, with a sample."""
+    want = want.cast(got.schema)
+    if want.equals(got):
+        return
+    want, got = want.sort(key), got.sort(key)
+    if not want.equals(got):
+        missing = want.join(got, on=want.columns, how="anti", nulls_equal=True)
+        extra = got.join(want, on=want.columns, how="anti", nulls_equal=True)
+        sample = (missing if missing.height else extra).head(3).to_dicts()
+        raise WriteBackMismatch(f"{what}: read back {got.height} rows, computed {want.height}; {missing.height} "
+                                f"computed rows missing, {extra.height} unexpected; e.g. {sample}")
 
 
 def index_order(rows: pl.DataFrame) -> pl.DataFrame:
