@@ -135,12 +135,18 @@ class DenseBench(Bench):
         self.results["server"] = info.strip().splitlines()[-1]
         a = self.args
         trailing = START + (a.hours - a.steady_hours) * HOUR
-        print(f"(1) cold: attribution rebuild over {a.hours} hours, empty state tables ...", flush=True)
-        self.results["cold_all"] = self.cold("cold-all", START, a.hours, record=True)
-        print(f"    state tables emptied: {', '.join(self.results['state_tables'])}", flush=True)
-        print("(2) I/O floor of (1) ...", flush=True)
-        self.results["io_floor"] = self.io_floor(Path(self.results["cold_all"]["home"]))
-        print(f"    {self.results['io_floor']}", flush=True)
+        self.results["pairs"] = []
+        for i in range(a.pairs):  # each cold run followed by its own floor: the server's speed drifts
+            label = f" (pair {i + 1} of {a.pairs})" if a.pairs > 1 else ""
+            print(f"(1) cold: attribution rebuild over {a.hours} hours, empty state tables{label} ...", flush=True)
+            cold = self.cold(f"cold-all-{i + 1}" if i else "cold-all", START, a.hours, record=True)
+            print(f"    state tables emptied: {', '.join(self.results['state_tables'])}", flush=True)
+            print(f"(2) I/O floor of (1){label} ...", flush=True)
+            floor = self.io_floor(Path(cold["home"]))
+            print(f"    {floor}; ratio {cold['wall_s'] / max(floor['wall_s'], 1e-9):.2f}", flush=True)
+            self.results["pairs"].append({"cold": cold, "floor": floor})
+        first = self.results["pairs"][0]
+        self.results["cold_all"], self.results["io_floor"] = first["cold"], first["floor"]
         print(f"(3) cold: the trailing {a.steady_hours} hours, empty state tables ...", flush=True)
         self.results["cold_trailing"] = self.cold("cold-trailing", trailing, a.steady_hours)
         print(f"(4) steady state: the trailing {a.steady_hours} hours again, {a.repeats}x unchanged, then one "
@@ -189,15 +195,23 @@ def report_lines(r: dict, a) -> list[str]:
         + " |" * len(COUNTERS),
         f"| **I/O floor total** | **{f['wall_s']}** | | | | |" + " |" * len(COUNTERS),
         _row(f"**cold {a.hours} h** (`attribution rebuild`, empty tables)", cold),
-        _row(f"cold trailing {a.steady_hours} h (reference)", warm),
     ]
+    for i, pair in enumerate(r.get("pairs", [])[1:], start=2):
+        pf, pc = pair["floor"], pair["cold"]
+        lines.append(f"| pair {i}: I/O floor (reads {pf['reads_s']} + LOAD DATA {pf['writes_s']}) | {pf['wall_s']} | | | | |"
+                     + " |" * len(COUNTERS))
+        lines.append(_row(f"pair {i}: cold {a.hours} h", pc))
+    lines.append(_row(f"cold trailing {a.steady_hours} h (reference)", warm))
     lines += [_row(f"steady {a.steady_hours} h, no source change, run {i + 1}", s) for i, s in enumerate(steady)]
     lines.append(_row(f"steady {a.steady_hours} h, {edited['edited_conversions']:,} conversions of one hour edited",
                       edited))
     median = statistics.median(s["wall_s"] for s in steady)
+    ratios = [p["cold"]["wall_s"] / max(p["floor"]["wall_s"], 1e-9) for p in r.get("pairs", [])] or \
+        [cold["wall_s"] / max(f["wall_s"], 1e-9)]
+    shown = ", ".join(f"{x:.2f}" for x in ratios)
     lines += [
         "",
-        f"cold {a.hours} h / I/O floor = {cold['wall_s'] / max(f['wall_s'], 1e-9):.2f}",
+        f"cold {a.hours} h / I/O floor = {shown}" + (f" (median {statistics.median(ratios):.2f})" if len(ratios) > 1 else ""),
         f"steady (median of {len(steady)}) / cold trailing {a.steady_hours} h = {median / warm['wall_s']:.2f}; "
         f"edited / cold trailing = {edited['wall_s'] / warm['wall_s']:.2f}",
         f"touchpoints per conversion (cold {a.hours} h): "
@@ -217,6 +231,8 @@ def main():
     p.add_argument("--hours", type=int, default=72)
     p.add_argument("--steady-hours", type=int, default=24, help="the trailing hours rebuilt by the steady state")
     p.add_argument("--repeats", type=int, default=3, help="steady-state runs with no source change")
+    p.add_argument("--pairs", type=int, default=1,
+                   help="cold runs over --hours, each followed by its own I/O floor (the median ratio is reported)")
     p.add_argument("--edit-hour", type=int, default=12, help="which of the trailing hours is edited (0-based)")
     p.add_argument("--users", type=int, default=3)
     p.add_argument("--campaigns-per-user", type=int, default=2)
@@ -231,8 +247,9 @@ def main():
     args = p.parse_args()
     args.clicks = args.clicks or round(2_300_000 * args.scale)
     args.conversions = args.conversions or round(200_000 * args.scale)
-    if not 0 < args.steady_hours <= args.hours or not 0 <= args.edit_hour < args.steady_hours or args.repeats < 1:
-        p.error("need 0 < --steady-hours <= --hours, 0 <= --edit-hour < --steady-hours and --repeats >= 1")
+    if (not 0 < args.steady_hours <= args.hours or not 0 <= args.edit_hour < args.steady_hours or args.repeats < 1
+            or args.pairs < 1):
+        p.error("need 0 < --steady-hours <= --hours, 0 <= --edit-hour < --steady-hours, --repeats >= 1 and --pairs >= 1")
     args.tag = args.tag or f"dense_{args.clicks // 1000}k_{args.conversions // 1000}k_{args.hours}h"
     started = time.perf_counter()
     DenseBench(args).run()
