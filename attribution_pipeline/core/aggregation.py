@@ -17,6 +17,7 @@ conversions produce no row (D4).
 import polars as pl
 
 from attribution_pipeline.core import frames
+from attribution_pipeline.core.packed_keys import packed_key, packed_order
 from attribution_pipeline.core.precision import MONEY_DTYPE, quantize
 
 
@@ -28,18 +29,20 @@ def _ordered_total(column: str) -> pl.Expr:
 
 def per_conversion(credits: pl.DataFrame) -> pl.LazyFrame:
     """One row per (model, conversion): its credited touches and its revenue and cost, each summed
-    in journey order (spec §3.7)."""
+    in journey order (spec §3.7). Sorted on one packed key of (model, conversion, position) and
+    grouped on one of (model, conversion) (``core/packed_keys.py``) where the ids fit, else on
+    the columns: the same rows in the same order either way."""
+    totals = [pl.col("user_id").first(), pl.col("date_hour").first(), pl.len().alias("clicks"),
+              _ordered_total("revenue"), _ordered_total("cost")]
+    order = packed_order(credits, "model_id", ("conv_id", 32), ("position", 16))
+    if isinstance(order, list):
+        return credits.lazy().sort(order).group_by(["model_id", "conv_id"], maintain_order=True).agg(*totals)
     return (
         credits.lazy()
-        .sort(["model_id", "conv_id", "position"])
-        .group_by(["model_id", "conv_id"], maintain_order=True)
-        .agg(
-            pl.col("user_id").first(),
-            pl.col("date_hour").first(),
-            pl.len().alias("clicks"),
-            _ordered_total("revenue"),
-            _ordered_total("cost"),
-        )
+        .sort(order)
+        .group_by(packed_key("model_id", ("conv_id", 32)).alias("_conversion"), maintain_order=True)
+        .agg(pl.col("model_id").first(), pl.col("conv_id").first(), *totals)
+        .drop("_conversion")
     )
 
 

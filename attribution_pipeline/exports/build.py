@@ -7,6 +7,7 @@ import polars as pl
 from sqlalchemy.engine import Engine
 
 from attribution_pipeline.core import frames
+from attribution_pipeline.core.packed_keys import fits, packed_key
 from attribution_pipeline.core.precision import stored_decimal
 from attribution_pipeline.exports.columns import (
     CLICK_SPEND_EXPORT,
@@ -95,6 +96,21 @@ def _journey_positions(touch: pl.DataFrame, index: pl.DataFrame | None) -> pl.Da
     )
 
 
+def _in_export_order(touch: pl.DataFrame, groups: list[str], order: list[str]) -> pl.DataFrame:
+    """``touch`` sorted by ``groups`` (a snapshot's hour, user, model and id: one value per
+    snapshot) then ``order`` (conversion, position, click). The snapshots are ranked on their own
+    (a few rows), then the touches sorted on one packed key (rank, conversion, position) and the
+    click id: the same order as the seven columns, at a third of the time (``core/packed_keys.py``)."""
+    conv, position, click = order
+    ranked = touch.select(groups).unique().sort(groups).with_row_index("_snapshot_rank")
+    if ranked.get_column("snapshot_id").is_duplicated().any() or not fits(touch, [(conv, 32), (position, 16)]):
+        return touch.sort([*groups, *order])  # a snapshot id on two groups, or ids that do not fit
+    keyed = touch.join(ranked.select("snapshot_id", "_snapshot_rank"), on="snapshot_id", how="left",
+                       maintain_order="left")
+    key = packed_key("_snapshot_rank", (conv, 32), (position, 16))
+    return keyed.sort([key, pl.col(click)]).drop("_snapshot_rank")
+
+
 def touchpoints_export(touch: pl.DataFrame, names: Names, journeys: pl.DataFrame | None = None) -> pl.DataFrame:
     """The touchpoints export: :func:`touch_frame` rows with names, reconciled shares and, given
     the hours' journeys (:func:`journey_index`), each touch's place in its journey.
@@ -105,7 +121,7 @@ def touchpoints_export(touch: pl.DataFrame, names: Names, journeys: pl.DataFrame
     order = ["conv_id", "position", "click_id"]
     within = [k for k in SORT_KEYS["touchpoints"] if k not in ("snapshot_id", *order)]
     shared = allocate(
-        touch.sort([*within, "snapshot_id", *order]),
+        _in_export_order(touch, [*within, "snapshot_id"], order),
         within=within,
         total="attributed_revenue",
         weight=units(pl.col("conversion_payout"), 5) * units(pl.col("credit"), 5),
