@@ -7,6 +7,7 @@ import fcntl
 import io
 import re
 import ssl
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -29,7 +30,7 @@ from attribution_pipeline.errors import (
 )
 from attribution_pipeline.exports.layout import PUBLISH_LOCK_FILE, publish_lock, write_part
 from attribution_pipeline.settings import Settings, SettingsError
-from attribution_pipeline.storage import bulk, database, frame_io, tables
+from attribution_pipeline.storage import bulk, database, frame_io, local_infile, tables
 from conftest import SERVER_URL
 
 HOUR = 3600
@@ -104,6 +105,43 @@ def test_bulk_load_still_loads_its_own_files_from_concurrent_threads(mysql_url):
     with engine.connect() as conn:
         counts = dict(conn.execute(select(a.c.metadata, func.count()).group_by(a.c.metadata)).all())
     assert counts == {f"w{w}": 3000 for w in range(4)}
+    engine.dispose()
+
+
+def test_rows_sent_from_memory_go_only_under_their_name_in_packets(mysql_url, monkeypatch, tmp_path):
+    """bulk_load's rows are sent from memory under the statement's name, in packets of at most
+    LOCAL_DATA_PACKET bytes (here 64, so a 3000-byte batch takes many), and nowhere else: no file is
+    written, another name gets nothing, and the allowance is used once."""
+    monkeypatch.setattr(local_infile, "LOCAL_DATA_PACKET", 64)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # any temporary file would land here
+    engine = database.make_engine(mysql_url)
+    data = "".join(f"line {i:04d} of memory\n" for i in range(150)).encode()
+    with engine.begin() as conn:
+        _scratch_table(conn)
+        with database.local_file_allowed(conn, "rows-a.csv", data):
+            with pytest.raises(exc.OperationalError, match="LOAD DATA LOCAL INFILE refused"):
+                conn.execute(text("LOAD DATA LOCAL INFILE :p INTO TABLE scratch"), {"p": "rows-b.csv"})
+        assert _count(conn) == 0
+        with database.local_file_allowed(conn, "rows-a.csv", data):
+            assert conn.execute(text("LOAD DATA LOCAL INFILE :p INTO TABLE scratch"), {"p": "rows-a.csv"}).rowcount == 150
+            with pytest.raises(exc.OperationalError, match="LOAD DATA LOCAL INFILE refused"):  # used once
+                conn.execute(text("LOAD DATA LOCAL INFILE :p INTO TABLE scratch"), {"p": "rows-a.csv"})
+        lines = conn.exec_driver_sql("SELECT line FROM scratch ORDER BY line").scalars().all()
+        assert lines == [f"line {i:04d} of memory" for i in range(150)]
+        raw = conn.connection.dbapi_connection
+        assert raw.allowed_local_file is None and raw.allowed_local_data is None
+        assert raw.server_max_packet == conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar()
+    # bulk_load writes no file: its batches (700 rows, many packets each) arrive whole
+    n = 2000
+    df = pl.DataFrame({"audit_id": range(1, n + 1), "user_id": [1] * n, "model_id": [None] * n,
+                       "action": ["a,\"b\"\nc\\d"] * n, "metadata": ["NULL"] * n, "created_at": [1] * n})
+    with engine.begin() as conn:
+        assert bulk.bulk_load(conn, tables.attribution_audit, df, chunk_rows=700) == n
+    a = tables.attribution_audit
+    with engine.connect() as conn:
+        got = conn.execute(select(a.c.action, a.c.metadata, a.c.model_id).distinct()).all()
+    assert got == [("a,\"b\"\nc\\d", "NULL", None)]
+    assert list(Path(tmp_path).iterdir()) == []
     engine.dispose()
 
 

@@ -8,9 +8,10 @@ its ``repr`` and :meth:`Database.display_url` mask the password.
 
 Hardening (``docs/configuration.md``, *Connections and TLS*):
 
-* PyMySQL connections are :class:`GuardedConnection` objects: ``LOAD DATA LOCAL INFILE`` sends a
-  file only when :func:`local_file_allowed` named it for the running statement (``bulk_load``'s
-  own temporary CSV); any other file a server asks for is refused and nothing is sent;
+* PyMySQL connections are :class:`GuardedConnection` objects (``storage/local_infile.py``):
+  ``LOAD DATA LOCAL INFILE`` sends data only under the name :func:`local_file_allowed` allowed for
+  the running statement (``bulk_load``'s rows, from memory); any other file a server asks for is
+  refused and nothing is sent;
 * the URL's TLS parameters become one ``ssl.SSLContext`` used by every PyMySQL connection
   (:func:`tls_connect_args`); connectorx cannot be given one, so ``frame_io`` reads through
   PyMySQL whenever TLS is asked for (:func:`tls_requested`);
@@ -20,13 +21,8 @@ Hardening (``docs/configuration.md``, *Connections and TLS*):
 import ssl
 import zlib
 from collections.abc import Mapping
-from contextlib import contextmanager
 from pathlib import Path
 
-import pymysql
-from pymysql.connections import Connection as PyMySQLConnection
-from pymysql.connections import MySQLResult
-from pymysql.protocol import LoadLocalPacketWrapper
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
@@ -36,9 +32,14 @@ from attribution_pipeline.errors import (
     DatabaseConnectError,
     DatabaseUnreachable,
     DatabaseUrlError,
-    LocalInfileRefused,
     TlsConfigError,
     UnknownDatabaseError,
+)
+from attribution_pipeline.storage.local_infile import (  # noqa: F401 - the guard's names, re-exported
+    LOCAL_INFILE_REJECTED,
+    GuardedConnection,
+    LocalInfileRefusedError,
+    local_file_allowed,
 )
 from attribution_pipeline.storage.retries import RetryPolicy
 
@@ -46,8 +47,6 @@ from attribution_pipeline.storage.retries import RetryPolicy
 RECORD_SQL_OPTION = "attribution_record_sql"
 #: Seconds the preflight connection waits for the server (the run itself retries for up to 90 s).
 PREFLIGHT_CONNECT_TIMEOUT = 5
-#: MySQL client error "LOAD DATA LOCAL INFILE file request rejected" (CR_LOAD_DATA_LOCAL_INFILE_REJECTED).
-LOCAL_INFILE_REJECTED = 2068
 
 
 def safe_url(url: str) -> str:
@@ -60,76 +59,6 @@ def safe_url(url: str) -> str:
 
 def is_sqlite(engine_or_conn: Engine | Connection) -> bool:
     return engine_or_conn.dialect.name == "sqlite"
-
-
-# ------------------------------------------------------------------------------------------
-# LOAD DATA LOCAL INFILE: only the file bulk_load generated for the running statement
-# ------------------------------------------------------------------------------------------
-
-
-class LocalInfileRefusedError(pymysql.err.OperationalError, LocalInfileRefused):
-    """PyMySQL's error type (SQLAlchemy wraps it as usual) and the pipeline's named refusal."""
-
-
-class _GuardedResult(MySQLResult):
-    def _read_load_local_packet(self, first_packet):
-        conn = self.connection
-        requested = LoadLocalPacketWrapper(first_packet).filename
-        allowed, conn.allowed_local_file = conn.allowed_local_file, None  # one statement, one file
-        if allowed is not None and requested == allowed.encode(conn.encoding):
-            return super()._read_load_local_packet(first_packet)
-        conn.write_packet(b"")  # an empty file: not one byte of the requested file is sent
-        try:
-            conn._read_packet()  # the server's answer to the empty file (OK, 0 rows, or an error)
-        except pymysql.err.MySQLError:
-            pass
-        name = requested.decode(conn.encoding, errors="replace")
-        raise LocalInfileRefusedError(
-            LOCAL_INFILE_REJECTED,
-            f"LOAD DATA LOCAL INFILE refused: the server asked for {name!r}, which is not the file this client "
-            "generated for the statement (only bulk_load's own temporary CSV is ever sent); nothing was sent",
-        )
-
-
-class GuardedConnection(PyMySQLConnection):
-    """A PyMySQL connection that answers a server's ``LOAD DATA LOCAL`` request only with the file
-    :func:`local_file_allowed` named for the running statement, and refuses any other."""
-
-    allowed_local_file: str | None = None
-
-    def _read_query_result(self, unbuffered=False):  # PyMySQL's, with the guarded result
-        self._result = None
-        result = _GuardedResult(self)
-        if unbuffered:
-            result.init_unbuffered_query()
-        else:
-            result.read()
-        self._result = result
-        if result.server_status is not None:
-            self.server_status = result.server_status
-        return result.affected_rows
-
-    def show_warnings(self):
-        self._execute_command(pymysql.constants.COMMAND.COM_QUERY, "SHOW WARNINGS")
-        result = _GuardedResult(self)
-        result.read()
-        return result.rows
-
-
-@contextmanager
-def local_file_allowed(conn: Connection, path: str):
-    """Let ``conn`` send ``path`` (exactly that name, at most once) if the server asks for it with
-    ``LOAD DATA LOCAL INFILE`` during the block. The allowance lives on the DBAPI connection, which
-    serves one thread at a time, so concurrent writers never see each other's file."""
-    raw = conn.connection.dbapi_connection
-    if not isinstance(raw, GuardedConnection):  # other drivers: local infile is not enabled
-        yield
-        return
-    raw.allowed_local_file = path
-    try:
-        yield
-    finally:
-        raw.allowed_local_file = None
 
 
 # ------------------------------------------------------------------------------------------
