@@ -20,8 +20,6 @@ from attribution_pipeline.errors import LocalInfileRefused
 LOCAL_INFILE_REJECTED = 2068
 
 
-
-
 class LocalInfileRefusedError(pymysql.err.OperationalError, LocalInfileRefused):
     """PyMySQL's error type (SQLAlchemy wraps it as usual) and the pipeline's named refusal."""
 
@@ -52,7 +50,6 @@ class _GuardedResult(MySQLResult):
             f"LOAD DATA LOCAL INFILE refused: the server asked for {name!r}, which is not the file this client "
             "generated for the statement (only bulk_load's own rows are ever sent); nothing was sent",
         )
-
 
     def _send_local_data(self, conn, data: memoryview) -> None:
         """PyMySQL's answer to a ``LOAD DATA LOCAL`` request (the rows, an empty packet, the
