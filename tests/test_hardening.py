@@ -110,8 +110,9 @@ def test_bulk_load_still_loads_its_own_files_from_concurrent_threads(mysql_url):
 
 def test_rows_sent_from_memory_go_only_under_their_name_in_packets(mysql_url, monkeypatch, tmp_path):
     """bulk_load's rows are sent from memory under the statement's name, in packets of at most
-    LOCAL_DATA_PACKET bytes (here 64, so a 3000-byte batch takes many), and nowhere else: no file is
-    written, another name gets nothing, and the allowance is used once."""
+    LOCAL_DATA_PACKET bytes (set to 64 here, so the 1 KiB floor applies: 3,000 bytes go in three
+    packets), and nowhere else: no file is written, another name gets nothing, and the allowance
+    is used once."""
     monkeypatch.setattr(local_infile, "LOCAL_DATA_PACKET", 64)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # any temporary file would land here
     engine = database.make_engine(mysql_url)
