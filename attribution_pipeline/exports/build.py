@@ -7,7 +7,7 @@ import polars as pl
 from sqlalchemy.engine import Engine
 
 from attribution_pipeline.core import frames
-from attribution_pipeline.core.packed_keys import fits, packed_key
+from attribution_pipeline.core.packed_keys import packed_order
 from attribution_pipeline.core.precision import stored_decimal
 from attribution_pipeline.exports.columns import (
     CLICK_SPEND_EXPORT,
@@ -103,12 +103,12 @@ def _in_export_order(touch: pl.DataFrame, groups: list[str], order: list[str]) -
     click id: the same order as the seven columns, at a third of the time (``core/packed_keys.py``)."""
     conv, position, click = order
     ranked = touch.select(groups).unique().sort(groups).with_row_index("_snapshot_rank")
-    if ranked.get_column("snapshot_id").is_duplicated().any() or not fits(touch, [(conv, 32), (position, 16)]):
-        return touch.sort([*groups, *order])  # a snapshot id on two groups, or ids that do not fit
+    if ranked.get_column("snapshot_id").is_duplicated().any():  # a snapshot id on two groups
+        return touch.sort([*groups, *order])
     keyed = touch.join(ranked.select("snapshot_id", "_snapshot_rank"), on="snapshot_id", how="left",
                        maintain_order="left")
-    key = packed_key("_snapshot_rank", (conv, 32), (position, 16))
-    return keyed.sort([key, pl.col(click)]).drop("_snapshot_rank")
+    by = packed_order(keyed, "_snapshot_rank", (conv, 32), (position, 16))  # the columns if ids do not fit
+    return keyed.sort([*by, click] if isinstance(by, list) else [by, pl.col(click)]).drop("_snapshot_rank")
 
 
 def touchpoints_export(touch: pl.DataFrame, names: Names, journeys: pl.DataFrame | None = None) -> pl.DataFrame:

@@ -38,7 +38,7 @@ class _GuardedResult(MySQLResult):
         if allowed is not None and requested == allowed.encode(conn.encoding):
             if data is None:
                 return super()._read_load_local_packet(first_packet)
-            return self._send_local_data(conn, data)
+            return self._send_local_data(data)
         conn.write_packet(b"")  # an empty file: not one byte of the requested file is sent
         try:
             conn._read_packet()  # the server's answer to the empty file (OK, 0 rows, or an error)
@@ -51,9 +51,10 @@ class _GuardedResult(MySQLResult):
             "generated for the statement (only bulk_load's own rows are ever sent); nothing was sent",
         )
 
-    def _send_local_data(self, conn, data: memoryview) -> None:
+    def _send_local_data(self, data: memoryview) -> None:
         """PyMySQL's answer to a ``LOAD DATA LOCAL`` request (the rows, an empty packet, the
         server's OK), with rows from memory in packets of up to :data:`LOCAL_DATA_PACKET` bytes."""
+        conn = self.connection
         size = max(1024, min(LOCAL_DATA_PACKET, conn.server_max_packet // 2))
         try:
             for offset in range(0, len(data), size):
