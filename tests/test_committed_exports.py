@@ -86,3 +86,31 @@ def test_an_export_that_fails_during_the_write_back_is_left_to_the_export_step(m
     assert check.passed and check.metadata["hours_checked"].value == len(HOURS)
     assert unexported(engine) == set()
     assert_same_files_as_read_from_mysql(mysql_url, HOURS, tmp_path)
+
+
+def test_a_chunks_export_starts_as_the_next_chunk_loads_its_touchpoints(mysql_url, monkeypatch):
+    """The next chunk's steps before its load run without the export beside them: a committed
+    chunk's export starts when the next chunk's touchpoints start loading (the last one's when the
+    write-back waits for it at the end)."""
+    from attribution_pipeline.storage import hour_rewrite
+
+    seeded(mysql_url)
+    events = []
+    load, export = hour_rewrite.bulk_load, writeback_exports.export_chunk
+
+    def recorded_load(conn, table, df, **kw):
+        if table.name == "202_attribution_touchpoints" and df.height:
+            events.append(("load", int(df.get_column("snapshot_id").min())))
+        return load(conn, table, df, **kw)
+
+    def recorded_export(engine_, hours, **kw):
+        events.append(("export", tuple(hours)))
+        return export(engine_, hours, **kw)
+
+    monkeypatch.setattr(hour_rewrite, "bulk_load", recorded_load)
+    monkeypatch.setattr(writeback_exports, "export_chunk", recorded_export)
+    _, report = run(mysql_url, HOURS[0], HOURS[-1], **ONE_HOUR_CHUNKS)
+    assert report["chunks_committed"] == len(HOURS)
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["load", "load", "export", "load", "export", "load", "export", "export"]
+    assert [hours for kind, hours in events if kind == "export"] == [(h,) for h in HOURS]

@@ -73,7 +73,8 @@ def attribution_writeback(context: dg.AssetExecutionContext, source_changes: Hou
 
     run = WritebackRun(db=db, settings=settings, scope=scope, hours=hours, run_id=run_id, logger=context.log,
                        fields=fields, resumed=committed_by_parents(context.instance, context.run),
-                       on_commit=committed, record_state=recorded)
+                       on_commit=committed, record_state=recorded,
+                       on_load=exports.start if exports is not None else None)
 
     def read(chunk):
         models = attribution_models.read(chunk)

@@ -9,13 +9,20 @@ their state rows are marked exported (D22). The export step then finds them expo
 what is still pending, and reconciles every hour exported in the run, these included
 (:func:`exported_during_writeback`).
 
-One chunk is exported at a time: the next commit waits for the previous chunk's export, so memory
-holds at most one chunk being written and one being exported. Only a full run that records what it
+A committed chunk's export starts when the next chunk's touchpoints start loading
+(:meth:`CommittedExports.start`), or when the write-back waits for it (the next commit, the end
+of the run): the next chunk's own steps before its load (reading its frames, the invariants,
+finding and deleting the stored rows, the snapshots, preparing the touchpoints) run on the
+pipeline's side with the cores to themselves, and the export runs while MariaDB loads (dense
+profile, 72 hours: bench/RESULTS.md). One chunk is exported at a time: the next commit waits for
+the previous chunk's export, so memory holds at most one chunk being written and one being
+exported. Only a full run that records what it
 wrote (``writeback.records_state``) exports this way; an export that fails leaves its hours pending
 for the export step, and the write-back's outcome does not depend on it.
 """
 
 import dataclasses
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import dagster as dg
@@ -60,18 +67,31 @@ class CommittedExports:
         self.window, self.token = window, token
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="committed-exports")
         self._pending: Future | None = None
+        self._go = threading.Event()  # set: the pending export may start
 
     def submit(self, chunk: tuple[int, ...], held: pl.DataFrame, skipped: pl.DataFrame | None) -> list[ExportedChunk]:
         """Export ``chunk`` (just committed; ``held``: its held groups, ``skipped``: its (user, hour)
-        pairs not recomputed) once the previous chunk's export is done, which is returned."""
+        pairs not recomputed) once the previous chunk's export is done, which is returned; the
+        export starts at :meth:`start` (or at the next :meth:`wait`)."""
         done = self.wait()
-        self._pending = self._pool.submit(self._export, tuple(chunk), held, skipped)
+        self._go.clear()
+        self._pending = self._pool.submit(self._when_started, tuple(chunk), held, skipped)
         return done
+
+    def start(self) -> None:
+        """Let the pending export start (the write-back calls this as the next chunk's touchpoints
+        start loading)."""
+        self._go.set()
 
     def wait(self) -> list[ExportedChunk]:
         """The export in progress, once done (an empty list when none was)."""
+        self._go.set()
         pending, self._pending = self._pending, None
         return [pending.result()] if pending is not None else []
+
+    def _when_started(self, chunk: tuple[int, ...], held: pl.DataFrame, skipped: pl.DataFrame | None) -> ExportedChunk:
+        self._go.wait()
+        return self._export(chunk, held, skipped)
 
     def close(self) -> list[ExportedChunk]:
         try:

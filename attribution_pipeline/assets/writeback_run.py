@@ -61,16 +61,16 @@ class WritebackRun:
 
     ``resumed``: hours a parent of this run (a re-execution or retry of a failed run) committed
     already; chunks made only of them are not written again. ``on_commit(chunk, plan)`` is called
-    after each chunk commits (the asset records it in the run's event log for a later resume, and
-    starts the chunk's exports, D35).
+    after each chunk commits (the asset notes it for a later resume, queues its exports, D35);
+    ``on_load()`` as a chunk's touchpoints start loading (the queued exports start then).
     """
 
     def __init__(self, *, db: Database, settings: Settings, scope: RunScope, hours: list[int], run_id: str,
                  logger, fields: dict, resumed: frozenset[int] = frozenset(), on_commit=None,
-                 record_state: bool = False):
+                 record_state: bool = False, on_load=None):
         self.db, self.settings, self.scope = db, settings, scope
         self.hours, self.run_id, self.logger, self.fields = hours, run_id, logger, fields
-        self.resumed, self.on_commit = resumed, on_commit
+        self.resumed, self.on_commit, self.on_load = resumed, on_commit, on_load
         self.record_state = record_state and not scope.dry_run  # note what was written from what (D22)
         self._change_counts: dict[tuple[int, ...], dict[str, int]] = {}
         self.now = int(time.time())
@@ -163,6 +163,7 @@ class WritebackRun:
             scoped=None if scoped is None else scoped.rows,
             scoped_credits=None if scoped is None else scoped.credits,
             pending_scoped=pending,
+            on_load=self.on_load,
         )
 
     def process(self, chunk: tuple[int, ...], frames: ChunkFrames) -> None:

@@ -81,6 +81,8 @@ class ChunkWrite:
     #: values of ``scoped``, ``scoped_credits`` and the groups to hold); groups to hold raise
     #: :class:`ScopedGroupsHeld` (the caller plans the chunk again with them held).
     pending_scoped: Callable[[], Any] | None = None
+    #: Called as the touchpoints start loading (the write-back starts the previous chunk's exports).
+    on_load: Callable[[], None] | None = None
 
 
 class ScopedGroupsHeld(Exception):
@@ -255,6 +257,8 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
             touch_rows = touch_rows.filter(~kept_rows)
         touch_rows = index_order(
             touch_rows.select("snapshot_id", "conv_id", "click_id", "position", "credit", "weight", created_at=pl.lit(now)))
+    if plan.on_load is not None:
+        plan.on_load()
     with outcome.stage("load_touchpoints"):
         # AUTO_INCREMENT only grows: every row inserted below lies above this id
         before = max_touchpoint_id(conn)
