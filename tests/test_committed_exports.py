@@ -114,3 +114,28 @@ def test_a_chunks_export_starts_as_the_next_chunk_loads_its_touchpoints(mysql_ur
     kinds = [kind for kind, _ in events]
     assert kinds == ["load", "load", "export", "load", "export", "load", "export", "export"]
     assert [hours for kind, hours in events if kind == "export"] == [(h,) for h in HOURS]
+
+
+def test_a_chunk_with_no_touchpoints_to_load_lets_the_queued_export_start_as_its_write_starts(mysql_url, monkeypatch):
+    """An hourly run that finds its hours unchanged loads nothing: each chunk's write lets the
+    queued export start as it begins, instead of the export waiting for the next commit."""
+    from attribution_pipeline.assets import writeback_run
+
+    seeded(mysql_url)
+    run(mysql_url, HOURS[0], HOURS[-1], **ONE_HOUR_CHUNKS)
+    events = []
+    write, start = writeback_run.write_chunk, writeback_exports.CommittedExports.start
+
+    def recorded_write(engine_, plan, **kw):
+        events.append(("write", plan.hours, plan.credits.height))
+        return write(engine_, plan, **kw)
+
+    def recorded_start(self):
+        events.append(("start",))
+        return start(self)
+
+    monkeypatch.setattr(writeback_run, "write_chunk", recorded_write)
+    monkeypatch.setattr(writeback_exports.CommittedExports, "start", recorded_start)
+    _, report = run(mysql_url, HOURS[0], HOURS[-1], **ONE_HOUR_CHUNKS)
+    assert report["user_hours_recomputed"] == 0 and report["chunks_committed"] == len(HOURS)
+    assert events == [e for h in HOURS for e in (("write", (h,), 0), ("start",))]

@@ -81,7 +81,8 @@ class ChunkWrite:
     #: values of ``scoped``, ``scoped_credits`` and the groups to hold); groups to hold raise
     #: :class:`ScopedGroupsHeld` (the caller plans the chunk again with them held).
     pending_scoped: Callable[[], Any] | None = None
-    #: Called as the touchpoints start loading (the write-back starts the previous chunk's exports).
+    #: Called as the touchpoints start loading, or as the write starts when it has none (the
+    #: write-back starts the previous chunk's exports then).
     on_load: Callable[[], None] | None = None
 
 
@@ -141,6 +142,8 @@ def write_chunk(engine: Engine, plan: ChunkWrite, *, now: int, batch_rows: int, 
     """Replace the owned rows of one chunk of hours, atomically (see module docstring)."""
     started = time.perf_counter()
     outcome = ChunkOutcome(hours=plan.hours)
+    if plan.on_load is not None and plan.credits.height == 0:
+        plan.on_load()  # no touchpoints to load: what waits for their load need not wait
     with engine.connect() as conn:
         lock_started = time.perf_counter()
         with hours_locked(conn, plan.hours, lock_timeout):
@@ -257,7 +260,7 @@ def _replace_rows(conn: Connection, plan: ChunkWrite, outcome: ChunkOutcome, *, 
             touch_rows = touch_rows.filter(~kept_rows)
         touch_rows = index_order(
             touch_rows.select("snapshot_id", "conv_id", "click_id", "position", "credit", "weight", created_at=pl.lit(now)))
-    if plan.on_load is not None:
+    if plan.on_load is not None and plan.credits.height:  # (with none, called as the write started)
         plan.on_load()
     with outcome.stage("load_touchpoints"):
         # AUTO_INCREMENT only grows: every row inserted below lies above this id
