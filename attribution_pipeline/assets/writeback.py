@@ -89,10 +89,12 @@ def attribution_writeback(context: dg.AssetExecutionContext, source_changes: Hou
             run.run_chunk(chunk, read)
         run.finish()
     finally:  # whatever stopped the run, the report says what was committed
-        run.scopes.close()
-        if exports is not None:
-            with run.stage("exports_wait"):
-                record_exports(context, WRITEBACK, exports.close(), fields)
+        try:
+            run.scopes.close()
+        finally:  # the queued export waits for a start that only this gives now
+            if exports is not None:
+                with run.stage("exports_wait"):
+                    record_exports(context, WRITEBACK, exports.close(), fields)
         report = run.write_report(path)
         context.instance.add_run_tags(run_id, {OUTCOME_TAG: str(report["outcome"])})
     if run.failed_chunks or report["outcome"] == 1:

@@ -12,14 +12,14 @@ what is still pending, and reconciles every hour exported in the run, these incl
 A committed chunk's export starts when the next chunk's touchpoints start loading
 (:meth:`CommittedExports.start`; as its write starts when it has none, as in an hourly run that
 finds its hours unchanged), or when the write-back waits for it (the next commit, the end of the
-run): the next chunk's own steps before its load (reading its frames, the invariants,
-finding and deleting the stored rows, the snapshots, preparing the touchpoints) run on the
-pipeline's side with the cores to themselves, and the export runs while MariaDB loads (dense
-profile, cold 72 hours: a lower peak, the same time, bench/RESULTS.md). One chunk is exported at a time: the next commit waits for
-the previous chunk's export, so memory holds at most one chunk being written and one being
-exported. Only a full run that records what it
-wrote (``writeback.records_state``) exports this way; an export that fails leaves its hours pending
-for the export step, and the write-back's outcome does not depend on it.
+run): the next chunk's own steps before its load (reading its frames, the invariants, finding and
+deleting the stored rows, the snapshots, preparing the touchpoints) run without an export beside
+them, and the export runs while MariaDB loads (dense profile, cold 72 hours: a lower peak, the
+same time, bench/RESULTS.md). One chunk is exported at a time: the next commit waits for the
+previous chunk's export, so memory holds at most one chunk being written and one being exported.
+Only a full run that records what it wrote (``writeback.records_state``) exports this way; an
+export that fails leaves its hours pending for the export step, and the write-back's outcome does
+not depend on it.
 """
 
 import dataclasses
