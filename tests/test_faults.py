@@ -309,7 +309,10 @@ def killed_connections_scenario(url: str, clean: Clean, host: cli_runs.Homes, *,
     report = run.report()
     assert_no_lock_held(url, [report["run_id"]])
     assert_audit_of_chunks(observe.audit_rows(url), clean, ALL_HOURS, context=f"killed connections ({reads})")
-    assert_retries_reported(run, len(killer.killed))
+    # a connection killed twice fails once: the watch's kill can land just after the LOAD DATA ended
+    # (the connection idle, not yet gone), and the proxy then kills the same connection again as
+    # the read-back that follows on it is sent; so count the connections killed, not the kills
+    assert_retries_reported(run, len({kill.thread_id for kill in killer.killed}))
     return run
 
 
