@@ -1,11 +1,12 @@
-"""Packed sort keys (core/packed_keys.py) and their three users: the same order as the columns."""
+"""Packed sort keys (core/packed_keys.py) and their users: the same order (and the same duplicates) as the columns."""
 
 import numpy as np
 import polars as pl
 import pytest
 
 from attribution_pipeline.core import aggregation
-from attribution_pipeline.core.packed_keys import fits, packed_key, packed_order
+from attribution_pipeline.core import contracts
+from attribution_pipeline.core.packed_keys import duplicated_rows, fits, packed_key, packed_order
 from attribution_pipeline.exports.build import _in_export_order
 from attribution_pipeline.storage.stored_rows import index_order
 
@@ -73,3 +74,42 @@ def test_export_order_matches_the_seven_column_sort():
     assert _in_export_order(odd, groups, order).equals(odd.sort([*groups, *order]))
     big = df.with_columns(conv_id=pl.col("conv_id") + 2**32)
     assert _in_export_order(big, groups, order).equals(big.sort([*groups, *order]))
+
+
+def _duplicates_on_columns(df: pl.DataFrame, keys: list[str]) -> list[int]:
+    return df.with_row_index().filter(pl.struct(keys).is_duplicated()).get_column("index").to_list()
+
+
+@pytest.mark.parametrize("case", ["distinct", "two copies", "null key", "negative", "too wide", "float key"])
+def test_duplicated_rows_are_the_rows_sharing_their_keys(case):
+    """Every copy of a duplicated key, whether the key packs (distinct, two copies) or the columns
+    are compared (a null, a negative value, values too wide to pack, a non-integer column)."""
+    df = _touches(3000).unique(["model_id", "conv_id", "position"], keep="first", maintain_order=True)
+    keys = ["model_id", "conv_id", "position"]
+    if case == "two copies":
+        df = pl.concat([df, df.slice(10, 1), df.slice(2000, 1)])
+    elif case == "null key":
+        df = pl.concat([df, pl.concat([df.slice(10, 1)] * 2).with_columns(conv_id=pl.lit(None, dtype=pl.Int64))])
+    elif case == "negative":
+        df = pl.concat([df, df.slice(3, 1), df.slice(4, 1).with_columns(conv_id=-pl.col("conv_id"))])
+    elif case == "too wide":
+        df = pl.concat([df, df.slice(5, 1)]).with_columns(conv_id=pl.col("conv_id") * (1 << 50))
+    elif case == "float key":
+        df = pl.concat([df, df.slice(6, 1)]).with_columns(conv_id=pl.col("conv_id").cast(pl.Float64))
+    want = _duplicates_on_columns(df, keys)
+    assert duplicated_rows(df, keys).to_list() == want
+    assert (want == []) == (case == "distinct")
+
+
+def test_schema_uniqueness_failures_name_every_copy():
+    """The credits contract reports each copy of a duplicated (model, conversion, position) row
+    under pandera's own reason, beside the other rules' failures of the same rows."""
+    credits = pl.DataFrame({
+        "date_hour": [3600] * 4, "model_id": [1, 1, 1, 2], "user_id": [1] * 4, "conv_id": [5, 5, 6, 5],
+        "position": [0, 0, 0, 0], "click_id": [9, 9, 8, 9], "credit": [1.0, 1.0, 2.0, 1.0],
+        "revenue": [1.0] * 4, "cost": [0.5] * 4, "credit_stored": [1.0, 1.0, 1.0, 1.0],
+    }).cast({"position": pl.Int32, "click_id": pl.UInt64, "credit_stored": pl.Decimal(10, 5)})
+    cases = contracts.failure_cases(contracts.Credits, credits)
+    assert sorted(cases.iter_rows()) == [
+        ("credit: less_than_or_equal_to(1.000000001)", 2),
+        ("multiple_fields_uniqueness", 0), ("multiple_fields_uniqueness", 1)]
