@@ -3,6 +3,7 @@
 from decimal import Decimal
 
 import polars as pl
+import pytest
 
 from attribution_pipeline.core import invariants
 from attribution_pipeline.core.precision import CREDIT_DTYPE, MONEY_DTYPE
@@ -68,3 +69,27 @@ def test_a_snapshot_in_an_hour_without_conversions_is_held_with_a_reason_naming_
     held = invariants.held_groups(**args)
     assert held.get_column("reason").to_list() == [
         "snapshot_revenue: snapshot revenue 15.0 over 2 conversions, the hour's conversions give 0.0 over 0"]
+
+
+@pytest.mark.parametrize("positions, n, broken", [
+    ([0, 1, 2], 3, False),
+    ([2, 0, 1], 3, False),  # any row order
+    ([0], 1, False),
+    ([0, 1, 1], 3, True),  # a position twice
+    ([0, 2, 3], 3, True),  # a gap
+    ([1, 2, 3], 3, True),  # not from 0
+    ([0, 1, 2], 4, True),  # n says 4 touches
+    ([0, 1, None], 3, True),  # a null position
+    ([None], 1, True),
+])
+def test_journey_positions_are_exactly_zero_to_n_minus_one(positions, n, broken):
+    """``journey_positions`` holds a journey unless its positions are 0..n-1, each once, with n its
+    touches; the journey beside it (positions 0..1) is never held."""
+    journeys = pl.DataFrame({
+        "user_id": [1] * (len(positions) + 2), "date_hour": [H] * (len(positions) + 2),
+        "conv_id": [7] * len(positions) + [8, 8], "position": [*positions, 1, 0],
+        "n": [n] * len(positions) + [2, 2], "is_converting": [i == 0 for i in range(len(positions))] + [True, False],
+    }, schema_overrides={"position": pl.Int32, "n": pl.Int32})
+    found = invariants.journey_failures(journeys, touch_cap=25)
+    positions_held = found.filter(pl.col("reason").str.starts_with("journey_positions")).get_column("conv_id").to_list()
+    assert positions_held == ([7] if broken else [])
