@@ -113,3 +113,13 @@ def test_schema_uniqueness_failures_name_every_copy():
     assert sorted(cases.iter_rows()) == [
         ("credit: less_than_or_equal_to(1.000000001)", 2),
         ("multiple_fields_uniqueness", 0), ("multiple_fields_uniqueness", 1)]
+
+
+def test_duplicated_rows_on_an_unsigned_64_bit_first_key():
+    """A UInt64 first key near 2^64 beside 63 bits of later keys (past what a 128-bit key holds):
+    every copy is found, and distinct rows are found distinct."""
+    df = pl.DataFrame({"click_id": [2**64 - 1, 2**64 - 1, 2**64 - 2, 5],
+                       "conv_id": [2**61, 2**61, 2**61, 1], "position": [1, 1, 1, 0]},
+                      schema={"click_id": pl.UInt64, "conv_id": pl.Int64, "position": pl.Int64})
+    assert duplicated_rows(df, ["click_id", "conv_id", "position"]).to_list() == [0, 1]
+    assert duplicated_rows(df.slice(1), ["click_id", "conv_id", "position"]).to_list() == []

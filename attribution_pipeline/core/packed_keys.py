@@ -75,6 +75,7 @@ def _distinct_key(frame: pl.DataFrame, keys: list[str]) -> pl.Expr | None:
     if any(bounds[:count]) or any(lo < 0 for lo in bounds[count + 1:2 * count]):
         return None
     rest = [(name, max(1, int(hi).bit_length())) for name, hi in zip(keys[1:], bounds[2 * count + 1:])]
-    if sum(width for _, width in rest) > _LATER_BITS:
+    # an unsigned 64-bit first column needs one bit more than an Int64 one below 2^127
+    if sum(width for _, width in rest) > _LATER_BITS - (frame.schema[keys[0]] == pl.UInt64):
         return None
     return packed_key(keys[0], *rest)
