@@ -285,13 +285,14 @@ def failure_cases(model: type[pa.DataFrameModel], df: pl.DataFrame) -> pl.DataFr
             reason=pl.lit("multiple_fields_uniqueness"), index=pl.col("index"))
     try:
         _without_unique(model).validate(df, lazy=True)
+        cases = empty
     except pa.errors.SchemaErrors as exc:
-        cases = exc.failure_cases.select(
+        raw = exc.failure_cases.select(
             pl.col("failure_case").cast(pl.String), pl.col("column").cast(pl.String),
             pl.col("check").cast(pl.String), pl.col("index").cast(pl.Int64),
         )
         frame_level = pl.col("index").is_null()
-        return pl.concat([duplicated, cases.select(
+        cases = raw.select(
             reason=pl.when(frame_level & (pl.col("column") == model.__name__))
             .then(pl.format("{}: {}", "check", pl.col("failure_case").fill_null("")))
             .when(frame_level)
@@ -300,11 +301,10 @@ def failure_cases(model: type[pa.DataFrameModel], df: pl.DataFrame) -> pl.DataFr
             .then(pl.col("check"))
             .otherwise(pl.format("{}: {}", "column", "check")),
             index=pl.col("index"),
-        )])
+        )
     except pa.errors.SchemaError as exc:  # raised instead of SchemaErrors for some frame-level errors
-        return pl.concat([duplicated, pl.DataFrame({"reason": [str(exc).splitlines()[0][:200]], "index": [None]},
-                                                   schema=empty.schema)])
-    return duplicated
+        cases = pl.DataFrame({"reason": [str(exc).splitlines()[0][:200]], "index": [None]}, schema=empty.schema)
+    return pl.concat([duplicated, cases])
 
 
 @functools.cache
