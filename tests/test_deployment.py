@@ -32,7 +32,7 @@ from faults.run_worker_fault import install_dir
 from faults.tcp_proxy import free_port
 from oracle import php_engine
 from pipeline import HOUR, run
-from test_backfill_ui import wait_for
+from test_backfill_ui import paced_pythonpath, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -145,7 +145,8 @@ class Deployment:
                                    "attribution_pipeline"], self.code_env)
         self.start("webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.web_port),
                                  "-w", str(self.tmp / "workspace.yaml")], self.env)
-        self.start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(self.tmp / "workspace.yaml")], self.env)
+        self.start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(self.tmp / "workspace.yaml")],
+                   {**self.env, "PYTHONPATH": paced_pythonpath(self.tmp / "daemon-pace")})
 
         def loaded():
             self.check_alive()
@@ -179,7 +180,7 @@ class Deployment:
             status = graphql(self.url, BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]["status"]
             return status if status in DONE else None
 
-        return wait_for(finished, timeout, f"backfill {backfill_id} to finish", interval=3)
+        return wait_for(finished, timeout, f"backfill {backfill_id} to finish", interval=1)
 
     def runs(self, backfill_id: str) -> list[dict]:
         found = graphql(self.url, RUNS, {"id": backfill_id})["runsOrError"]["results"]
