@@ -62,7 +62,7 @@ RUNS = """query($id: String!) { runsOrError(filter: {tags: [{key: "dagster/backf
 
 
 def paced_pythonpath(folder: Path) -> str:
-    """PYTHONPATH for a process tree whose Dagster daemon polls every 2 s, not 30 (daemon_pace.py)."""
+    """PYTHONPATH for a process tree whose Dagster daemon polls every 5 s, not 30 (daemon_pace.py)."""
     return os.pathsep.join(p for p in (str(site_dir(folder)), os.environ.get("PYTHONPATH", "")) if p)
 
 
