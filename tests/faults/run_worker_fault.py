@@ -8,13 +8,12 @@ marker file still exists, and removes it: exactly one run, whichever reaches it 
 its re-execution (a run retry) and every other run go through.
 """
 
-import importlib.abc
-import importlib.machinery
 import sys
 from pathlib import Path
 
+from import_patch import patch_on_import, sitecustomize_dir
+
 TARGET = "attribution_pipeline.assets.writeback_run"
-TESTS = Path(__file__).resolve().parents[1]
 
 
 class InjectedWritebackFault(RuntimeError):
@@ -38,40 +37,14 @@ def patch(module, hour: int, marker: Path) -> None:
     module.WritebackRun.run_chunk = run_chunk
 
 
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    def __init__(self, hour: int, marker: Path):
-        self.hour, self.marker = hour, marker
-
-    def find_spec(self, name, path, target=None):
-        if name != TARGET:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        loader_exec = spec.loader.exec_module
-
-        def exec_module(module):
-            loader_exec(module)
-            patch(module, self.hour, self.marker)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
 def install(hour: int, marker: str) -> None:
-    sys.meta_path.insert(0, _PatchOnImport(hour, Path(marker)))
+    patch_on_import(TARGET, lambda module: patch(module, hour, Path(marker)))
 
 
 def install_dir(folder: Path, hour: int, marker: Path) -> Path:
     """``folder`` holding a ``sitecustomize.py`` that installs the fault (and the marker file)."""
-    folder.mkdir(parents=True, exist_ok=True)
     marker.write_text("fail once\n")
-    (folder / "sitecustomize.py").write_text(
-        "import sys\n"
-        f"sys.path.insert(0, {str(TESTS)!r})\n"
-        "from faults.run_worker_fault import install\n"
-        f"install({int(hour)}, {str(marker)!r})\n"
-        "sys.path.remove(" + repr(str(TESTS)) + ")\n"
-    )
-    return folder
+    return sitecustomize_dir(folder, "faults.run_worker_fault", f"install({int(hour)}, {str(marker)!r})")
 
 
 __all__ = ["InjectedWritebackFault", "install", "install_dir"]
