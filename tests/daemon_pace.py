@@ -13,6 +13,7 @@ on a 2-core machine. If Dagster drops the constant, the daemon fails to start wi
 this module, rather than the tests silently slowing down again.
 """
 
+import os
 from pathlib import Path
 
 from import_patch import patch_on_import, sitecustomize_dir
@@ -35,4 +36,9 @@ def site_dir(folder: Path, seconds: float = 5) -> Path:
     return sitecustomize_dir(folder, "daemon_pace", f"install({float(seconds)!r})")
 
 
-__all__ = ["install", "site_dir"]
+def paced_pythonpath(folder: Path) -> str:
+    """``PYTHONPATH`` for a daemon process (and what it starts) paced by :func:`site_dir` in ``folder``."""
+    return os.pathsep.join(p for p in (str(site_dir(folder)), os.environ.get("PYTHONPATH", "")) if p)
+
+
+__all__ = ["install", "paced_pythonpath", "site_dir"]

@@ -20,7 +20,7 @@ import scenarios
 from attribution_pipeline.storage import database
 from attribution_pipeline.assets.hourly import RANGE_END_TAG, RANGE_START_TAG
 from attribution_pipeline.core.hours import hour_key
-from daemon_pace import site_dir
+from daemon_pace import paced_pythonpath
 from faults.tcp_proxy import free_port
 from oracle import php_engine
 from pipeline import HOUR, run
@@ -59,11 +59,6 @@ BACKFILL = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
   __typename ... on PartitionBackfill { status } ... on PythonError { message } } }"""
 RUNS = """query($id: String!) { runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
   ... on Runs { results { runId status tags { key value } } } } }"""
-
-
-def paced_pythonpath(folder: Path) -> str:
-    """PYTHONPATH for a process tree whose Dagster daemon polls every 5 s, not 30 (daemon_pace.py)."""
-    return os.pathsep.join(p for p in (str(site_dir(folder)), os.environ.get("PYTHONPATH", "")) if p)
 
 
 @pytest.fixture

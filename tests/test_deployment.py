@@ -28,11 +28,12 @@ from attribution_pipeline.core.hours import hour_key
 from attribution_pipeline.demo.generator import GeneratorConfig, generate, load
 from attribution_pipeline.storage import database, tables
 from conftest import _new_database
+from daemon_pace import paced_pythonpath
 from faults.run_worker_fault import install_dir
 from faults.tcp_proxy import free_port
 from oracle import php_engine
 from pipeline import HOUR, run
-from test_backfill_ui import paced_pythonpath, wait_for
+from test_backfill_ui import wait_for
 
 pytestmark = pytest.mark.slow
 
